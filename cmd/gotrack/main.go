@@ -1,0 +1,237 @@
+// Command gotrack is the GoTrack event collector.
+//
+//	gotrack [serve]    run the collector (the default)
+//	gotrack version    print the version
+//	gotrack -h         list every setting with its default
+//
+// Every setting comes from the environment; see the README.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gotrack/gotrack/internal/config"
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/ingest"
+	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/sink"
+	"github.com/gotrack/gotrack/internal/sink/ndjson"
+	"github.com/gotrack/gotrack/internal/telemetry"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gotrack:", err)
+		os.Exit(1)
+	}
+}
+
+// run is the whole program, driven by its arguments, environment and output
+// streams so that tests can run it in-process. It returns when ctx is
+// cancelled and the graceful stop is done.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, getenv, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "gotrack %s (%s)\n", telemetry.Version, runtime.Version())
+		return nil
+	}
+	return fmt.Errorf("unknown command %q (want serve or version; -h for help)", cmd)
+}
+
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	fs := flag.NewFlagSet("gotrack", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { config.Usage(stdout) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	reg := telemetry.NewRegistry()
+
+	norm, err := event.NewNormalizer(cfg.Privacy)
+	if err != nil {
+		return err
+	}
+	outputs, err := openSinks(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(outputs))
+	for i, o := range outputs {
+		names[i] = o.Name
+	}
+	pm, err := pipeline.NewMetrics(reg, names)
+	if err != nil {
+		return err
+	}
+	pipe, err := pipeline.New(outputs, cfg.Pipeline, pm, reg, pipeline.NewDeadLetter(cfg.DeadLetterPath), log)
+	if err != nil {
+		return err
+	}
+	handler, err := ingest.NewHandler(ingest.Options{
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		MaxBatchEvents: cfg.MaxBatchEvents,
+		CORSOrigins:    cfg.CORSOrigins,
+	}, norm, pipe, reg, log)
+	if err != nil {
+		return err
+	}
+
+	var metrics *telemetry.MetricsServer
+	metricsAddr := "disabled"
+	if cfg.Metrics.Enabled {
+		if metrics, err = telemetry.NewMetricsServer(cfg.Metrics, reg, log); err == nil {
+			err = metrics.Start()
+		}
+		if err != nil {
+			return errors.Join(err, closeSinks(outputs))
+		}
+		metricsAddr = metrics.Scheme() + "://" + metrics.Addr() + "/metrics"
+	}
+	ln, err := net.Listen("tcp", cfg.ServerAddr)
+	if err != nil {
+		err = fmt.Errorf("ingest listener: listen on SERVER_ADDR=%s: %w", cfg.ServerAddr, err)
+		if metrics != nil {
+			err = errors.Join(err, metrics.Shutdown(context.Background()))
+		}
+		return errors.Join(err, closeSinks(outputs))
+	}
+
+	pipe.Start()
+	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	log.Info("gotrack started",
+		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
+		"ip_mode", cfg.Privacy.IPMode, "dnt_respect", cfg.Privacy.RespectDNT, "trust_proxy", cfg.Privacy.TrustProxy,
+		"queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "version", telemetry.Version)
+
+	var runErr error
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-serveErr:
+			runErr = fmt.Errorf("ingest listener: %w", err)
+			break wait
+		case <-hup:
+			reopen(outputs, log)
+		}
+	}
+	return errors.Join(runErr, shutdown(ctx, cfg, srv, pipe, metrics, log))
+}
+
+// shutdown stops in order, within SHUTDOWN_TIMEOUT: stop accepting and
+// finish the requests under way, drain every queue into its sink and close
+// the sinks, then stop the metrics listener. The deadline is fresh: ctx is
+// already cancelled when a signal brought us here.
+func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *pipeline.Pipeline, metrics *telemetry.MetricsServer, log *slog.Logger) error {
+	log.Info("gotrack stopping", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancel()
+	var errs []error
+	if err := srv.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("ingest listener: %w", err))
+	}
+	if err := pipe.Close(sctx); err != nil {
+		errs = append(errs, err)
+	}
+	for _, st := range pipe.Stats() {
+		log.Info("sink delivered", "sink", st.Sink, "events", st.Delivered, "dead_lettered", st.DeadLettered)
+	}
+	if metrics != nil {
+		mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := metrics.Shutdown(mctx); err != nil {
+			errs = append(errs, err)
+		}
+		mcancel()
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		log.Error("gotrack stopped with errors", "err", err)
+	} else {
+		log.Info("gotrack stopped")
+	}
+	return err
+}
+
+// openSinks opens every sink OUTPUTS names, closing those already open when
+// one fails.
+func openSinks(_ context.Context, cfg *config.Config) ([]pipeline.Output, error) {
+	var outputs []pipeline.Output
+	for _, name := range cfg.Outputs {
+		var (
+			s   sink.Sink
+			err error
+		)
+		switch name {
+		case config.OutputLog:
+			s, err = ndjson.Open(cfg.Log)
+		default:
+			err = fmt.Errorf("sink %q is not available in this build", name)
+		}
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("open sink %s: %w", name, err), closeSinks(outputs))
+		}
+		outputs = append(outputs, pipeline.Output{Name: name, Sink: s})
+	}
+	return outputs, nil
+}
+
+func closeSinks(outputs []pipeline.Output) error {
+	var errs []error
+	for _, o := range outputs {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, o.Sink.Close(ctx))
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+// reopen makes file sinks reopen their files, after logrotate moved them.
+func reopen(outputs []pipeline.Output, log *slog.Logger) {
+	for _, o := range outputs {
+		if r, ok := o.Sink.(sink.Reopener); ok {
+			if err := r.Reopen(); err != nil {
+				log.Error("reopen on SIGHUP failed", "sink", o.Name, "err", err)
+			} else {
+				log.Info("reopened on SIGHUP", "sink", o.Name)
+			}
+		}
+	}
+}

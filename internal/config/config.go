@@ -1,0 +1,406 @@
+// Package config reads every GoTrack setting from the environment, once,
+// into typed values, and checks them as a whole: Load reports every problem
+// it finds, not just the first.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/sink/ndjson"
+)
+
+// Output names accepted in OUTPUTS.
+const (
+	OutputLog      = "log"
+	OutputPostgres = "postgres"
+	OutputKafka    = "kafka"
+)
+
+var knownOutputs = []string{OutputLog, OutputPostgres, OutputKafka}
+
+// Config is every setting, parsed.
+type Config struct {
+	ServerAddr      string
+	Outputs         []string
+	MaxBatchEvents  int
+	MaxBodyBytes    int64
+	CORSOrigins     []string // empty means any origin
+	ShutdownTimeout time.Duration
+
+	Privacy event.Policy
+
+	Pipeline       pipeline.Options
+	DeadLetterPath string
+
+	Log ndjson.Options
+
+	LogFormat string // json or text
+	LogLevel  slog.Level
+
+	Metrics Metrics
+}
+
+// Metrics configures the metrics listener.
+type Metrics struct {
+	Enabled           bool
+	Addr              string
+	TLSCert, TLSKey   string
+	RequireTLS        bool
+	ClientCA          string
+	ClientAllowedSANs []string
+	BearerTokenFile   string
+	BasicAuthFile     string
+	AllowInsecure     bool
+	MaxScrapes        int
+	ScrapeTimeout     time.Duration
+	TLSReloadInterval time.Duration
+}
+
+// TLS reports whether the metrics listener serves TLS.
+func (m Metrics) TLS() bool { return m.TLSCert != "" || m.TLSKey != "" }
+
+// Auth reports whether the metrics listener authenticates scrapes at the
+// application (mTLS, bearer token or basic auth).
+func (m Metrics) Auth() bool {
+	return m.ClientCA != "" || m.BearerTokenFile != "" || m.BasicAuthFile != ""
+}
+
+// setting is one environment variable: its name, default, meaning, and
+// how to store it.
+type setting struct {
+	name, def, help string
+	set             func(string) error
+	secret          bool
+}
+
+// settings binds every variable to its field of c. The order is the order
+// of the help text and of the README table.
+func settings(c *Config) []setting {
+	var s []setting
+	add := func(name, def, help string, set func(string) error) {
+		s = append(s, setting{name: name, def: def, help: help, set: set})
+	}
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	list := func(p *[]string) func(string) error { return func(v string) error { *p = splitList(v); return nil } }
+	boolean := func(p *bool) func(string) error {
+		return func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("is not a boolean (true or false)")
+			}
+			*p = b
+			return nil
+		}
+	}
+	integer := func(p *int, lo, hi int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < lo || n > hi {
+				return fmt.Errorf("is not a whole number from %d to %d", lo, hi)
+			}
+			*p = n
+			return nil
+		}
+	}
+	duration := func(p *time.Duration, lo, hi time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < lo || d > hi {
+				return fmt.Errorf("is not a duration from %v to %v (such as 200ms or 5s)", lo, hi)
+			}
+			*p = d
+			return nil
+		}
+	}
+	var bodyBytes, rotateMB int
+
+	add("SERVER_ADDR", ":19890", "address of the ingest listener (/px.gif, /collect, /healthz, /readyz)", str(&c.ServerAddr))
+	add("OUTPUTS", "log", "comma list of sinks: log, postgres, kafka", list(&c.Outputs))
+	add("LOG_PATH", "./events.ndjson", "NDJSON file of the log sink; - for standard output", str(&c.Log.Path))
+	add("LOG_FSYNC", "batch", "when the log sink fsyncs: batch (before a batch counts as written), interval (each second), never", func(v string) (err error) {
+		c.Log.Fsync, err = ndjson.ParseFsyncPolicy(v)
+		return err
+	})
+	add("LOG_ROTATE_MB", "0", "rotate the log file when it would pass this size in MiB; 0 never", func(v string) error {
+		if err := integer(&rotateMB, 0, 1<<20)(v); err != nil {
+			return err
+		}
+		c.Log.RotateBytes = int64(rotateMB) << 20
+		return nil
+	})
+	add("LOG_BACKUPS", "5", "rotated log files kept (events.ndjson.1 ... .N)", integer(&c.Log.Backups, 0, 1000))
+	add("MAX_BODY_BYTES", "1048576", "largest /collect body, checked before and after gzip decompression", func(v string) error {
+		if err := integer(&bodyBytes, 1024, 64<<20)(v); err != nil {
+			return err
+		}
+		c.MaxBodyBytes = int64(bodyBytes)
+		return nil
+	})
+	add("MAX_BATCH_EVENTS", "500", "most events in one /collect array", integer(&c.MaxBatchEvents, 1, 100000))
+	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", list(&c.CORSOrigins))
+	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
+	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
+		c.Privacy.IPMode, err = event.ParseIPMode(v)
+		return err
+	})
+	s = append(s, setting{name: "IP_HASH_SECRET", help: "HMAC key for IP_MODE=hash (required then); keep it secret and stable", secret: true,
+		set: func(v string) error { c.Privacy.IPHashSecret = []byte(v); return nil }})
+	add("TRUST_PROXY", "false", "take the client IP from X-Forwarded-For", boolean(&c.Privacy.TrustProxy))
+	add("TRUSTED_PROXIES", "", "comma list of proxy CIDRs skipped in X-Forwarded-For; empty trusts only the direct peer", func(v string) error {
+		c.Privacy.TrustedProxies = nil
+		var bad []string
+		for _, item := range splitList(v) {
+			p, err := netip.ParsePrefix(item)
+			if err != nil {
+				a, err2 := netip.ParseAddr(item)
+				if err2 != nil {
+					bad = append(bad, item)
+					continue
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			c.Privacy.TrustedProxies = append(c.Privacy.TrustedProxies, p.Masked())
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("has entries that are not CIDRs: %s", strings.Join(bad, ", "))
+		}
+		return nil
+	})
+	add("SANITIZE_PARAMS", strings.Join(event.DefaultSanitizeParams, ","), "query parameters removed from url and referrer", list(&c.Privacy.SanitizeParams))
+	add("QUEUE_SIZE", "10000", "events each sink's queue holds", integer(&c.Pipeline.QueueSize, 1, 10_000_000))
+	add("BATCH_SIZE", "500", "flush a batch at this many events", integer(&c.Pipeline.BatchSize, 1, 1_000_000))
+	add("BATCH_BYTES", "1048576", "flush a batch at this many bytes of JSON", integer(&c.Pipeline.BatchBytes, 1024, 1<<30))
+	add("FLUSH_INTERVAL", "200ms", "flush a batch this long after its first event", duration(&c.Pipeline.FlushInterval, time.Millisecond, time.Minute))
+	add("QUEUE_FULL_POLICY", "block", "when a queue is full: block (wait ENQUEUE_TIMEOUT, then 503 / pixel drop) or drop (at once)", func(v string) (err error) {
+		c.Pipeline.FullPolicy, err = pipeline.ParseFullPolicy(v)
+		return err
+	})
+	add("ENQUEUE_TIMEOUT", "100ms", "how long the block policy waits for room", duration(&c.Pipeline.EnqueueTimeout, 0, time.Minute))
+	add("RETRY_MAX_BACKOFF", "5s", "cap of the exponential backoff between retries of a failed batch", duration(&c.Pipeline.RetryMax, 10*time.Millisecond, 10*time.Minute))
+	add("SINK_WRITE_TIMEOUT", "30s", "deadline of one batch write attempt", duration(&c.Pipeline.WriteTimeout, 100*time.Millisecond, 10*time.Minute))
+	add("DEAD_LETTER_PATH", "./dead-letter.ndjson", "NDJSON file for events a sink rejects or cannot take before the shutdown deadline", str(&c.DeadLetterPath))
+	add("SHUTDOWN_TIMEOUT", "30s", "on SIGTERM/SIGINT: time to finish requests, drain queues and close sinks", duration(&c.ShutdownTimeout, time.Second, time.Hour))
+	add("LOG_FORMAT", "json", "format of GoTrack's own logs on stderr: json or text", func(v string) error {
+		if v != "json" && v != "text" {
+			return errors.New("is not json or text")
+		}
+		c.LogFormat = v
+		return nil
+	})
+	add("LOG_LEVEL", "info", "least level logged: debug, info, warn, error", func(v string) error {
+		return c.LogLevel.UnmarshalText([]byte(v))
+	})
+
+	m := &c.Metrics
+	add("METRICS_ENABLED", "false", "serve Prometheus metrics on their own listener", boolean(&m.Enabled))
+	add("METRICS_ADDR", "127.0.0.1:9090", "address of the metrics listener (/metrics, /healthz); loopback unless TLS or auth is on", str(&m.Addr))
+	add("METRICS_TLS_CERT", "", "PEM certificate for the metrics listener; reloaded when the file changes", str(&m.TLSCert))
+	add("METRICS_TLS_KEY", "", "PEM private key for METRICS_TLS_CERT", str(&m.TLSKey))
+	add("METRICS_TLS_RELOAD_INTERVAL", "5s", "how often, at most, the certificate files are checked for changes", duration(&m.TLSReloadInterval, 0, time.Hour))
+	add("METRICS_REQUIRE_TLS", "false", "refuse to start the metrics listener without a usable certificate and key", boolean(&m.RequireTLS))
+	add("METRICS_CLIENT_CA", "", "PEM CA bundle; when set, scrapers must present a client certificate it signed (mTLS)", str(&m.ClientCA))
+	add("METRICS_CLIENT_ALLOWED_SANS", "", "comma list of client certificate SANs (DNS, URI, email or IP) allowed; empty allows any the CA signed", list(&m.ClientAllowedSANs))
+	add("METRICS_BEARER_TOKEN_FILE", "", "file holding the bearer token scrapers must send", str(&m.BearerTokenFile))
+	add("METRICS_BASIC_AUTH_FILE", "", "htpasswd file of bcrypt users (htpasswd -nBC 10 user) for basic auth", str(&m.BasicAuthFile))
+	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR with neither TLS nor authentication", boolean(&m.AllowInsecure))
+	add("METRICS_MAX_SCRAPES", "4", "concurrent /metrics requests served; more get 503", integer(&m.MaxScrapes, 1, 1000))
+	add("METRICS_SCRAPE_TIMEOUT", "10s", "time limit of one /metrics response", duration(&m.ScrapeTimeout, 100*time.Millisecond, 5*time.Minute))
+	return s
+}
+
+// Load reads the configuration through getenv and checks it. The error
+// lists every problem found, one per line.
+func Load(getenv func(string) string) (*Config, error) {
+	c := &Config{}
+	var errs []error
+	for _, s := range settings(c) {
+		v, from := getenv(s.name), "environment"
+		if v == "" {
+			v, from = s.def, "default"
+		}
+		if v == "" && s.def == "" {
+			continue
+		}
+		if err := s.set(v); err != nil {
+			shown := v
+			if s.secret {
+				shown = "(secret)"
+			}
+			errs = append(errs, fmt.Errorf("%s=%q (%s) %w", s.name, shown, from, err))
+		}
+	}
+	errs = append(errs, c.check()...)
+	if len(errs) > 0 {
+		return nil, &Error{Problems: errs}
+	}
+	return c, nil
+}
+
+// Error lists every configuration problem found.
+type Error struct {
+	Problems []error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid configuration (%d problems):", len(e.Problems))
+	for _, p := range e.Problems {
+		b.WriteString("\n  - ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+func (c *Config) check() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if len(c.Outputs) == 0 {
+		bad("OUTPUTS names no sink (want one or more of %s)", strings.Join(knownOutputs, ", "))
+	}
+	seen := map[string]bool{}
+	for _, o := range c.Outputs {
+		switch {
+		case !slices.Contains(knownOutputs, o):
+			bad("OUTPUTS names an unknown sink %q (want %s)", o, strings.Join(knownOutputs, ", "))
+		case o == OutputPostgres || o == OutputKafka:
+			bad("OUTPUTS names %q, which this build does not have yet", o)
+		case seen[o]:
+			bad("OUTPUTS names %q twice", o)
+		}
+		seen[o] = true
+	}
+	if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
+		bad("SERVER_ADDR=%q is not host:port: %v", c.ServerAddr, err)
+	}
+	if c.Privacy.IPMode == event.IPHash && len(c.Privacy.IPHashSecret) == 0 {
+		bad("IP_MODE=hash needs IP_HASH_SECRET")
+	}
+	if c.Privacy.IPMode == event.IPHash && len(c.Privacy.IPHashSecret) > 0 && len(c.Privacy.IPHashSecret) < 16 {
+		bad("IP_HASH_SECRET is shorter than 16 bytes, too short to keep hashed addresses from being guessed")
+	}
+	if len(c.Privacy.TrustedProxies) > 0 && !c.Privacy.TrustProxy {
+		bad("TRUSTED_PROXIES is set but TRUST_PROXY is false, so it would be ignored")
+	}
+	if q := c.Pipeline.QueueSize; q > 0 {
+		if c.MaxBatchEvents > q {
+			bad("MAX_BATCH_EVENTS=%d is larger than QUEUE_SIZE=%d, so a full batch could never be queued", c.MaxBatchEvents, q)
+		}
+		if c.Pipeline.BatchSize > q {
+			bad("BATCH_SIZE=%d is larger than QUEUE_SIZE=%d", c.Pipeline.BatchSize, q)
+		}
+	}
+	if c.Log.Path == "" {
+		bad("LOG_PATH is empty")
+	}
+	if c.DeadLetterPath == "" {
+		bad("DEAD_LETTER_PATH is empty")
+	}
+	if c.Metrics.Enabled {
+		errs = append(errs, c.Metrics.check(c.ServerAddr)...)
+	}
+	return errs
+}
+
+func (m Metrics) check(serverAddr string) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	host, _, err := net.SplitHostPort(m.Addr)
+	if err != nil {
+		bad("METRICS_ADDR=%q is not host:port: %v", m.Addr, err)
+	}
+	if m.Addr == serverAddr {
+		bad("METRICS_ADDR is the same as SERVER_ADDR; metrics need a listener of their own")
+	}
+	if (m.TLSCert == "") != (m.TLSKey == "") {
+		bad("METRICS_TLS_CERT and METRICS_TLS_KEY must be set together")
+	}
+	if m.RequireTLS && !m.TLS() {
+		bad("METRICS_REQUIRE_TLS=true but METRICS_TLS_CERT and METRICS_TLS_KEY are not set")
+	}
+	if m.ClientCA != "" && !m.TLS() {
+		bad("METRICS_CLIENT_CA (mTLS) needs METRICS_TLS_CERT and METRICS_TLS_KEY")
+	}
+	if len(m.ClientAllowedSANs) > 0 && m.ClientCA == "" {
+		bad("METRICS_CLIENT_ALLOWED_SANS needs METRICS_CLIENT_CA")
+	}
+	for _, f := range []struct{ name, path string }{
+		{"METRICS_TLS_CERT", m.TLSCert}, {"METRICS_TLS_KEY", m.TLSKey}, {"METRICS_CLIENT_CA", m.ClientCA},
+		{"METRICS_BEARER_TOKEN_FILE", m.BearerTokenFile}, {"METRICS_BASIC_AUTH_FILE", m.BasicAuthFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if fh, err := os.Open(f.path); err != nil {
+			bad("%s: %v", f.name, err)
+		} else {
+			fh.Close()
+		}
+	}
+	if err == nil && !isLoopback(host) && !m.TLS() && !m.Auth() && !m.AllowInsecure {
+		bad("METRICS_ADDR=%q listens beyond loopback with neither TLS nor authentication; "+
+			"anyone who can reach it could read GoTrack's metrics. Set METRICS_TLS_CERT/KEY and "+
+			"METRICS_CLIENT_CA, METRICS_BEARER_TOKEN_FILE or METRICS_BASIC_AUTH_FILE, bind to 127.0.0.1, "+
+			"or set METRICS_ALLOW_INSECURE=true if a network policy protects it", m.Addr)
+	}
+	return errs
+}
+
+// isLoopback reports whether host names only loopback addresses. An empty
+// host (":9090") listens on every interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+func splitList(v string) []string {
+	var out []string
+	for item := range strings.SplitSeq(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// Usage writes every variable with its default and meaning.
+func Usage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: gotrack [serve]")
+	fmt.Fprintln(w, "\nGoTrack is configured by environment variables:")
+	for _, s := range settings(&Config{}) {
+		def := ""
+		if s.def != "" {
+			def = " (default " + s.def + ")"
+		}
+		fmt.Fprintf(w, "  %s%s\n      %s\n", s.name, def, s.help)
+	}
+}
+
+// Markdown returns the settings as the Markdown table kept in the README.
+func Markdown() string {
+	var b strings.Builder
+	b.WriteString("| variable | default | meaning |\n|---|---|---|\n")
+	for _, s := range settings(&Config{}) {
+		def := s.def
+		if def != "" {
+			def = "`" + def + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", s.name, def, strings.ReplaceAll(s.help, "|", `\|`))
+	}
+	return b.String()
+}

@@ -1,0 +1,225 @@
+// Package event defines the GoTrack event, how it is built from a pixel
+// request or a /collect body, how it is checked and made private, and how it
+// is encoded.
+//
+// An Event is immutable once Seal has been called: the pipeline shares one
+// *Event between every sink's queue, and each sink reads its JSON encoding
+// without copying it.
+package event
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// SchemaVersion is the version of the event schema written by this build.
+// It is carried in Kafka headers and documented in docs/event.schema.json.
+const SchemaVersion = "1"
+
+// Source says which endpoint received an event.
+type Source string
+
+// The sources an event can come from.
+const (
+	SourcePixel   Source = "pixel"
+	SourceCollect Source = "collect"
+)
+
+// Bounds on the fields of an event. They are part of the documented schema.
+const (
+	MaxTypeLen      = 64
+	MaxURLLen       = 2048
+	MaxTitleLen     = 512
+	MaxIDLen        = 128 // visitor_id and session_id
+	MaxUserAgentLen = 512 // longer user agents are truncated, not rejected
+	MaxPropsBytes   = 8 << 10
+	MaxPropsKeys    = 64
+	MaxPropsDepth   = 4
+)
+
+// DefaultType is the type of a pixel event that names none.
+const DefaultType = "pageview"
+
+// Event is one tracked event after validation and the privacy policy.
+type Event struct {
+	EventID    string          `json:"event_id"`
+	ReceivedAt time.Time       `json:"received_at"`
+	SentAt     time.Time       `json:"sent_at,omitzero"`
+	Type       string          `json:"type"`
+	URL        string          `json:"url,omitempty"`
+	Referrer   string          `json:"referrer,omitempty"`
+	Title      string          `json:"title,omitempty"`
+	VisitorID  string          `json:"visitor_id,omitempty"`
+	SessionID  string          `json:"session_id,omitempty"`
+	UserAgent  string          `json:"user_agent,omitempty"`
+	IP         string          `json:"ip,omitempty"`
+	Props      json.RawMessage `json:"props,omitempty"`
+	Source     Source          `json:"source"`
+
+	raw []byte // the JSON encoding, set by Seal
+}
+
+// Seal computes and caches the event's JSON encoding. After Seal the event
+// must not be modified; it may then be read from many goroutines.
+func (e *Event) Seal() {
+	e.raw = e.AppendJSON(make([]byte, 0, e.sizeHint()))
+}
+
+// JSON returns the event's JSON encoding, without a trailing newline. The
+// returned slice must not be modified. For an event that was not sealed it
+// encodes anew on each call.
+func (e *Event) JSON() []byte {
+	if e.raw != nil {
+		return e.raw
+	}
+	return e.AppendJSON(nil)
+}
+
+// Size is the length of the event's JSON encoding, used for byte-bounded
+// batching.
+func (e *Event) Size() int {
+	if e.raw != nil {
+		return len(e.raw)
+	}
+	return e.sizeHint()
+}
+
+func (e *Event) sizeHint() int {
+	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
+		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type)
+}
+
+// receivedAtLayout is RFC 3339 with a fixed nine-digit fraction, so that
+// every received_at has the same width and sorts as text.
+const receivedAtLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// AppendJSON appends the event's JSON encoding to b. It is equivalent to
+// json.Marshal but does not allocate beyond growing b.
+func (e *Event) AppendJSON(b []byte) []byte {
+	b = append(b, `{"event_id":`...)
+	b = appendString(b, e.EventID)
+	b = append(b, `,"received_at":"`...)
+	b = e.ReceivedAt.UTC().AppendFormat(b, receivedAtLayout)
+	b = append(b, '"')
+	if !e.SentAt.IsZero() {
+		b = append(b, `,"sent_at":"`...)
+		b = e.SentAt.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	b = append(b, `,"type":`...)
+	b = appendString(b, e.Type)
+	b = appendField(b, `,"url":`, e.URL)
+	b = appendField(b, `,"referrer":`, e.Referrer)
+	b = appendField(b, `,"title":`, e.Title)
+	b = appendField(b, `,"visitor_id":`, e.VisitorID)
+	b = appendField(b, `,"session_id":`, e.SessionID)
+	b = appendField(b, `,"user_agent":`, e.UserAgent)
+	b = appendField(b, `,"ip":`, e.IP)
+	if len(e.Props) > 0 {
+		b = append(b, `,"props":`...)
+		b = append(b, e.Props...)
+	}
+	b = append(b, `,"source":`...)
+	b = appendString(b, string(e.Source))
+	return append(b, '}')
+}
+
+func appendField(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	b = append(b, key...)
+	return appendString(b, v)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string. Invalid UTF-8 is replaced with
+// U+FFFD, as encoding/json does; U+2028 and U+2029 are escaped so that a
+// line is safe to embed in JavaScript.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// Decode parses one event from its JSON encoding, as written by AppendJSON,
+// and seals it. It is used to read event logs and dead-letter files back.
+func Decode(line []byte) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(line, &e); err != nil {
+		return nil, err
+	}
+	if e.EventID == "" {
+		return nil, errField("event_id", "is missing")
+	}
+	if _, ok := ParseUUID(e.EventID); !ok {
+		return nil, errField("event_id", "is not a UUID")
+	}
+	if e.Type == "" {
+		return nil, errField("type", "is missing")
+	}
+	if e.ReceivedAt.IsZero() {
+		return nil, errField("received_at", "is missing")
+	}
+	e.Seal()
+	return &e, nil
+}
+
+// FieldError reports an event field that breaks the schema.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
+
+func errField(field, reason string) error { return &FieldError{Field: field, Reason: reason} }
+
+func errTooLong(field string, limit int) error {
+	return errField(field, "is longer than "+strconv.Itoa(limit)+" bytes")
+}

@@ -1,0 +1,246 @@
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var now = time.Date(2026, 11, 22, 10, 30, 0, 123456789, time.UTC)
+
+func mustNormalizer(t testing.TB, p Policy) *Normalizer {
+	t.Helper()
+	if p.IPMode == "" {
+		p.IPMode = IPFull
+	}
+	n, err := NewNormalizer(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestFromQuery(t *testing.T) {
+	n := mustNormalizer(t, Policy{SanitizeParams: DefaultSanitizeParams})
+	m := Meta{Now: now, IP: "192.0.2.0", UserAgent: "UA/1", Referer: "https://ex.com/from-header"}
+	e, err := n.FromQuery("e=signup&url=https%3A%2F%2Fex.com%2Fa%3Fx%3D1%26token%3Dsecret&ref=r&title=T%C3%A9&uid=v1&sid=s1"+
+		"&eid=0190F0F0-0000-7000-8000-000000000001&p.plan=pro&p.n=2&cb=123", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Event{
+		EventID: "0190f0f0-0000-7000-8000-000000000001", ReceivedAt: now, Type: "signup",
+		URL: "https://ex.com/a?x=1", Referrer: "r", Title: "Té", VisitorID: "v1", SessionID: "s1",
+		UserAgent: "UA/1", IP: "192.0.2.0", Props: json.RawMessage(`{"plan":"pro","n":"2"}`), Source: SourcePixel,
+	}
+	e.raw = nil
+	if !reflect.DeepEqual(e, want) {
+		t.Errorf("got  %+v\nwant %+v", e, want)
+	}
+
+	d, err := n.FromQuery("", m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Type != DefaultType || d.URL != m.Referer || !strings.HasPrefix(d.EventID, "") || d.EventID[14] != '7' {
+		t.Errorf("defaults not applied: %+v", d)
+	}
+}
+
+func TestFromQueryErrors(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	for _, tc := range []struct{ query, field string }{
+		{"e=bad%20type", "type"},
+		{"e=" + strings.Repeat("a", MaxTypeLen+1), "type"},
+		{"url=" + strings.Repeat("a", MaxURLLen+1), "url"},
+		{"title=%ff%fe", "title"},
+		{"uid=a%0Ab", "visitor_id"},
+		{"eid=not-a-uuid", "event_id"},
+		{"eid=00000000-0000-0000-0000-000000000000", "event_id"},
+		{"p.a=1&p.a=2", "p.a"},
+		{"p.=1", "p."},
+		{"url=%zz", "query"},
+	} {
+		_, err := n.FromQuery(tc.query, Meta{Now: now})
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("FromQuery(%q) = %v, want an error on field %q", tc.query, err, tc.field)
+		}
+	}
+}
+
+func TestFromJSON(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	e, err := n.FromJSON([]byte(`{"type":"click","sent_at":"2026-11-22T10:29:59.5+01:00",
+		"props":{ "a" : [1, {"b": "c\n"}] ,"d":null}}`), Meta{Now: now, IP: "10.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(e.Props), `{"a":[1,{"b":"c\n"}],"d":null}`; got != want {
+		t.Errorf("props = %s, want %s", got, want)
+	}
+	if e.SentAt.IsZero() || e.Source != SourceCollect || e.IP != "10.0.0.1" {
+		t.Errorf("unexpected event %+v", e)
+	}
+}
+
+func TestFromJSONErrors(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	deep := `{"type":"x","props":{"a":{"b":{"c":{"d":{}}}}}}`
+	many := `{"type":"x","props":{` + strings.Repeat(`"k":1,`, MaxPropsKeys) + `"z":1}}`
+	big := `{"type":"x","props":{"k":"` + strings.Repeat("a", MaxPropsBytes) + `"}}`
+	for _, tc := range []struct{ body, field string }{
+		{`{}`, "type"},
+		{`{"type":1}`, "type"},
+		{`{"type":"x","ip":"1.2.3.4"}`, "ip"},
+		{`{"type":"x","colour":"red"}`, "colour"},
+		{`{"type":"x","sent_at":"yesterday"}`, "sent_at"},
+		{`{"type":"x","props":[1]}`, "props"},
+		{`{"type":"x","props":"s"}`, "props"},
+		{deep, "props"},
+		{many, "props"},
+		{big, "props"},
+		{`{"type":"x","visitor_id":"` + strings.Repeat("v", MaxIDLen+1) + `"}`, "visitor_id"},
+		{`[1]`, "event"},
+	} {
+		_, err := n.FromJSON([]byte(tc.body), Meta{Now: now})
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("FromJSON(%.60s) = %v, want an error on field %q", tc.body, err, tc.field)
+		}
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	proxies := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	for _, tc := range []struct {
+		name   string
+		policy Policy
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"full", Policy{IPMode: IPFull}, "203.0.113.7:5000", nil, "203.0.113.7"},
+		{"truncate v4", Policy{IPMode: IPTruncate}, "203.0.113.7:5000", nil, "203.0.113.0"},
+		{"truncate v6", Policy{IPMode: IPTruncate}, "[2001:db8:1:2:3::4]:5000", nil, "2001:db8:1::"},
+		{"truncate mapped", Policy{IPMode: IPTruncate}, "[::ffff:203.0.113.7]:1", nil, "203.0.113.0"},
+		{"drop", Policy{IPMode: IPDrop}, "203.0.113.7:5000", nil, ""},
+		{"spoofed xff ignored", Policy{IPMode: IPFull}, "203.0.113.7:5000", []string{"1.1.1.1"}, "203.0.113.7"},
+		{"xff right-most", Policy{IPMode: IPFull, TrustProxy: true}, "127.0.0.1:1", []string{"1.1.1.1, 2.2.2.2"}, "2.2.2.2"},
+		{"xff skips trusted", Policy{IPMode: IPFull, TrustProxy: true, TrustedProxies: proxies},
+			"10.0.0.1:1", []string{"1.1.1.1, 3.3.3.3", "10.1.1.1"}, "3.3.3.3"},
+		{"untrusted peer", Policy{IPMode: IPFull, TrustProxy: true, TrustedProxies: proxies},
+			"203.0.113.9:1", []string{"1.1.1.1"}, "203.0.113.9"},
+		{"garbled hop", Policy{IPMode: IPFull, TrustProxy: true, TrustedProxies: proxies},
+			"10.0.0.1:1", []string{"1.1.1.1, junk, 10.2.2.2"}, "10.2.2.2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mustNormalizer(t, tc.policy).ClientIP(tc.remote, tc.xff); got != tc.want {
+				t.Errorf("ClientIP = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClientIPHash(t *testing.T) {
+	a := mustNormalizer(t, Policy{IPMode: IPHash, IPHashSecret: []byte("k1")})
+	b := mustNormalizer(t, Policy{IPMode: IPHash, IPHashSecret: []byte("k2")})
+	h1, h2 := a.ClientIP("203.0.113.7:1", nil), a.ClientIP("203.0.113.7:2", nil)
+	if len(h1) != 64 || h1 != h2 {
+		t.Errorf("hash not stable: %q %q", h1, h2)
+	}
+	if h1 == b.ClientIP("203.0.113.7:1", nil) || strings.Contains(h1, "203") {
+		t.Errorf("hash does not depend on the secret or leaks the address: %q", h1)
+	}
+	if _, err := NewNormalizer(Policy{IPMode: IPHash}); err == nil {
+		t.Error("hash mode without a secret was accepted")
+	}
+}
+
+func TestSanitizeURL(t *testing.T) {
+	n := mustNormalizer(t, Policy{SanitizeParams: DefaultSanitizeParams})
+	for in, want := range map[string]string{
+		"https://a/b":                                  "https://a/b",
+		"https://a/b?x=1&Token=s&y=%20":                "https://a/b?x=1&y=%20",
+		"https://a/b?password=p":                       "https://a/b",
+		"https://a/cb#access_token=t&state=s":          "https://a/cb#state=s",
+		"https://a/b?api%5Fkey=k#top":                  "https://a/b#top",
+		"https://a/b?email=a%40b.c&session=1&keep=yes": "https://a/b?keep=yes",
+	} {
+		if got := n.SanitizeURL(in); got != want {
+			t.Errorf("SanitizeURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDoNotTrack(t *testing.T) {
+	on, off := mustNormalizer(t, Policy{RespectDNT: true}), mustNormalizer(t, Policy{})
+	if !on.DoNotTrack("1", "") || !on.DoNotTrack("", "1") || on.DoNotTrack("0", "") {
+		t.Error("DNT or Sec-GPC not respected")
+	}
+	if off.DoNotTrack("1", "1") {
+		t.Error("DNT respected although the policy says not to")
+	}
+}
+
+func TestIDs(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewID(now)
+		if _, ok := ParseUUID(id); !ok || id[14] != '7' || !strings.ContainsAny(id[19:20], "89ab") {
+			t.Fatalf("bad UUIDv7 %q", id)
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %q", id)
+		}
+		seen[id] = true
+	}
+	ms := fmt.Sprintf("%012x", now.UnixMilli())
+	if id := NewID(now); id[:8]+id[9:13] != ms {
+		t.Errorf("NewID(%v) = %s, want the milliseconds %s first", now, id, ms)
+	}
+}
+
+// FuzzAppendJSON checks that the hand-written encoder agrees with
+// encoding/json on every string, including invalid UTF-8.
+func FuzzAppendJSON(f *testing.F) {
+	for _, s := range []string{"plain", "quote\" back\\slash", "\x00\x1f\n\t", "\xff\xfe", "\u2028é😀", "<a&b>"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e := Event{EventID: s, ReceivedAt: now, Type: s, URL: s, Title: s, Source: SourcePixel}
+		var back Event
+		if err := json.Unmarshal(e.AppendJSON(nil), &back); err != nil {
+			t.Fatalf("invalid JSON for %q: %v", s, err)
+		}
+		want, _ := json.Marshal(s)
+		var ws string
+		_ = json.Unmarshal(want, &ws)
+		if back.Title != ws || back.URL != ws || !back.ReceivedAt.Equal(now) {
+			t.Fatalf("round trip of %q gave %q", s, back.Title)
+		}
+	})
+}
+
+func TestDecodeRoundTrip(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	e, err := n.FromJSON([]byte(`{"type":"x","url":"u","props":{"k":[true]},"sent_at":"2026-01-02T03:04:05Z"}`), Meta{Now: now, IP: "1.2.3.4", UserAgent: "ua"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Decode(e.JSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(d.JSON()) != string(e.JSON()) {
+		t.Errorf("round trip changed the event:\n%s\n%s", e.JSON(), d.JSON())
+	}
+	if _, err := Decode([]byte(`{"type":"x"}`)); err == nil {
+		t.Error("Decode accepted an event without an id")
+	}
+}

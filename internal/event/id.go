@@ -1,0 +1,80 @@
+package event
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"time"
+)
+
+// NewID returns a new UUIDv7 (RFC 9562) as a lower-case string: 48 bits of
+// Unix milliseconds followed by 74 random bits. IDs made in the same
+// millisecond are not ordered among themselves; that keeps NewID free of
+// locks, which matters more on the request path than strict monotonicity.
+func NewID(now time.Time) string {
+	var u [16]byte
+	_, _ = rand.Read(u[6:]) // crypto/rand.Read never returns an error since Go 1.24
+	ms := uint64(now.UnixMilli())
+	binary.BigEndian.PutUint16(u[0:2], uint16(ms>>32))
+	binary.BigEndian.PutUint32(u[2:6], uint32(ms))
+	u[6] = 0x70 | (u[6] & 0x0F) // version 7
+	u[8] = 0x80 | (u[8] & 0x3F) // variant 10
+	return formatUUID(u)
+}
+
+func formatUUID(u [16]byte) string {
+	var b [36]byte
+	j := 0
+	for i, c := range u {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b[j] = '-'
+			j++
+		}
+		b[j] = hexDigits[c>>4]
+		b[j+1] = hexDigits[c&0xF]
+		j += 2
+	}
+	return string(b[:])
+}
+
+// ParseUUID reports whether s is a UUID in the canonical 8-4-4-4-12 form,
+// of any version, and returns it in lower case.
+func ParseUUID(s string) (string, bool) {
+	if len(s) != 36 {
+		return "", false
+	}
+	var u [16]byte
+	j := 0
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if s[i] != '-' {
+				return "", false
+			}
+			i++
+			continue
+		}
+		hi, ok1 := unhex(s[i])
+		lo, ok2 := unhex(s[i+1])
+		if !ok1 || !ok2 {
+			return "", false
+		}
+		u[j] = hi<<4 | lo
+		j++
+		i += 2
+	}
+	if u == ([16]byte{}) {
+		return "", false // the nil UUID identifies nothing
+	}
+	return formatUUID(u), true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

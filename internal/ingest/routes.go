@@ -1,0 +1,102 @@
+// Package ingest is GoTrack's HTTP API: the tracking pixel, the JSON collect
+// endpoint, and the health checks. It turns requests into events and hands
+// them to the pipeline; it knows nothing of the sinks.
+package ingest
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotrack/gotrack/httpmetrics"
+	"github.com/gotrack/gotrack/internal/event"
+)
+
+// Pipeline is what the handlers need of the delivery pipeline.
+type Pipeline interface {
+	Submit(events []*event.Event) error
+	SubmitEach(e *event.Event) bool
+	CountDropped(reason string, n int)
+	Ready() (bool, []string)
+}
+
+// Options are the request limits and the CORS policy.
+type Options struct {
+	MaxBodyBytes   int64
+	MaxBatchEvents int
+	CORSOrigins    []string // empty allows any origin, without credentials
+}
+
+// Routes is every route of the ingest listener, with the statuses it is
+// expected to answer; the metrics are pre-initialised from it.
+var Routes = []httpmetrics.Route{
+	{Pattern: "GET /px.gif", Statuses: []int{200}},
+	{Pattern: "HEAD /px.gif", Statuses: []int{200}},
+	{Pattern: "POST /collect", Statuses: []int{202, 400, 413, 415, 503}},
+	{Pattern: "OPTIONS /collect", Statuses: []int{204}},
+	{Pattern: "GET /healthz", Statuses: []int{200}},
+	{Pattern: "GET /readyz", Statuses: []int{200, 503}},
+}
+
+// catchAll is the pattern that answers every unknown path with 404.
+const catchAll = "/"
+
+// NewHandler returns the ingest API. The HTTP metrics are registered on reg.
+func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Registerer, log *slog.Logger) (http.Handler, error) {
+	s, err := newServer(opts, n, p, reg, log)
+	if err != nil {
+		return nil, err
+	}
+	hm, err := httpmetrics.New(reg, httpmetrics.Opts{
+		Namespace:      "gotrack",
+		RequestsName:   "http_requests_total",
+		RequestsHelp:   "HTTP requests served by the ingest listener, by route pattern, method and status.",
+		RequestsLabels: []httpmetrics.Label{httpmetrics.Endpoint, httpmetrics.Method, httpmetrics.Status},
+		DurationName:   "http_duration_seconds",
+		DurationHelp:   "Time to serve an ingest request, by route pattern and method.",
+		DurationLabels: []httpmetrics.Label{httpmetrics.Endpoint, httpmetrics.Method},
+		CatchAll:       catchAll,
+		Routes:         Routes,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /px.gif", s.pixel) // GET patterns also match HEAD
+	mux.HandleFunc("POST /collect", s.collect)
+	mux.HandleFunc("OPTIONS /collect", s.preflight)
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /readyz", s.readyz)
+	for _, path := range []string{"/px.gif", "/collect", "/healthz", "/readyz"} {
+		mux.HandleFunc(path, methodNotAllowed)
+	}
+	mux.HandleFunc(catchAll, notFound)
+	return hm.Wrap(mux), nil
+}
+
+// Timeouts for the ingest listener. Beacons and pixels are small: a client
+// that takes longer than these is slow or hostile.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 15 * time.Second
+	WriteTimeout      = 15 * time.Second
+	IdleTimeout       = 90 * time.Second
+	MaxHeaderBytes    = 32 << 10
+)
+
+// NewServer returns the ingest listener's http.Server with its timeouts.
+func NewServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}

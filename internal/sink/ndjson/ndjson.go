@@ -1,0 +1,225 @@
+// Package ndjson is the sink that appends events to a file, one JSON object
+// per line.
+package ndjson
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gotrack/gotrack/internal/event"
+)
+
+// FsyncPolicy says when written batches are synced to disk.
+type FsyncPolicy string
+
+// The fsync policies.
+const (
+	FsyncBatch    FsyncPolicy = "batch"    // after every batch, before it counts as written
+	FsyncInterval FsyncPolicy = "interval" // at most once per Options.FsyncInterval
+	FsyncNever    FsyncPolicy = "never"    // left to the operating system
+)
+
+// ParseFsyncPolicy parses one of the policy names.
+func ParseFsyncPolicy(s string) (FsyncPolicy, error) {
+	switch p := FsyncPolicy(s); p {
+	case FsyncBatch, FsyncInterval, FsyncNever:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown fsync policy %q (want batch, interval or never)", s)
+}
+
+// Stdout is the path that makes the sink write to its Stdout writer.
+const Stdout = "-"
+
+// Options configure a Sink.
+type Options struct {
+	Path          string        // the file; Stdout for standard output
+	Fsync         FsyncPolicy   // default FsyncBatch
+	FsyncInterval time.Duration // for FsyncInterval; default 1s
+	RotateBytes   int64         // rotate before a batch would grow the file past this; 0 never
+	Backups       int           // rotated files kept as Path.1 ... Path.N
+	Stdout        io.Writer     // used when Path is Stdout; default os.Stdout
+}
+
+// Sink appends events to a file. Each batch is one write; a batch that fails
+// part way is cut back off the file, so that a retry never leaves a torn or
+// doubled line.
+type Sink struct {
+	opts Options
+
+	mu       sync.Mutex // guards the fields below against Reopen
+	closed   bool
+	f        *os.File  // nil for Stdout, or after a failed reopen or rotation
+	w        io.Writer // the standard output writer when Path is Stdout
+	size     int64
+	buf      []byte
+	lastSync time.Time
+}
+
+// Open opens (creating if needed) the file for appending.
+func Open(opts Options) (*Sink, error) {
+	if opts.Fsync == "" {
+		opts.Fsync = FsyncBatch
+	}
+	if opts.FsyncInterval <= 0 {
+		opts.FsyncInterval = time.Second
+	}
+	s := &Sink{opts: opts}
+	if opts.Path == Stdout {
+		s.w = opts.Stdout
+		if s.w == nil {
+			s.w = os.Stdout
+		}
+		return s, nil
+	}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Sink) open() error {
+	f, err := os.OpenFile(s.opts.Path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("ndjson: open: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("ndjson: stat: %w", err)
+	}
+	s.f, s.size = f, st.Size()
+	return nil
+}
+
+// WriteBatch appends the batch in one write and syncs it under the policy.
+func (s *Sink) WriteBatch(_ context.Context, batch []*event.Event) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	buf := s.buf[:0]
+	for _, e := range batch {
+		buf = append(buf, e.JSON()...)
+		buf = append(buf, '\n')
+	}
+	s.buf = buf
+	switch {
+	case s.closed:
+		return errors.New("ndjson: sink is closed")
+	case s.w != nil:
+		if _, err := s.w.Write(buf); err != nil {
+			return fmt.Errorf("ndjson: write %d events: %w", len(batch), err)
+		}
+		return nil
+	case s.f == nil:
+		// A reopen or rotation failed earlier; try again rather than give up.
+		if err := s.open(); err != nil {
+			return err
+		}
+	}
+	if s.opts.RotateBytes > 0 && s.size > 0 && s.size+int64(len(buf)) > s.opts.RotateBytes {
+		if err := s.rotate(); err != nil {
+			return err
+		}
+	}
+	if n, err := s.f.Write(buf); err != nil {
+		if n > 0 {
+			// Take the partial batch back off, so that the retry writes it whole.
+			if terr := s.f.Truncate(s.size); terr != nil {
+				err = errors.Join(err, fmt.Errorf("truncate after a short write: %w", terr))
+			}
+		}
+		return fmt.Errorf("ndjson: write %d events: %w", len(batch), err)
+	}
+	s.size += int64(len(buf))
+	return s.syncLocked(false)
+}
+
+func (s *Sink) syncLocked(force bool) error {
+	switch {
+	case s.f == nil:
+		return nil
+	case s.opts.Fsync == FsyncNever && !force:
+		return nil
+	case s.opts.Fsync == FsyncInterval && !force && time.Since(s.lastSync) < s.opts.FsyncInterval:
+		return nil
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("ndjson: fsync: %w", err)
+	}
+	s.lastSync = time.Now()
+	return nil
+}
+
+// rotate renames Path to Path.1, shifting older backups up and removing the
+// one past Backups, then opens a new Path.
+func (s *Sink) rotate() error {
+	if err := s.syncLocked(true); err != nil {
+		return err
+	}
+	if err := s.f.Close(); err != nil {
+		return fmt.Errorf("ndjson: close for rotation: %w", err)
+	}
+	s.f = nil
+	p := s.opts.Path
+	if s.opts.Backups <= 0 {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("ndjson: rotate: %w", err)
+		}
+	} else {
+		_ = os.Remove(p + "." + strconv.Itoa(s.opts.Backups))
+		for i := s.opts.Backups - 1; i >= 1; i-- {
+			from := p + "." + strconv.Itoa(i)
+			if err := os.Rename(from, p+"."+strconv.Itoa(i+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("ndjson: rotate: %w", err)
+			}
+		}
+		if err := os.Rename(p, p+".1"); err != nil {
+			return fmt.Errorf("ndjson: rotate: %w", err)
+		}
+	}
+	return s.open()
+}
+
+// Reopen closes the file and opens Path again, for logrotate's move-and-HUP.
+func (s *Sink) Reopen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.w != nil {
+		return nil
+	}
+	if s.f == nil {
+		return s.open()
+	}
+	syncErr := s.syncLocked(true)
+	closeErr := s.f.Close()
+	s.f = nil
+	if err := s.open(); err != nil {
+		return errors.Join(syncErr, closeErr, err)
+	}
+	return errors.Join(syncErr, closeErr)
+}
+
+// Close syncs and closes the file.
+func (s *Sink) Close(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	if s.f == nil {
+		return nil
+	}
+	err := errors.Join(s.syncLocked(true), s.f.Close())
+	s.f = nil
+	if err != nil {
+		return fmt.Errorf("ndjson: close: %w", err)
+	}
+	return nil
+}
