@@ -317,11 +317,11 @@ func (c *Config) check() []error {
 func (m Metrics) check(serverAddr string) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	host, _, err := net.SplitHostPort(m.Addr)
+	host, port, err := net.SplitHostPort(m.Addr)
 	if err != nil {
 		bad("METRICS_ADDR=%q is not host:port: %v", m.Addr, err)
 	}
-	if m.Addr == serverAddr {
+	if m.Addr == serverAddr && port != "0" {
 		bad("METRICS_ADDR is the same as SERVER_ADDR; metrics need a listener of their own")
 	}
 	if (m.TLSCert == "") != (m.TLSKey == "") {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,14 +113,30 @@ func TestMetricsExposure(t *testing.T) {
 	}
 }
 
-// TestREADMETable keeps the README's configuration table equal to what
-// `gotrack -h` prints.
+var update = flag.Bool("update", false, "rewrite the README's configuration table")
+
+// TestREADMETable keeps the README's configuration table, between its
+// config:start and config:end markers, equal to what `gotrack -h` prints.
 func TestREADMETable(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	const path = "../../README.md"
+	readme, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(readme), Markdown()) {
-		t.Errorf("README.md's configuration table is out of date; replace it with:\n%s", Markdown())
+	const begin, end = "<!-- config:start -->\n", "<!-- config:end -->"
+	before, rest, ok1 := strings.Cut(string(readme), begin)
+	_, after, ok2 := strings.Cut(rest, end)
+	if !ok1 || !ok2 {
+		t.Fatalf("README.md lacks the %q and %q markers", begin, end)
+	}
+	want := before + begin + Markdown() + end + after
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if string(readme) != want {
+		t.Errorf("README.md's configuration table is out of date; run go test ./internal/config -run README -update")
 	}
 }

@@ -21,6 +21,7 @@ import (
 // of their own, optionally behind TLS, mTLS and authentication.
 type MetricsServer struct {
 	cfg  config.Metrics
+	tls  bool // fixed at construction; srv.TLSConfig is the server's once it serves
 	srv  *http.Server
 	ln   net.Listener
 	log  *slog.Logger
@@ -98,6 +99,7 @@ func NewMetricsServer(cfg config.Metrics, reg *prometheus.Registry, log *slog.Lo
 
 	return &MetricsServer{
 		cfg: cfg,
+		tls: tlsConfig != nil,
 		log: log,
 		srv: &http.Server{
 			Handler:           mux,
@@ -127,7 +129,7 @@ func (m *MetricsServer) Start() error {
 	m.ln = ln
 	go func() {
 		var err error
-		if m.srv.TLSConfig != nil {
+		if m.tls {
 			err = m.srv.ServeTLS(ln, "", "")
 		} else {
 			err = m.srv.Serve(ln)
@@ -145,7 +147,7 @@ func (m *MetricsServer) Addr() string { return m.ln.Addr().String() }
 
 // Scheme returns "https" when the listener serves TLS, else "http".
 func (m *MetricsServer) Scheme() string {
-	if m.srv.TLSConfig != nil {
+	if m.tls {
 		return "https"
 	}
 	return "http"
