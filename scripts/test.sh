@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs GoTrack's whole test suite on a Debian machine with Go installed.
-# It installs what the tests need (Prometheus and promtool from Debian's
-# packages) when it is missing, then runs vet and the race-enabled tests.
-# Extra arguments are passed to go test (for example -run Prometheus).
+# It installs what the tests need when it is missing (Prometheus, promtool
+# and PostgreSQL, from Debian's packages), starts a throwaway PostgreSQL
+# cluster unless PG_TEST_DSN names a server, then runs gofmt, vet and the
+# race-enabled tests. Extra arguments go to go test (say, -run Postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ if ((${#packages[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
 
+. scripts/pg.sh
+trap pg_stop EXIT
+pg_start
+
 # The tests that need these tools fail, rather than skip, when they are missing.
 export GOTRACK_TEST_STRICT=1
 
@@ -26,4 +31,4 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
-go test -race -count=1 -timeout 20m "$@" ./...
+go test -race -count=1 -timeout 25m "$@" ./...

@@ -29,6 +29,7 @@ import (
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
+	"github.com/gotrack/gotrack/internal/sink/postgres"
 	"github.com/gotrack/gotrack/internal/telemetry"
 )
 
@@ -192,23 +193,28 @@ func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *p
 
 // openSinks opens every sink OUTPUTS names, closing those already open when
 // one fails.
-func openSinks(_ context.Context, cfg *config.Config) ([]pipeline.Output, error) {
+func openSinks(ctx context.Context, cfg *config.Config) ([]pipeline.Output, error) {
 	var outputs []pipeline.Output
 	for _, name := range cfg.Outputs {
 		var (
 			s   sink.Sink
 			err error
+			out = pipeline.Output{Name: name}
 		)
 		switch name {
 		case config.OutputLog:
 			s, err = ndjson.Open(cfg.Log)
+		case config.OutputPostgres:
+			s, err = postgres.Open(ctx, cfg.Postgres)
+			out.BatchSize, out.BatchBytes = cfg.PostgresBatch.Size, cfg.PostgresBatch.Bytes
 		default:
 			err = fmt.Errorf("sink %q is not available in this build", name)
 		}
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("open sink %s: %w", name, err), closeSinks(outputs))
 		}
-		outputs = append(outputs, pipeline.Output{Name: name, Sink: s})
+		out.Sink = s
+		outputs = append(outputs, out)
 	}
 	return outputs, nil
 }

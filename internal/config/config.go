@@ -19,6 +19,7 @@ import (
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
+	"github.com/gotrack/gotrack/internal/sink/postgres"
 )
 
 // Output names accepted in OUTPUTS.
@@ -44,12 +45,19 @@ type Config struct {
 	Pipeline       pipeline.Options
 	DeadLetterPath string
 
-	Log ndjson.Options
+	Log           ndjson.Options
+	Postgres      postgres.Options
+	PostgresBatch Batch
 
 	LogFormat string // json or text
 	LogLevel  slog.Level
 
 	Metrics Metrics
+}
+
+// Batch is a sink's own batch limits.
+type Batch struct {
+	Size, Bytes int
 }
 
 // Metrics configures the metrics listener.
@@ -203,6 +211,28 @@ func settings(c *Config) []setting {
 		return c.LogLevel.UnmarshalText([]byte(v))
 	})
 
+	s = append(s, setting{name: "PG_DSN", help: "PostgreSQL connection, a libpq URL or key=value string (required with OUTPUTS=postgres)", secret: true,
+		set: func(v string) error { c.Postgres.DSN = v; return nil }})
+	add("PG_TABLE", "events", "table the postgres sink writes, created when missing; schema.table allowed", func(v string) error {
+		if !postgres.ValidTable(v) {
+			return errors.New("is not an identifier (letters, digits, _; optionally schema.table)")
+		}
+		c.Postgres.Table = v
+		return nil
+	})
+	var pgConns int
+	add("PG_MAX_CONNS", "4", "connections in the postgres sink's pool", func(v string) error {
+		if err := integer(&pgConns, 1, 1000)(v); err != nil {
+			return err
+		}
+		c.Postgres.MaxConns = int32(pgConns)
+		return nil
+	})
+	add("PG_BATCH_SIZE", "5000", "batch size of the postgres sink, which writes far faster in large batches", integer(&c.PostgresBatch.Size, 1, 1_000_000))
+	add("PG_BATCH_BYTES", "8388608", "batch byte limit of the postgres sink", integer(&c.PostgresBatch.Bytes, 1024, 1<<30))
+	add("PG_PARALLEL", "2", "connections one postgres batch is spread over, 1000 events or more each", integer(&c.Postgres.Parallel, 1, 64))
+	add("PG_CONNECT_TIMEOUT", "10s", "time to connect and migrate at start; GoTrack refuses to start past it", duration(&c.Postgres.ConnectTimeout, time.Second, 10*time.Minute))
+
 	m := &c.Metrics
 	add("METRICS_ENABLED", "false", "serve Prometheus metrics on their own listener", boolean(&m.Enabled))
 	add("METRICS_ADDR", "127.0.0.1:9090", "address of the metrics listener (/metrics, /healthz); loopback unless TLS or auth is on", str(&m.Addr))
@@ -275,12 +305,15 @@ func (c *Config) check() []error {
 		switch {
 		case !slices.Contains(knownOutputs, o):
 			bad("OUTPUTS names an unknown sink %q (want %s)", o, strings.Join(knownOutputs, ", "))
-		case o == OutputPostgres || o == OutputKafka:
+		case o == OutputKafka:
 			bad("OUTPUTS names %q, which this build does not have yet", o)
 		case seen[o]:
 			bad("OUTPUTS names %q twice", o)
 		}
 		seen[o] = true
+	}
+	if seen[OutputPostgres] && c.Postgres.DSN == "" {
+		bad("OUTPUTS names postgres but PG_DSN is not set")
 	}
 	if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
 		bad("SERVER_ADDR=%q is not host:port: %v", c.ServerAddr, err)
@@ -300,6 +333,9 @@ func (c *Config) check() []error {
 		}
 		if c.Pipeline.BatchSize > q {
 			bad("BATCH_SIZE=%d is larger than QUEUE_SIZE=%d", c.Pipeline.BatchSize, q)
+		}
+		if slices.Contains(c.Outputs, OutputPostgres) && c.PostgresBatch.Size > q {
+			bad("PG_BATCH_SIZE=%d is larger than QUEUE_SIZE=%d", c.PostgresBatch.Size, q)
 		}
 	}
 	if c.Log.Path == "" {

@@ -5,6 +5,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -78,10 +79,14 @@ func (o *Options) setDefaults() {
 	def(&o.PingInterval, 5*time.Second)
 }
 
-// Output is a named sink.
+// Output is a named sink, with its own batch limits when it wants other
+// than the pipeline's (a database writes far better in large batches than
+// a file needs).
 type Output struct {
-	Name string
-	Sink sink.Sink
+	Name       string
+	Sink       sink.Sink
+	BatchSize  int // 0 for Options.BatchSize
+	BatchBytes int // 0 for Options.BatchBytes
 }
 
 // Errors returned by Submit.
@@ -118,7 +123,9 @@ func New(outputs []Output, opts Options, m *Metrics, reg prometheus.Registerer, 
 	opts.setDefaults()
 	p := &Pipeline{opts: opts, metrics: m, dead: dead, log: log, stopPing: make(chan struct{})}
 	for _, o := range outputs {
-		p.queues = append(p.queues, newQueue(o.Name, o.Sink, opts.QueueSize))
+		q := newQueue(o.Name, o.Sink, opts.QueueSize)
+		q.batchSize, q.batchBytes = cmp.Or(o.BatchSize, opts.BatchSize), cmp.Or(o.BatchBytes, opts.BatchBytes)
+		p.queues = append(p.queues, q)
 		p.sm = append(p.sm, m.forSink(o.Name))
 	}
 	if err := reg.Register(newStateCollector(p.queues)); err != nil {
@@ -287,7 +294,7 @@ func (p *Pipeline) Stats() []Stats {
 // work is one sink's worker: it gathers batches and flushes them until its
 // queue is closed and empty.
 func (p *Pipeline) work(q *queue, sm *sinkMetrics) {
-	batch := make([]*event.Event, 0, p.opts.BatchSize)
+	batch := make([]*event.Event, 0, q.batchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
@@ -300,7 +307,7 @@ func (p *Pipeline) work(q *queue, sm *sinkMetrics) {
 		timer.Reset(p.opts.FlushInterval)
 		open := true
 	gather:
-		for len(batch) < p.opts.BatchSize && size < p.opts.BatchBytes {
+		for len(batch) < q.batchSize && size < q.batchBytes {
 			select {
 			case e, ok := <-q.ch:
 				if !ok {

@@ -18,6 +18,8 @@ type queue struct {
 	ch   chan *event.Event
 	size int64
 
+	batchSize, batchBytes int
+
 	// reserved counts events sent or about to be sent into ch and not yet
 	// taken by the worker: len(ch) <= reserved <= size.
 	reserved atomic.Int64

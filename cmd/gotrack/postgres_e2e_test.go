@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pgtest"
+)
+
+// TestLogAndPostgresHoldTheSameEvents runs the binary with both sinks and
+// compares the event ids in the NDJSON file and the table.
+func TestLogAndPostgresHoldTheSameEvents(t *testing.T) {
+	table := pgtest.Table(t)
+	p := startGotrack(t, "OUTPUTS=log,postgres", "PG_DSN="+pgtest.DSN(t), "PG_TABLE="+table)
+	sendEvents(t, p.ingest, 400) // 200 pixels, 200 collects of 2
+	p.stop(t)
+	inFile := readEvents(t, p.path("events.ndjson"))
+	inTable := pgtest.IDs(t, table)
+	if len(inFile) != 600 || !maps.Equal(inFile, inTable) {
+		t.Errorf("file holds %d events, table %d; the sets differ", len(inFile), len(inTable))
+	}
+}
+
+// TestFullQueueFlushedOnSIGTERM stops PostgreSQL, fills the sink's queue
+// until /collect answers 503, starts the server again and at once sends
+// SIGTERM: every event answered 202 must reach the table.
+func TestFullQueueFlushedOnSIGTERM(t *testing.T) {
+	pgtest.Controllable(t)
+	table := pgtest.Table(t)
+	p := startGotrack(t, "OUTPUTS=postgres", "PG_DSN="+pgtest.DSN(t), "PG_TABLE="+table,
+		"QUEUE_SIZE=2000", "MAX_BATCH_EVENTS=100", "BATCH_SIZE=100", "PG_BATCH_SIZE=100", "ENQUEUE_TIMEOUT=20ms", "RETRY_MAX_BACKOFF=200ms")
+	pgtest.Stop(t)
+	restarted := false
+	defer func() {
+		if !restarted {
+			pgtest.Start(t)
+		}
+	}()
+	var accepted []string
+	full := false
+	for i := 0; i < 100 && !full; i++ {
+		var body bytes.Buffer
+		body.WriteByte('[')
+		ids := make([]string, 50)
+		for j := range ids {
+			ids[j] = event.NewID(time.Now())
+			if j > 0 {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"event_id":%q,"type":"fill"}`, ids[j])
+		}
+		body.WriteByte(']')
+		resp, err := http.Post("http://"+p.ingest+"/collect", "application/json", &body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case 202:
+			accepted = append(accepted, ids...)
+		case 503:
+			full = resp.Header.Get("Retry-After") != ""
+		default:
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if !full {
+		t.Fatal("the queue never filled while PostgreSQL was down")
+	}
+	resp, err := http.Get("http://" + p.ingest + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "postgres") {
+		t.Errorf("readyz with PostgreSQL down and a full queue: %d %s", resp.StatusCode, b)
+	}
+	pgtest.Start(t)
+	restarted = true
+	p.signal(t, syscall.SIGTERM)
+	p.wait(t)
+	ids := pgtest.IDs(t, table)
+	for _, id := range accepted {
+		if ids[id] != 1 {
+			t.Fatalf("event %s was answered 202 but is in the table %d times (%d of %d stored)", id, ids[id], len(ids), len(accepted))
+		}
+	}
+	t.Logf("%d events queued while PostgreSQL was down, all flushed on SIGTERM", len(accepted))
+}
+
+func TestWrongPostgresPasswordFailsAtStart(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"OUTPUTS": "log,postgres", "PG_DSN": strings.Replace(dsn, cfg.Password, "wrong-password", 1),
+		"LOG_PATH": t.TempDir() + "/e.ndjson", "SERVER_ADDR": "127.0.0.1:0", "PG_CONNECT_TIMEOUT": "5s"}
+	var stderr bytes.Buffer
+	err = run(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "password authentication failed") || strings.Contains(err.Error(), "wrong-password") {
+		t.Errorf("run = %v, want a refusal naming the authentication failure without the password", err)
+	}
+}

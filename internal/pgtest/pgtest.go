@@ -1,0 +1,122 @@
+// Package pgtest gives tests the PostgreSQL server that scripts/test.sh
+// started (or the one PG_TEST_DSN names), fresh tables in it, and control
+// over the server's life for outage tests.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// strict reports whether a missing server must fail the test rather than
+// skip it: in CI, and under scripts/test.sh, which always provides one.
+func strict() bool { return os.Getenv("CI") != "" || os.Getenv("GOTRACK_TEST_STRICT") != "" }
+
+// DSN returns the test server's DSN, skipping the test (outside CI) when
+// there is none.
+func DSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("PG_TEST_DSN")
+	if dsn == "" {
+		if strict() {
+			t.Fatal("PG_TEST_DSN is not set; scripts/test.sh starts a server and sets it")
+		}
+		t.Skip("PG_TEST_DSN is not set; run scripts/test.sh, which starts a throwaway PostgreSQL")
+	}
+	return dsn
+}
+
+// Conn opens a connection to the test server, closed with the test.
+func Conn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, DSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// Table returns a new table name, unique to this test, and drops the table
+// when the test ends.
+func Table(t testing.TB) string {
+	t.Helper()
+	b := make([]byte, 6)
+	rand.Read(b)
+	name := "t_" + hex.EncodeToString(b)
+	dsn := DSN(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, dsn); err == nil {
+			c.Exec(ctx, `DROP TABLE IF EXISTS `+pgx.Identifier{name}.Sanitize())
+			c.Exec(ctx, `DELETE FROM gotrack_schema_migrations WHERE table_name = $1`, pgx.Identifier{name}.Sanitize())
+			c.Close(ctx)
+		}
+	})
+	return name
+}
+
+// IDs returns the event ids in table.
+func IDs(t testing.TB, table string) map[string]int {
+	t.Helper()
+	c := Conn(t)
+	rows, err := c.Query(context.Background(), `SELECT event_id::text FROM `+pgx.Identifier{table}.Sanitize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids[id]++
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// Controllable reports whether the test may stop and start the server,
+// skipping the test when it may not (outside CI).
+func Controllable(t testing.TB) {
+	t.Helper()
+	DSN(t)
+	if os.Getenv("PG_TEST_PGDATA") == "" || os.Getenv("PG_TEST_PGCTL") == "" {
+		if os.Getenv("CI") != "" { // in CI, scripts/test.sh always starts its own cluster
+			t.Fatal("PG_TEST_PGDATA and PG_TEST_PGCTL are not set; scripts/test.sh sets them")
+		}
+		t.Skip("the server is not ours to stop (PG_TEST_PGDATA unset); run scripts/test.sh")
+	}
+}
+
+// Stop stops the server at once, dropping every connection.
+func Stop(t testing.TB) { pgctl(t, "-m", "fast", "-w", "stop") }
+
+// Start starts the server again and waits until it accepts connections.
+func Start(t testing.TB) {
+	pgctl(t, "-l", os.Getenv("PG_TEST_PGDATA")+"/server.log", "-w", "-t", "60", "start")
+}
+
+func pgctl(t testing.TB, args ...string) {
+	t.Helper()
+	Controllable(t)
+	full := append([]string{os.Getenv("PG_TEST_PGCTL"), "-D", os.Getenv("PG_TEST_PGDATA")}, args...)
+	if u := os.Getenv("PG_TEST_RUNAS"); u != "" {
+		full = append([]string{"runuser", "-u", u, "--"}, full...)
+	}
+	if out, err := exec.Command(full[0], full[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("pg_ctl %v: %v\n%s", args, err, out)
+	}
+}

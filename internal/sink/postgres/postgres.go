@@ -1,0 +1,274 @@
+// Package postgres is the sink that writes events to a PostgreSQL table,
+// idempotently by event_id: retries and replays never duplicate a row.
+//
+// A batch is written in one transaction by binary COPY. New events, the
+// usual case, are copied straight into the table. When any event_id is
+// already there, the primary key makes that COPY fail and roll back whole,
+// and the batch is then copied into a temporary staging table and moved
+// over with INSERT ... SELECT ... ON CONFLICT (event_id) DO NOTHING.
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/sink"
+)
+
+// Options configure a Sink.
+type Options struct {
+	DSN            string        // libpq URL or key=value string
+	Table          string        // "events" or "schema.events"; see ValidTable
+	MaxConns       int32         // pool size; default 4
+	// Parallel is how many connections one batch is spread over, each
+	// writing a part of at least MinPart events in its own transaction;
+	// default min(2, MaxConns). Parts commit independently, which is safe
+	// because every write is idempotent by event_id.
+	Parallel int
+	ConnectTimeout time.Duration // for connecting and migrating at Open; default 10s
+}
+
+var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
+
+// ValidTable reports whether name is a plain identifier, optionally
+// schema-qualified. Table names are quoted as identifiers, never spliced
+// into SQL raw; this check keeps them readable too.
+func ValidTable(name string) bool { return tableName.MatchString(name) }
+
+// MinPart is the fewest events worth a connection of their own.
+const MinPart = 1000
+
+// staging is the per-connection temporary table each batch is copied into.
+const staging = "gotrack_staging"
+
+var columns = []string{"event_id", "received_at", "type", "source", "payload"}
+
+// Sink writes events to PostgreSQL. WriteBatch is not safe for concurrent
+// use; the pipeline never calls it so.
+type Sink struct {
+	pool     *pgxpool.Pool
+	table    pgx.Identifier
+	insert   string
+	parallel int
+}
+
+// Open connects, applies the schema migrations, and returns the sink. A
+// wrong DSN, an unreachable server or bad credentials fail here, so that
+// GoTrack refuses to start rather than queue events it can never write.
+func Open(ctx context.Context, o Options) (*Sink, error) {
+	if !ValidTable(o.Table) {
+		return nil, fmt.Errorf("postgres: table name %q is not a valid identifier", o.Table)
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 4
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 2
+	}
+	o.Parallel = min(o.Parallel, int(o.MaxConns))
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	cfg, err := pgxpool.ParseConfig(o.DSN)
+	if err != nil {
+		// The parse error can quote the DSN, password and all; say only what is wrong.
+		return nil, errors.New("postgres: PG_DSN is not a valid libpq URL or key=value string")
+	}
+	cfg.MaxConns = o.MaxConns
+	cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, `CREATE TEMPORARY TABLE IF NOT EXISTS `+staging+` (
+			event_id uuid, received_at timestamptz, type text, source text, payload jsonb
+		) ON COMMIT DELETE ROWS`)
+		return err
+	}
+	s := &Sink{table: pgx.Identifier(strings.Split(o.Table, ".")), parallel: o.Parallel}
+	t := s.table.Sanitize()
+	s.insert = `INSERT INTO ` + t + ` (event_id, received_at, type, source, payload)
+		SELECT event_id, received_at, type, source, payload FROM ` + staging + `
+		ON CONFLICT (event_id) DO NOTHING`
+
+	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	defer cancel()
+	if s.pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := s.pool.Ping(ctx); err != nil {
+		s.pool.Close()
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	if err := migrate(ctx, s.pool, s.table); err != nil {
+		s.pool.Close()
+		return nil, fmt.Errorf("postgres: migrate %s: %w", t, err)
+	}
+	return s, nil
+}
+
+// WriteBatch copies the batch into the staging table and inserts it into
+// the events table, in one transaction per part when the batch is large
+// enough to be spread over several connections. An event_id already in the
+// table, or twice in the batch, is written once. The error is permanent
+// only when every failed part was rejected for its content; the pipeline
+// then isolates the offending events, rewriting the good ones harmlessly.
+func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
+	parts := min(s.parallel, len(batch)/MinPart)
+	if parts <= 1 {
+		return s.write(ctx, batch)
+	}
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	size := (len(batch) + parts - 1) / parts
+	for i := range parts {
+		part := batch[i*size : min((i+1)*size, len(batch))]
+		wg.Go(func() { errs[i] = s.write(ctx, part) })
+	}
+	wg.Wait()
+	var failed []error
+	permanent := true
+	for _, err := range errs {
+		if err != nil {
+			failed = append(failed, err)
+			permanent = permanent && sink.IsPermanent(err)
+		}
+	}
+	switch {
+	case len(failed) == 0:
+		return nil
+	case permanent:
+		return sink.Permanent(errors.Join(failed...))
+	}
+	for _, err := range failed {
+		if !sink.IsPermanent(err) {
+			return err // the retryable failure decides what the pipeline does
+		}
+	}
+	return nil
+}
+
+// write writes one part in one transaction. It first COPYs straight into
+// the events table, the fast path for the usual batch of new events; when
+// any event_id is already there (a retry or a replay), the primary key
+// refuses the COPY, the transaction rolls back whole, and the part is
+// written again through the staging table with ON CONFLICT DO NOTHING.
+func (s *Sink) write(ctx context.Context, batch []*event.Event) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		_, err := tx.CopyFrom(ctx, s.table, columns, rows(batch))
+		return err
+	})
+	var pe *pgconn.PgError
+	if err == nil || !errors.As(err, &pe) || pe.Code != uniqueViolation {
+		return classify(fmt.Sprintf("copy %d events", len(batch)), err)
+	}
+	err = s.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{staging}, columns, rows(batch)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, s.insert)
+		return err
+	})
+	return classify(fmt.Sprintf("copy %d events through staging", len(batch)), err)
+}
+
+const uniqueViolation = "23505"
+
+// tx runs f in a transaction and commits it.
+func (s *Sink) tx(ctx context.Context, f func(pgx.Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) // a no-op after Commit
+	if err := f(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+func rows(batch []*event.Event) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
+		e := batch[i]
+		id, err := uuidBytes(e.EventID)
+		if err != nil {
+			return nil, err
+		}
+		return []any{id, e.ReceivedAt, e.Type, string(e.Source), json.RawMessage(e.JSON())}, nil
+	})
+}
+
+func uuidBytes(s string) (pgtype.UUID, error) {
+	var u pgtype.UUID
+	if err := u.Scan(s); err != nil {
+		return u, sink.Permanent(fmt.Errorf("event_id %q: %w", s, err))
+	}
+	return u, nil
+}
+
+// classify wraps err with the operation, marking content errors permanent
+// and connection failures as the server being unavailable.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	wrapped := fmt.Errorf("postgres: %s: %w", op, err)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch {
+		case strings.HasPrefix(pe.Code, "22"), // data exception: invalid text, bad JSON escape, out of range
+			strings.HasPrefix(pe.Code, "23"), // integrity constraint violation
+			pe.Code == "54000":               // program limit exceeded, such as a row too large
+			return sink.Permanent(wrapped)
+		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "57P"): // connection, shutdown
+			return sink.Unavailable(wrapped)
+		}
+		return wrapped // serialization failures, deadlocks, missing table: worth retrying
+	}
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return sink.Unavailable(wrapped)
+	}
+	if sink.IsPermanent(err) {
+		return err
+	}
+	return wrapped
+}
+
+// Ping reports whether the server answers.
+func (s *Sink) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the pool, waiting for connections in use until ctx ends.
+func (s *Sink) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.pool.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("postgres: close: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,319 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pgtest"
+	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/sink"
+	"github.com/gotrack/gotrack/internal/sink/sinktest"
+)
+
+func open(t *testing.T, table string) *Sink {
+	t.Helper()
+	s, err := Open(t.Context(), Options{DSN: pgtest.DSN(t), Table: table, MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func payloads(t *testing.T, table string) [][]byte {
+	t.Helper()
+	rows, err := pgtest.Conn(t).Query(context.Background(), `SELECT payload::text FROM `+pgx.Identifier{table}.Sanitize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, []byte(p))
+	}
+	return out
+}
+
+func TestConformance(t *testing.T) {
+	var table string
+	sinktest.Run(t, sinktest.Harness{
+		Open: func(t *testing.T) sink.Sink {
+			table = pgtest.Table(t)
+			return open(t, table)
+		},
+		Stored:     func(t *testing.T) [][]byte { return payloads(t, table) },
+		Idempotent: true,
+	})
+}
+
+func TestTenThousandEventsWithColumns(t *testing.T) {
+	table := pgtest.Table(t)
+	s := open(t, table)
+	events := sinktest.Events(10000)
+	for i := 0; i < len(events); i += 500 {
+		if err := s.WriteBatch(t.Context(), events[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pgtest.Conn(t).Query(context.Background(),
+		`SELECT event_id::text, received_at, type, source, payload->>'event_id' FROM `+pgx.Identifier{table}.Sanitize())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]*event.Event{}
+	for _, e := range events {
+		byID[e.EventID] = e
+	}
+	n := 0
+	for rows.Next() {
+		var id, typ, source, payloadID string
+		var at time.Time
+		if err := rows.Scan(&id, &at, &typ, &source, &payloadID); err != nil {
+			t.Fatal(err)
+		}
+		e := byID[id]
+		if e == nil || !at.Equal(e.ReceivedAt.Truncate(time.Microsecond)) || typ != e.Type || source != string(e.Source) || payloadID != id {
+			t.Fatalf("row %s %v %s %s %s does not match its event %+v", id, at, typ, source, payloadID, e)
+		}
+		n++
+	}
+	if n != 10000 {
+		t.Fatalf("table holds %d rows, want 10000", n)
+	}
+	// The schema is as documented, with a BRIN index on received_at.
+	var idx string
+	if err := pgtest.Conn(t).QueryRow(context.Background(),
+		`SELECT indexdef FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE '%brin%'`, table).Scan(&idx); err != nil {
+		t.Fatalf("no BRIN index: %v", err)
+	}
+}
+
+func TestDuplicatesInOneBatch(t *testing.T) {
+	table := pgtest.Table(t)
+	s := open(t, table)
+	events := sinktest.Events(10)
+	batch := append(append([]*event.Event{}, events...), events[:5]...)
+	if err := s.WriteBatch(t.Context(), batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteBatch(t.Context(), events); err != nil { // a replay
+		t.Fatal(err)
+	}
+	s.Close(t.Context())
+	if ids := pgtest.IDs(t, table); len(ids) != 10 {
+		t.Errorf("%d rows, want 10", len(ids))
+	}
+}
+
+func TestMigrationIsIdempotent(t *testing.T) {
+	table := pgtest.Table(t)
+	open(t, table).Close(t.Context())
+	open(t, table).Close(t.Context()) // a second start finds the schema in place
+	var n int
+	if err := pgtest.Conn(t).QueryRow(context.Background(),
+		`SELECT count(*) FROM gotrack_schema_migrations WHERE table_name = $1`, pgx.Identifier{table}.Sanitize()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(migrations) {
+		t.Errorf("%d migration rows, want %d", n, len(migrations))
+	}
+}
+
+// poison is an event PostgreSQL refuses: jsonb has no place for \u0000.
+func poison() *event.Event {
+	e := sinktest.Events(1)[0]
+	e.Props = json.RawMessage(`{"bad":"nul \u0000 here"}`)
+	e.Seal()
+	return e
+}
+
+func TestPoisonEventIsPermanent(t *testing.T) {
+	s := open(t, pgtest.Table(t))
+	defer s.Close(t.Context())
+	err := s.WriteBatch(t.Context(), []*event.Event{poison()})
+	if !sink.IsPermanent(err) || sink.ErrorType(err) != sink.ErrRejected {
+		t.Fatalf("poison write = %v, want a permanent rejection", err)
+	}
+}
+
+type fixture struct {
+	pipe *pipeline.Pipeline
+	dead string
+}
+
+func newPipeline(t *testing.T, s sink.Sink, opts pipeline.Options) *fixture {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := pipeline.NewMetrics(reg, []string{"postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(t.TempDir(), "dead.ndjson")
+	p, err := pipeline.New([]pipeline.Output{{Name: "postgres", Sink: s}}, opts, m, reg,
+		pipeline.NewDeadLetter(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	return &fixture{pipe: p, dead: dead}
+}
+
+func (f *fixture) close(t *testing.T, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := f.pipe.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPoisonIsDeadLetteredAndTheRestWritten(t *testing.T) {
+	table := pgtest.Table(t)
+	f := newPipeline(t, open(t, table), pipeline.Options{BatchSize: 100, FlushInterval: time.Hour})
+	events := sinktest.Events(99)
+	bad := poison()
+	batch := append(append(append([]*event.Event{}, events[:40]...), bad), events[40:]...)
+	if err := f.pipe.Submit(batch); err != nil {
+		t.Fatal(err)
+	}
+	f.close(t, 30*time.Second)
+	ids := pgtest.IDs(t, table)
+	if len(ids) != 99 || ids[bad.EventID] != 0 {
+		t.Errorf("table holds %d rows (poison: %d), want the 99 good ones", len(ids), ids[bad.EventID])
+	}
+	b, err := os.ReadFile(f.dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 1 ||
+		!strings.Contains(lines[0], bad.EventID) || !strings.Contains(lines[0], `"sink":"postgres"`) || !strings.Contains(lines[0], "22P05") {
+		t.Errorf("dead-letter file:\n%s", b)
+	}
+}
+
+// TestServerRestartMidStream stops the server while events flow, checks
+// that the sink is reported down and the queue keeps its bound, starts the
+// server again, and checks that every event is in the table once.
+func TestServerRestartMidStream(t *testing.T) {
+	pgtest.Controllable(t)
+	table := pgtest.Table(t)
+	s := open(t, table)
+	f := newPipeline(t, s, pipeline.Options{QueueSize: 20000, BatchSize: 200, FlushInterval: 10 * time.Millisecond,
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, PingInterval: 100 * time.Millisecond})
+	events := sinktest.Events(6000)
+	var wg sync.WaitGroup
+	stopped := make(chan struct{})
+	wg.Go(func() {
+		for i, e := range events {
+			if i == 2000 {
+				<-stopped // the rest arrive while the server is down, then after
+			}
+			if err := f.pipe.Submit([]*event.Event{e}); err != nil {
+				t.Errorf("Submit %d: %v", i, err)
+				return
+			}
+			if i%100 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	})
+	waitFor(t, "some events to be written", func() bool { return f.pipe.Stats()[0].Delivered >= 1000 })
+	pgtest.Stop(t)
+	close(stopped)
+	waitFor(t, "the sink to be reported down", func() bool { ready, _ := f.pipe.Ready(); return !ready })
+	time.Sleep(300 * time.Millisecond) // let writes fail and retry against the stopped server
+	pgtest.Start(t)
+	wg.Wait()
+	f.close(t, 60*time.Second)
+	ids := pgtest.IDs(t, table)
+	for _, e := range events {
+		if ids[e.EventID] != 1 {
+			t.Fatalf("event %s is in the table %d times", e.EventID, ids[e.EventID])
+		}
+	}
+	if st := f.pipe.Stats()[0]; st.DeadLettered != 0 {
+		t.Errorf("%d events dead-lettered during a restart", st.DeadLettered)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestOpenFailsClearly(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := strings.Replace(dsn, cfg.Password, "not-the-password", 1)
+	_, err = Open(t.Context(), Options{DSN: wrong, Table: "events", ConnectTimeout: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "password authentication failed") || strings.Contains(err.Error(), "not-the-password") {
+		t.Errorf("wrong password: %v", err)
+	}
+	_, err = Open(t.Context(), Options{DSN: "postgres://u:secretpw@[::1", Table: "events"})
+	if err == nil || !strings.Contains(err.Error(), "PG_DSN") || strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("malformed DSN: %v", err)
+	}
+	_, err = Open(t.Context(), Options{DSN: dsn, Table: "events; DROP TABLE x"})
+	if err == nil || !strings.Contains(err.Error(), "not a valid identifier") {
+		t.Errorf("bad table name: %v", err)
+	}
+}
+
+
+// TestParallelParts writes batches large enough to be spread over several
+// connections: a clean one in full, and one with a poison event, which the
+// pipeline narrows down to that event alone.
+func TestParallelParts(t *testing.T) {
+	table := pgtest.Table(t)
+	s, err := Open(t.Context(), Options{DSN: pgtest.DSN(t), Table: table, MaxConns: 4, Parallel: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clean := sinktest.Events(3 * MinPart)
+	if err := s.WriteBatch(t.Context(), clean); err != nil {
+		t.Fatal(err)
+	}
+	bad := poison()
+	dirty := append(sinktest.Events(3*MinPart-1), bad)
+	if err := s.WriteBatch(t.Context(), dirty); !sink.IsPermanent(err) {
+		t.Fatalf("a batch with a poison event in one part = %v, want permanent", err)
+	}
+	f := newPipeline(t, s, pipeline.Options{BatchSize: len(dirty), FlushInterval: time.Hour})
+	if err := f.pipe.Submit(dirty); err != nil {
+		t.Fatal(err)
+	}
+	f.close(t, 60*time.Second)
+	ids := pgtest.IDs(t, table)
+	if len(ids) != len(clean)+len(dirty)-1 || ids[bad.EventID] != 0 {
+		t.Errorf("table holds %d rows (poison %d), want %d", len(ids), ids[bad.EventID], len(clean)+len(dirty)-1)
+	}
+	if st := f.pipe.Stats()[0]; st.DeadLettered != 1 {
+		t.Errorf("%d dead-lettered, want 1", st.DeadLettered)
+	}
+}
