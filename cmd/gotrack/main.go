@@ -23,11 +23,14 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink"
+	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
 	"github.com/gotrack/gotrack/internal/telemetry"
@@ -82,7 +85,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	outputs, err := openSinks(ctx, cfg)
+	outputs, err := openSinks(ctx, cfg, reg)
 	if err != nil {
 		return err
 	}
@@ -193,7 +196,7 @@ func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *p
 
 // openSinks opens every sink OUTPUTS names, closing those already open when
 // one fails.
-func openSinks(ctx context.Context, cfg *config.Config) ([]pipeline.Output, error) {
+func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) ([]pipeline.Output, error) {
 	var outputs []pipeline.Output
 	for _, name := range cfg.Outputs {
 		var (
@@ -207,6 +210,13 @@ func openSinks(ctx context.Context, cfg *config.Config) ([]pipeline.Output, erro
 		case config.OutputPostgres:
 			s, err = postgres.Open(ctx, cfg.Postgres)
 			out.BatchSize, out.BatchBytes = cfg.PostgresBatch.Size, cfg.PostgresBatch.Bytes
+		case config.OutputKafka:
+			o := cfg.Kafka
+			o.MaxBufferedRecords = cfg.Pipeline.QueueSize
+			if cfg.KafkaMetrics {
+				o.Metrics = reg
+			}
+			s, err = kafka.Open(o)
 		default:
 			err = fmt.Errorf("sink %q is not available in this build", name)
 		}

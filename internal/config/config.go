@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
 )
@@ -48,6 +50,8 @@ type Config struct {
 	Log           ndjson.Options
 	Postgres      postgres.Options
 	PostgresBatch Batch
+	Kafka         kafka.Options
+	KafkaMetrics  bool
 
 	LogFormat string // json or text
 	LogLevel  slog.Level
@@ -233,6 +237,34 @@ func settings(c *Config) []setting {
 	add("PG_PARALLEL", "2", "connections one postgres batch is spread over, 1000 events or more each", integer(&c.Postgres.Parallel, 1, 64))
 	add("PG_CONNECT_TIMEOUT", "10s", "time to connect and migrate at start; GoTrack refuses to start past it", duration(&c.Postgres.ConnectTimeout, time.Second, 10*time.Minute))
 
+	k := &c.Kafka
+	add("KAFKA_BROKERS", "", "comma list of seed brokers, host:port (required with OUTPUTS=kafka)", list(&k.Brokers))
+	add("KAFKA_TOPIC", "gotrack.events", "topic the kafka sink produces to (it must exist)", str(&k.Topic))
+	add("KAFKA_ACKS", "all", "acknowledgement a batch waits for: all (idempotent producer), leader, none", func(v string) (err error) {
+		k.Acks, err = kafka.ParseAcks(v)
+		return err
+	})
+	add("KAFKA_COMPRESSION", "zstd", "record batch compression: none, gzip, snappy, lz4, zstd", func(v string) (err error) {
+		k.Compression, err = kafka.ParseCompression(v)
+		return err
+	})
+	add("KAFKA_KEY", "event_id", "record key, which picks the partition: event_id, visitor_id, session_id, none", func(v string) (err error) {
+		k.Key, err = kafka.ParseKey(v)
+		return err
+	})
+	add("KAFKA_CLIENT_ID", "gotrack", "client id the brokers see", str(&k.ClientID))
+	add("KAFKA_TLS_CA", "", "PEM CA bundle for the brokers' certificates; turns TLS on", str(&k.TLSCA))
+	add("KAFKA_TLS_CERT", "", "PEM client certificate for brokers that want one; turns TLS on", str(&k.TLSCert))
+	add("KAFKA_TLS_KEY", "", "PEM key for KAFKA_TLS_CERT", str(&k.TLSKey))
+	add("KAFKA_SASL_MECHANISM", "", "SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty for none", func(v string) (err error) {
+		k.SASLMechanism, err = kafka.ParseSASLMechanism(v)
+		return err
+	})
+	add("KAFKA_SASL_USER", "", "SASL user name", str(&k.SASLUser))
+	add("KAFKA_SASL_PASSWORD_FILE", "", "file holding the SASL password", str(&k.SASLPasswordFile))
+	add("KAFKA_ALLOW_PLAINTEXT_SASL", "false", "allow SASL without TLS, which sends credentials in the clear", boolean(&k.AllowPlaintextSASL))
+	add("KAFKA_CLIENT_METRICS", "false", "also expose franz-go's own client metrics, as gotrack_kafka_*", boolean(&c.KafkaMetrics))
+
 	m := &c.Metrics
 	add("METRICS_ENABLED", "false", "serve Prometheus metrics on their own listener", boolean(&m.Enabled))
 	add("METRICS_ADDR", "127.0.0.1:9090", "address of the metrics listener (/metrics, /healthz); loopback unless TLS or auth is on", str(&m.Addr))
@@ -305,8 +337,6 @@ func (c *Config) check() []error {
 		switch {
 		case !slices.Contains(knownOutputs, o):
 			bad("OUTPUTS names an unknown sink %q (want %s)", o, strings.Join(knownOutputs, ", "))
-		case o == OutputKafka:
-			bad("OUTPUTS names %q, which this build does not have yet", o)
 		case seen[o]:
 			bad("OUTPUTS names %q twice", o)
 		}
@@ -314,6 +344,9 @@ func (c *Config) check() []error {
 	}
 	if seen[OutputPostgres] && c.Postgres.DSN == "" {
 		bad("OUTPUTS names postgres but PG_DSN is not set")
+	}
+	if seen[OutputKafka] {
+		errs = append(errs, checkKafka(c.Kafka)...)
 	}
 	if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
 		bad("SERVER_ADDR=%q is not host:port: %v", c.ServerAddr, err)
@@ -350,6 +383,55 @@ func (c *Config) check() []error {
 	return errs
 }
 
+func checkKafka(k kafka.Options) []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(k.Brokers) == 0 {
+		bad("OUTPUTS names kafka but KAFKA_BROKERS is not set")
+	}
+	for _, b := range k.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			bad("KAFKA_BROKERS entry %q is not host:port", b)
+		}
+	}
+	if k.Topic == "" {
+		bad("KAFKA_TOPIC is empty")
+	}
+	if (k.TLSCert == "") != (k.TLSKey == "") {
+		bad("KAFKA_TLS_CERT and KAFKA_TLS_KEY must be set together")
+	}
+	tls := k.TLSCA != "" || k.TLSCert != ""
+	if k.SASLMechanism != "" {
+		if k.SASLUser == "" || k.SASLPasswordFile == "" {
+			bad("KAFKA_SASL_MECHANISM needs KAFKA_SASL_USER and KAFKA_SASL_PASSWORD_FILE")
+		}
+		if !tls && !k.AllowPlaintextSASL {
+			bad("KAFKA_SASL_MECHANISM without TLS would send the credentials in the clear; set KAFKA_TLS_CA, or KAFKA_ALLOW_PLAINTEXT_SASL=true")
+		}
+	}
+	errs = append(errs, checkFiles(map[string]string{"KAFKA_TLS_CA": k.TLSCA, "KAFKA_TLS_CERT": k.TLSCert,
+		"KAFKA_TLS_KEY": k.TLSKey, "KAFKA_SASL_PASSWORD_FILE": k.SASLPasswordFile})...)
+	return errs
+}
+
+// checkFiles reports each named file that cannot be opened; empty paths are
+// not set and pass.
+func checkFiles(files map[string]string) []error {
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		path := files[name]
+		if path == "" {
+			continue
+		}
+		if f, err := os.Open(path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+		} else {
+			f.Close()
+		}
+	}
+	return errs
+}
+
 func (m Metrics) check(serverAddr string) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
@@ -372,19 +454,8 @@ func (m Metrics) check(serverAddr string) []error {
 	if len(m.ClientAllowedSANs) > 0 && m.ClientCA == "" {
 		bad("METRICS_CLIENT_ALLOWED_SANS needs METRICS_CLIENT_CA")
 	}
-	for _, f := range []struct{ name, path string }{
-		{"METRICS_TLS_CERT", m.TLSCert}, {"METRICS_TLS_KEY", m.TLSKey}, {"METRICS_CLIENT_CA", m.ClientCA},
-		{"METRICS_BEARER_TOKEN_FILE", m.BearerTokenFile}, {"METRICS_BASIC_AUTH_FILE", m.BasicAuthFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		if fh, err := os.Open(f.path); err != nil {
-			bad("%s: %v", f.name, err)
-		} else {
-			fh.Close()
-		}
-	}
+	errs = append(errs, checkFiles(map[string]string{"METRICS_TLS_CERT": m.TLSCert, "METRICS_TLS_KEY": m.TLSKey,
+		"METRICS_CLIENT_CA": m.ClientCA, "METRICS_BEARER_TOKEN_FILE": m.BearerTokenFile, "METRICS_BASIC_AUTH_FILE": m.BasicAuthFile})...)
 	if err == nil && !isLoopback(host) && !m.TLS() && !m.Auth() && !m.AllowInsecure {
 		bad("METRICS_ADDR=%q listens beyond loopback with neither TLS nor authentication; "+
 			"anyone who can reach it could read GoTrack's metrics. Set METRICS_TLS_CERT/KEY and "+

@@ -1,0 +1,332 @@
+package kafka
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/sink"
+	"github.com/gotrack/gotrack/internal/sink/sinktest"
+)
+
+const topic = "gotrack.events"
+
+func newCluster(t *testing.T, partitions int32) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func open(t *testing.T, c *kfake.Cluster, key Key) *Sink {
+	t.Helper()
+	s, err := Open(Options{Brokers: c.ListenAddrs(), Topic: topic, Acks: AcksAll, Compression: "zstd", Key: key,
+		ClientID: "gotrack-test", MaxBufferedRecords: 10000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// consume reads every record of the topic: it waits until there are at
+// least want of them, then until a second passes with no new one.
+func consume(t *testing.T, c *kfake.Cluster, want int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	deadline := time.Now().Add(30 * time.Second)
+	for len(out) < want && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	for time.Now().Before(deadline) { // records beyond want, such as duplicates, show up too
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n := len(out)
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+		cancel()
+		if len(out) == n {
+			break
+		}
+	}
+	return out
+}
+
+func TestConformance(t *testing.T) {
+	var c *kfake.Cluster
+	sinktest.Run(t, sinktest.Harness{
+		Open: func(t *testing.T) sink.Sink {
+			c = newCluster(t, 3)
+			return open(t, c, KeyEventID)
+		},
+		Stored: func(t *testing.T) [][]byte {
+			var out [][]byte
+			for _, r := range consume(t, c, 0) {
+				out = append(out, r.Value)
+			}
+			return out
+		},
+	})
+}
+
+func TestTenThousandRoundTrip(t *testing.T) {
+	c := newCluster(t, 6)
+	s := open(t, c, KeyEventID)
+	events := sinktest.Events(10000)
+	for i := 0; i < len(events); i += 500 {
+		if err := s.WriteBatch(t.Context(), events[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]*event.Event{}
+	for _, e := range events {
+		byID[e.EventID] = e
+	}
+	records := consume(t, c, len(events))
+	if len(records) != len(events) {
+		t.Fatalf("consumed %d records, want %d", len(records), len(events))
+	}
+	seen := map[string]bool{}
+	for _, r := range records {
+		e, err := event.Decode(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := byID[e.EventID]
+		if want == nil || string(r.Value) != string(want.JSON()) || string(r.Key) != e.EventID || seen[e.EventID] {
+			t.Fatalf("record %s key %q does not match its event, or repeats", r.Value, r.Key)
+		}
+		seen[e.EventID] = true
+		h := map[string]string{}
+		for _, kv := range r.Headers {
+			h[kv.Key] = string(kv.Value)
+		}
+		if h[HeaderType] != want.Type || h[HeaderSchemaVersion] != event.SchemaVersion || h[HeaderContentType] != "application/json" {
+			t.Fatalf("headers %v for a %s event", h, want.Type)
+		}
+	}
+}
+
+func TestKeyDecidesPartition(t *testing.T) {
+	c := newCluster(t, 8)
+	s := open(t, c, KeyVisitorID)
+	var events []*event.Event
+	for i, e := range sinktest.Events(800) {
+		e2 := *e
+		e2.VisitorID = "visitor-" + string(rune('a'+i%16))
+		e2.Seal()
+		events = append(events, &e2)
+	}
+	if err := s.WriteBatch(t.Context(), events); err != nil {
+		t.Fatal(err)
+	}
+	s.Close(t.Context())
+	partitionOf := map[string]int32{}
+	used := map[int32]bool{}
+	for _, r := range consume(t, c, len(events)) {
+		if string(r.Key) == "" {
+			t.Fatal("record without a key")
+		}
+		if p, ok := partitionOf[string(r.Key)]; ok && p != r.Partition {
+			t.Fatalf("visitor %s is on partitions %d and %d", r.Key, p, r.Partition)
+		}
+		partitionOf[string(r.Key)] = r.Partition
+		used[r.Partition] = true
+	}
+	if len(partitionOf) != 16 || len(used) < 3 {
+		t.Errorf("16 visitors over %d partitions (%d keys seen); keys should spread", len(used), len(partitionOf))
+	}
+}
+
+func newPipeline(t *testing.T, s sink.Sink, opts pipeline.Options) (*pipeline.Pipeline, string) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := pipeline.NewMetrics(reg, []string{"kafka"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(t.TempDir(), "dead.ndjson")
+	p, err := pipeline.New([]pipeline.Output{{Name: "kafka", Sink: s}}, opts, m, reg,
+		pipeline.NewDeadLetter(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	return p, dead
+}
+
+func closePipeline(t *testing.T, p *pipeline.Pipeline) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestTooLargeRecordIsDeadLettered(t *testing.T) {
+	c := newCluster(t, 3)
+	p, dead := newPipeline(t, open(t, c, KeyEventID), pipeline.Options{BatchSize: 10, FlushInterval: time.Hour})
+	events := sinktest.Events(10)
+	big := events[4]
+	big.Props = json.RawMessage(`{"blob":"` + strings.Repeat("x", 1_100_000) + `"}`) // past the 1 MB default
+	big.Seal()
+	if err := p.Submit(events); err != nil {
+		t.Fatal(err)
+	}
+	closePipeline(t, p)
+	records := consume(t, c, 9)
+	if len(records) != 9 {
+		t.Errorf("%d records delivered, want the 9 batch-mates", len(records))
+	}
+	for _, r := range records {
+		if strings.Contains(string(r.Value), big.EventID) {
+			t.Error("the too-large record was delivered")
+		}
+	}
+	b, err := os.ReadFile(dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n != 1 || !strings.Contains(string(b), big.EventID) || !strings.Contains(string(b), "MESSAGE_TOO_LARGE") {
+		t.Errorf("dead-letter file has %d lines: %.300s", n, b)
+	}
+}
+
+// TestBrokerFailure makes the broker refuse every request for a while:
+// the sink is reported down, the events wait, and once the broker is back
+// every one of them is delivered.
+func TestBrokerFailure(t *testing.T) {
+	c := newCluster(t, 3)
+	var down atomic.Bool
+	c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if down.Load() {
+			return nil, errors.New("broker down"), true // closes the connection
+		}
+		return nil, nil, false
+	})
+	s := open(t, c, KeyEventID)
+	p, _ := newPipeline(t, s, pipeline.Options{BatchSize: 100, FlushInterval: 10 * time.Millisecond,
+		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, WriteTimeout: 2 * time.Second, PingInterval: 100 * time.Millisecond})
+	events := sinktest.Events(3000)
+	if err := p.Submit(events[:1000]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first events", func() bool { return p.Stats()[0].Delivered == 1000 })
+	down.Store(true)
+	if err := p.Submit(events[1000:2000]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sink to be reported down", func() bool { ready, _ := p.Ready(); return !ready })
+	if d := p.Stats()[0].Delivered; d >= 2000 {
+		t.Fatalf("%d delivered while the broker was down", d)
+	}
+	down.Store(false)
+	if err := p.Submit(events[2000:]); err != nil {
+		t.Fatal(err)
+	}
+	closePipeline(t, p)
+	got := map[string]int{}
+	for _, r := range consume(t, c, len(events)) {
+		got[string(r.Key)]++
+	}
+	for _, e := range events {
+		if got[e.EventID] == 0 {
+			t.Fatalf("event %s was lost", e.EventID)
+		}
+	}
+	if st := p.Stats()[0]; st.DeadLettered != 0 {
+		t.Errorf("%d events dead-lettered", st.DeadLettered)
+	}
+}
+
+func TestShutdownFlushes(t *testing.T) {
+	c := newCluster(t, 3)
+	p, _ := newPipeline(t, open(t, c, KeyNone), pipeline.Options{BatchSize: 500, FlushInterval: time.Hour})
+	events := sinktest.Events(5000)
+	for i := 0; i < len(events); i += 50 {
+		if err := p.Submit(events[i : i+50]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closePipeline(t, p) // the last, partial batch flushes on Close, not on the hour-long interval
+	if n := len(consume(t, c, len(events))); n != len(events) {
+		t.Errorf("%d records after shutdown, want %d", n, len(events))
+	}
+}
+
+func TestSASLWithoutTLSRefused(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("secret\n"), 0o600)
+	_, err := Open(Options{Brokers: []string{"127.0.0.1:1"}, Topic: topic, SASLMechanism: "SCRAM-SHA-256", SASLUser: "u", SASLPasswordFile: pw})
+	if err == nil || !strings.Contains(err.Error(), "in the clear") {
+		t.Errorf("Open = %v, want a refusal", err)
+	}
+	s, err := Open(Options{Brokers: []string{"127.0.0.1:1"}, Topic: topic, SASLMechanism: "PLAIN", SASLUser: "u",
+		SASLPasswordFile: pw, AllowPlaintextSASL: true})
+	if err != nil {
+		t.Fatalf("explicitly allowed plaintext SASL: %v", err)
+	}
+	s.Close(t.Context())
+}
+
+func TestSASLAgainstCluster(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic), kfake.EnableSASL(),
+		kfake.Superuser("SCRAM-SHA-512", "gotrack", "s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	s, err := Open(Options{Brokers: c.ListenAddrs(), Topic: topic, SASLMechanism: "SCRAM-SHA-512", SASLUser: "gotrack",
+		SASLPasswordFile: pw, AllowPlaintextSASL: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(t.Context())
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.WriteBatch(ctx, sinktest.Events(5)); err != nil {
+		t.Fatalf("SCRAM-SHA-512 produce: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
