@@ -31,14 +31,14 @@ import (
 
 // Options configure a Sink.
 type Options struct {
-	DSN            string        // libpq URL or key=value string
-	Table          string        // "events" or "schema.events"; see ValidTable
-	MaxConns       int32         // pool size; default 4
+	DSN      string // libpq URL or key=value string
+	Table    string // "events" or "schema.events"; see ValidTable
+	MaxConns int32  // pool size; default 4
 	// Parallel is how many connections one batch is spread over, each
 	// writing a part of at least MinPart events in its own transaction;
 	// default min(2, MaxConns). Parts commit independently, which is safe
 	// because every write is idempotent by event_id.
-	Parallel int
+	Parallel       int
 	ConnectTimeout time.Duration // for connecting and migrating at Open; default 10s
 }
 

@@ -285,7 +285,6 @@ func TestOpenFailsClearly(t *testing.T) {
 	}
 }
 
-
 // TestParallelParts writes batches large enough to be spread over several
 // connections: a clean one in full, and one with a poison event, which the
 // pipeline narrows down to that event alone.
