@@ -6,7 +6,9 @@
 #   PG_TEST_PGCTL   the pg_ctl binary
 #   PG_TEST_RUNAS   the user pg_ctl must run as ("" for the current user)
 # and pg_stop removes the cluster. initdb refuses to run as root, so as root
-# the cluster belongs to the postgres user.
+# the cluster belongs to the postgres user. The test cluster trades
+# durability for speed (fsync off); PG_TEST_DURABLE=1 keeps PostgreSQL's
+# durable defaults, as the benchmark does.
 
 pg_bindir() {
   ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
@@ -46,12 +48,12 @@ pg_start() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$PG_TEST_PGDATA'
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 max_connections = 100
 shared_buffers = 256MB
 CONF
+  if [ -z "${PG_TEST_DURABLE:-}" ]; then
+    printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' >> "$PG_TEST_PGDATA/postgresql.conf"
+  fi
   "${as[@]}" "$bindir/pg_ctl" -D "$PG_TEST_PGDATA" -l "$PG_TEST_PGDATA/server.log" -w -t 60 start >/dev/null
   export PG_TEST_DSN="postgres://postgres:$password@127.0.0.1:$port/postgres?sslmode=disable"
   export PG_TEST_PGDATA PG_TEST_PGCTL="$bindir/pg_ctl" PG_TEST_RUNAS="$runas"

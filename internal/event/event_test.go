@@ -244,3 +244,92 @@ func TestDecodeRoundTrip(t *testing.T) {
 		t.Error("Decode accepted an event without an id")
 	}
 }
+
+func TestSplitArray(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{`[]`, nil},
+		{` [ {"a":1} , {"b":"x,]}"} ]`, []string{`{"a":1}`, `{"b":"x,]}"}`}},
+		{`[{"a":[1,{"b":[2,3]}]},"s\"]",3,null]`, []string{`{"a":[1,{"b":[2,3]}]}`, `"s\"]"`, `3`, `null`}},
+	} {
+		var got []string
+		for _, item := range SplitArray([]byte(tc.in)) {
+			got = append(got, string(item))
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("SplitArray(%s) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzSplitArray checks the splitter against encoding/json on every valid
+// array.
+func FuzzSplitArray(f *testing.F) {
+	for _, s := range []string{`[]`, `[1,2]`, `[{"a":"]"},[[]],"\\\""]`, `[ {"x" : { "y" : [ 1 , 2 ] } } ]`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var want []json.RawMessage
+		if !json.Valid([]byte(s)) || json.Unmarshal([]byte(s), &want) != nil {
+			return
+		}
+		got := SplitArray([]byte(s))
+		if len(got) != len(want) {
+			t.Fatalf("SplitArray(%q) gave %d items, encoding/json %d", s, len(got), len(want))
+		}
+		for i := range got {
+			var a, b any
+			json.Unmarshal(got[i], &a)
+			json.Unmarshal(want[i], &b)
+			if !reflect.DeepEqual(a, b) {
+				t.Fatalf("item %d: %s, want %s", i, got[i], want[i])
+			}
+		}
+	})
+}
+
+// FuzzDecodeInput checks the /collect member scanner against encoding/json
+// for objects of the schema's string fields, escapes and all.
+func FuzzDecodeInput(f *testing.F) {
+	for _, s := range []string{"plain", `quo"te`, "back\\slash", "\u00e9\U0001F600", "\x01", "a,b}:{[", ""} {
+		f.Add(s, " ")
+	}
+	f.Fuzz(func(t *testing.T, s, space string) {
+		if strings.Trim(space, " \t\r\n") != "" {
+			return
+		}
+		v, _ := json.Marshal(s)
+		raw := []byte("{" + space + `"type"` + space + ":" + space + string(v) + space + "," + `"title":` + string(v) +
+			`,"props":{"k":[` + string(v) + `]}` + space + "}")
+		if !json.Valid(raw) {
+			return
+		}
+		in, err := decodeInput(raw)
+		if err != nil {
+			t.Fatalf("decodeInput(%s): %v", raw, err)
+		}
+		var want struct {
+			Type, Title string
+			Props       json.RawMessage
+		}
+		json.Unmarshal(raw, &want)
+		if in.Type != want.Type || in.Title != want.Title || string(in.Props) != string(want.Props) {
+			t.Fatalf("decodeInput(%s) = %q %q %s, want %q %q %s", raw, in.Type, in.Title, in.Props, want.Type, want.Title, want.Props)
+		}
+	})
+}
+
+func FuzzAppendReceivedAt(f *testing.F) {
+	f.Add(int64(0), int64(0))
+	f.Add(now.Unix(), int64(now.Nanosecond()))
+	f.Add(int64(253402300799), int64(999999999)) // 9999-12-31T23:59:59.999999999Z
+	f.Fuzz(func(t *testing.T, sec, nsec int64) {
+		tm := time.Unix(sec, nsec).UTC()
+		want := tm.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
+		if got := appendReceivedAt(nil, tm); string(got) != string(want) {
+			t.Fatalf("appendReceivedAt(%v) = %s, want %s", tm, got, want)
+		}
+	})
+}

@@ -69,17 +69,27 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	return s, nil
 }
 
+// meta reads what a request says about its events. Headers are read by
+// their canonical keys directly: Header.Get would canonicalise each name
+// again on every request.
 func (s *server) meta(r *http.Request) event.Meta {
 	return event.Meta{
 		Now:       time.Now(),
-		IP:        s.norm.ClientIP(r.RemoteAddr, r.Header.Values("X-Forwarded-For")),
-		UserAgent: r.Header.Get("User-Agent"),
-		Referer:   r.Header.Get("Referer"),
+		IP:        s.norm.ClientIP(r.RemoteAddr, r.Header["X-Forwarded-For"]),
+		UserAgent: first(r.Header["User-Agent"]),
+		Referer:   first(r.Header["Referer"]),
 	}
 }
 
 func (s *server) doNotTrack(r *http.Request) bool {
-	return s.norm.DoNotTrack(r.Header.Get("DNT"), r.Header.Get("Sec-GPC"))
+	return s.norm.DoNotTrack(first(r.Header["Dnt"]), first(r.Header["Sec-Gpc"]))
+}
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
 }
 
 // pixel always answers the GIF: a browser can do nothing with an error, so
@@ -143,31 +153,27 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "body is not valid UTF-8")
 		return
 	}
-	var items []json.RawMessage
-	switch {
-	case len(body) == 0:
+	if len(body) == 0 {
 		writeError(w, http.StatusBadRequest, "body is empty; send a JSON event object or an array of them")
 		return
-	case body[0] == '[':
-		if err := json.Unmarshal(body, &items); err != nil {
-			writeError(w, http.StatusBadRequest, "malformed JSON: "+jsonError(err))
-			return
-		}
+	}
+	if body[0] != '[' && body[0] != '{' {
+		writeError(w, http.StatusBadRequest, "body must be a JSON event object or an array of them")
+		return
+	}
+	if !json.Valid(body) {
+		var v any
+		writeError(w, http.StatusBadRequest, "malformed JSON: "+jsonError(json.Unmarshal(body, &v)))
+		return
+	}
+	items := [][]byte{body}
+	if body[0] == '[' {
+		items = event.SplitArray(body) // the events copy what they keep, so the pooled buffer can go back
 		if len(items) > s.opts.MaxBatchEvents {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf(
 				"batch has %d events, more than MAX_BATCH_EVENTS=%d", len(items), s.opts.MaxBatchEvents))
 			return
 		}
-	case body[0] == '{':
-		if !json.Valid(body) {
-			var v any
-			writeError(w, http.StatusBadRequest, "malformed JSON: "+jsonError(json.Unmarshal(body, &v)))
-			return
-		}
-		items = []json.RawMessage{body}
-	default:
-		writeError(w, http.StatusBadRequest, "body must be a JSON event object or an array of them")
-		return
 	}
 	s.received.collect.Add(float64(len(items)))
 

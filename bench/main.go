@@ -1,0 +1,46 @@
+// Command bench is GoTrack's load benchmark. It builds gotrack and a bare
+// net/http baseline, runs the same load against each in alternation
+// (baseline, gotrack, baseline, gotrack, ...), and reports requests and
+// events per second, the ratio to the baseline pair by pair, latency, CPU
+// per 1,000 events, peak RSS, and loss: every 2xx the load generator counted
+// against the events found in each sink after a graceful stop.
+//
+//	go run ./bench                                 # scenarios pixel and collect
+//	bench/run.sh -scenarios pixel,collect,postgres # also starts a throwaway PostgreSQL
+//
+// It prints a Markdown table and writes the same results as JSON (-json).
+// The exit status is non-zero when any event is unaccounted for.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+type options struct {
+	scenarios []string
+	runs      int
+	conns     int
+	duration  time.Duration
+	jsonPath  string
+	workDir   string
+}
+
+func main() {
+	var o options
+	var scenarios string
+	flag.StringVar(&scenarios, "scenarios", "pixel,collect", "comma list of: "+strings.Join(scenarioNames(), ", "))
+	flag.IntVar(&o.runs, "runs", 3, "runs of each server per scenario (at least 3 for a median)")
+	flag.IntVar(&o.conns, "conns", 64, "concurrent connections")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "load time per run")
+	flag.StringVar(&o.jsonPath, "json", "bench/results/latest.json", "where to write the results as JSON")
+	flag.Parse()
+	o.scenarios = strings.Split(scenarios, ",")
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

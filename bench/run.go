@@ -1,0 +1,423 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// scenario is one load shape, run against both servers.
+type scenario struct {
+	name         string
+	about        string
+	request      []byte // a complete HTTP/1.1 request
+	eventsPerReq int64
+	sinks        []string                         // where gotrack's events are counted
+	env          func(dir, table string) []string // gotrack's settings
+	postgres     bool
+}
+
+var pixelQuery = "/px.gif?" + url.Values{
+	"e": {"pageview"}, "url": {"https://shop.example/products/42?utm_source=news&utm_medium=email"},
+	"ref": {"https://www.example.org/search?q=widgets"}, "title": {"Blue Widget – Shop"},
+	"uid": {"v1234567"}, "sid": {"s7654321"}, "p.plan": {"pro"}, "p.ab": {"b"}, "cb": {"1732270000"},
+}.Encode()
+
+func getRequest(path string) []byte {
+	return []byte("GET " + path + " HTTP/1.1\r\nHost: bench\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0\r\n" +
+		"Referer: https://shop.example/products/42\r\n\r\n")
+}
+
+func collectRequest(n int) []byte {
+	item := `{"type":"add_to_cart","url":"https://shop.example/products/42","visitor_id":"v1234567","session_id":"s7654321","props":{"sku":"W-42","qty":2,"price":19.99}}`
+	body := "[" + strings.TrimSuffix(strings.Repeat(item+",", n), ",") + "]"
+	return []byte("POST /collect HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nContent-Type: application/json\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+}
+
+func logEnv(dir, _ string) []string {
+	return []string{"OUTPUTS=log", "LOG_PATH=" + filepath.Join(dir, "events.ndjson")}
+}
+
+var scenarios = []scenario{
+	{name: "pixel", about: "/px.gif with a realistic query string, NDJSON sink (LOG_FSYNC=batch), no spool",
+		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log"}, env: logEnv},
+	{name: "collect", about: "/collect with a batch of 20 events per request, NDJSON sink",
+		request: collectRequest(20), eventsPerReq: 20, sinks: []string{"log"}, env: logEnv},
+	{name: "postgres", about: "/px.gif with OUTPUTS=log,postgres against a throwaway PostgreSQL",
+		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log", "postgres"}, postgres: true,
+		env: func(dir, table string) []string {
+			return []string{"OUTPUTS=log,postgres", "LOG_PATH=" + filepath.Join(dir, "events.ndjson"),
+				"PG_DSN=" + os.Getenv("PG_TEST_DSN"), "PG_TABLE=" + table, "QUEUE_SIZE=100000"}
+		}},
+}
+
+func scenarioNames() []string {
+	var out []string
+	for _, s := range scenarios {
+		out = append(out, s.name)
+	}
+	return out
+}
+
+// runResult is one run of one server.
+type runResult struct {
+	Server         string           `json:"server"`
+	Run            int              `json:"run"`
+	Requests       int64            `json:"requests"`
+	OK             int64            `json:"ok_2xx"`
+	Errors         int64            `json:"errors"`
+	Seconds        float64          `json:"seconds"`
+	RPS            float64          `json:"requests_per_second"`
+	EPS            float64          `json:"events_per_second"`
+	P50ms          float64          `json:"p50_ms"`
+	P99ms          float64          `json:"p99_ms"`
+	CPUSeconds     float64          `json:"cpu_seconds"`
+	CPUPer1k       float64          `json:"cpu_seconds_per_1000_events"`
+	PeakRSSMiB     float64          `json:"peak_rss_mib"`
+	Expected       int64            `json:"events_expected,omitempty"`
+	Stored         map[string]int64 `json:"events_stored,omitempty"`
+	CatchUpSeconds float64          `json:"catch_up_seconds,omitempty"`
+}
+
+type scenarioResult struct {
+	Name     string      `json:"name"`
+	About    string      `json:"about"`
+	Runs     []runResult `json:"runs"`
+	Ratios   []float64   `json:"ratios"` // gotrack / baseline requests per second, pair by pair
+	Lost     int64       `json:"events_lost"`
+	Surplus  int64       `json:"events_surplus"`
+	Problems []string    `json:"problems,omitempty"`
+}
+
+type report struct {
+	Machine   map[string]string `json:"machine"`
+	Conns     int               `json:"connections"`
+	Duration  string            `json:"duration_per_run"`
+	Scenarios []scenarioResult  `json:"scenarios"`
+}
+
+func run(o options) error {
+	for _, name := range o.scenarios {
+		if !slices.Contains(scenarioNames(), name) {
+			return fmt.Errorf("unknown scenario %q (want %s)", name, strings.Join(scenarioNames(), ", "))
+		}
+	}
+	if o.runs < 1 || o.conns < 1 || o.duration <= 0 {
+		return errors.New("-runs, -conns and -duration must be positive")
+	}
+	work, err := os.MkdirTemp("", "gotrack-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	o.workDir = work
+	bins := map[string]string{"gotrack": filepath.Join(work, "gotrack"), "baseline": filepath.Join(work, "baseline")}
+	for name, pkg := range map[string]string{"gotrack": "./cmd/gotrack", "baseline": "./bench/baseline"} {
+		if out, err := exec.Command("go", "build", "-o", bins[name], pkg).CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %v\n%s", name, err, out)
+		}
+	}
+	rep := report{Machine: machine(), Conns: o.conns, Duration: o.duration.String()}
+	failed := false
+	for _, s := range scenarios {
+		if !slices.Contains(o.scenarios, s.name) {
+			continue
+		}
+		if s.postgres && os.Getenv("PG_TEST_DSN") == "" {
+			return errors.New("scenario postgres needs PG_TEST_DSN; bench/run.sh starts a throwaway server and sets it")
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s: %s\n", s.name, s.about)
+		sr := scenarioResult{Name: s.name, About: s.about}
+		for i := 1; i <= o.runs; i++ {
+			base, err := runBaseline(o, bins["baseline"], s, i)
+			if err != nil {
+				return err
+			}
+			gt, err := runGotrack(o, bins["gotrack"], s, i)
+			if err != nil {
+				return err
+			}
+			sr.Runs = append(sr.Runs, base, gt)
+			sr.Ratios = append(sr.Ratios, gt.RPS/base.RPS)
+			for _, sink := range s.sinks {
+				switch d := gt.Stored[sink] - gt.Expected; {
+				case d < 0:
+					sr.Lost -= d
+					sr.Problems = append(sr.Problems, fmt.Sprintf("run %d: sink %s holds %d events, %d were answered 2xx: %d LOST",
+						i, sink, gt.Stored[sink], gt.Expected, -d))
+				case d > 0:
+					sr.Surplus += d
+					sr.Problems = append(sr.Problems, fmt.Sprintf("run %d: sink %s holds %d events, %d were answered 2xx: %d unaccounted for",
+						i, sink, gt.Stored[sink], gt.Expected, d))
+				}
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s run %d: baseline %.0f req/s, gotrack %.0f req/s (%.0f%%)\n",
+				s.name, i, base.RPS, gt.RPS, 100*gt.RPS/base.RPS)
+		}
+		if len(sr.Problems) > 0 {
+			failed = true
+		}
+		rep.Scenarios = append(rep.Scenarios, sr)
+	}
+	printMarkdown(os.Stdout, rep)
+	if o.jsonPath != "" {
+		if err := os.MkdirAll(filepath.Dir(o.jsonPath), 0o755); err != nil {
+			return err
+		}
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(o.jsonPath, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: results written to %s\n", o.jsonPath)
+	}
+	if failed {
+		fmt.Fprintln(os.Stderr, "\n!!!!!!!! bench: EVENTS UNACCOUNTED FOR: the 2xx count and the sinks disagree (see above) !!!!!!!!")
+		for _, sr := range rep.Scenarios {
+			for _, p := range sr.Problems {
+				fmt.Fprintln(os.Stderr, "!!! "+sr.Name+": "+p)
+			}
+		}
+		return errors.New("loss accounting failed")
+	}
+	return nil
+}
+
+func runBaseline(o options, bin string, s scenario, i int) (runResult, error) {
+	cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return runResult{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return runResult{}, err
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		return runResult{}, fmt.Errorf("baseline: %w", err)
+	}
+	l := runLoad(strings.TrimSpace(addr), s.request, o.conns, o.duration)
+	r := result("baseline", i, l, s.eventsPerReq)
+	r.PeakRSSMiB = peakRSS(cmd.Process.Pid)
+	r.CPUSeconds = procCPU(cmd.Process.Pid)
+	r.CPUPer1k = 1000 * r.CPUSeconds / float64(max(1, r.OK*s.eventsPerReq))
+	return r, nil
+}
+
+func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
+	dir := filepath.Join(o.workDir, fmt.Sprintf("%s-%d", s.name, i))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return runResult{}, err
+	}
+	table := fmt.Sprintf("bench_%s_%d_%d", s.name, i, time.Now().Unix())
+	cmd := exec.Command(bin)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SERVER_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "LOG_LEVEL=info",
+		"DEAD_LETTER_PATH=" + filepath.Join(dir, "dead.ndjson"), "SHUTDOWN_TIMEOUT=60s"}, s.env(dir, table)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return runResult{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return runResult{}, err
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	}()
+	addr, err := waitStarted(stderr)
+	if err != nil {
+		return runResult{}, fmt.Errorf("gotrack: %w", err)
+	}
+	go drain(stderr)
+
+	l := runLoad(addr, s.request, o.conns, o.duration)
+	r := result("gotrack", i, l, s.eventsPerReq)
+	r.Expected = l.OK * s.eventsPerReq
+	if s.postgres {
+		// How long the table takes to hold every event answered 2xx.
+		start := time.Now()
+		for time.Since(start) < 60*time.Second {
+			if n, err := countRows(table); err == nil && n >= r.Expected {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		r.CatchUpSeconds = time.Since(start).Seconds()
+	}
+	r.PeakRSSMiB = peakRSS(cmd.Process.Pid)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return r, err
+	}
+	killed = true
+	if err := cmd.Wait(); err != nil {
+		return r, fmt.Errorf("gotrack exited with %w", err)
+	}
+	r.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	r.CPUPer1k = 1000 * r.CPUSeconds / float64(max(1, r.Expected))
+	r.Stored = map[string]int64{}
+	for _, sink := range s.sinks {
+		var n int64
+		switch sink {
+		case "log":
+			n, err = countLines(filepath.Join(dir, "events.ndjson"))
+		case "postgres":
+			n, err = countRows(table)
+			dropTable(table)
+		}
+		if err != nil {
+			return r, err
+		}
+		r.Stored[sink] = n
+	}
+	os.RemoveAll(dir)
+	return r, nil
+}
+
+func result(server string, i int, l load, perReq int64) runResult {
+	secs := l.Elapsed.Seconds()
+	return runResult{
+		Server: server, Run: i, Requests: l.Requests, OK: l.OK, Errors: l.Errors, Seconds: secs,
+		RPS: float64(l.OK) / secs, EPS: float64(l.OK*perReq) / secs,
+		P50ms: ms(l.Latency.quantile(0.50)), P99ms: ms(l.Latency.quantile(0.99)),
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// waitStarted reads gotrack's JSON logs until the started line.
+func waitStarted(r interface{ Read([]byte) (int, error) }) (string, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		var l struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"ingest_addr"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "gotrack started" {
+			return l.Addr, nil
+		}
+		fmt.Fprintln(os.Stderr, "gotrack:", sc.Text())
+	}
+	return "", errors.New("exited before serving")
+}
+
+func drain(r interface{ Read([]byte) (int, error) }) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"level":"ERROR"`) || strings.Contains(sc.Text(), `"level":"WARN"`) {
+			fmt.Fprintln(os.Stderr, "gotrack:", sc.Text())
+		}
+	}
+}
+
+func countLines(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var n int64
+	buf := make([]byte, 1<<20)
+	for {
+		k, err := f.Read(buf)
+		for _, c := range buf[:k] {
+			if c == '\n' {
+				n++
+			}
+		}
+		if err != nil {
+			return n, nil
+		}
+	}
+}
+
+func countRows(table string) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, os.Getenv("PG_TEST_DSN"))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close(ctx)
+	var n int64
+	err = c.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n)
+	return n, err
+}
+
+func dropTable(table string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if c, err := pgx.Connect(ctx, os.Getenv("PG_TEST_DSN")); err == nil {
+		c.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize())
+		c.Close(ctx)
+	}
+}
+
+// peakRSS reads the process's peak resident set (VmHWM) from /proc.
+func peakRSS(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// procCPU reads the user and system CPU seconds a live process has used.
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+func machine() map[string]string {
+	m := map[string]string{"go": runtime.Version(), "cpus": strconv.Itoa(runtime.NumCPU()), "os": runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				m["cpu"] = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		if line, _, ok := strings.Cut(string(b), "\n"); ok {
+			m["memory"] = strings.Join(strings.Fields(strings.TrimPrefix(line, "MemTotal:")), " ")
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	return m
+}
