@@ -5,7 +5,7 @@
 // per 1,000 events, peak RSS, and loss: every 2xx the load generator counted
 // against the events found in each sink after a graceful stop.
 //
-//	go run ./bench                                 # scenarios pixel and collect
+//	go run ./bench                                 # scenarios pixel, collect and spool
 //	bench/run.sh -scenarios pixel,collect,postgres # also starts a throwaway PostgreSQL
 //
 // It prints a Markdown table and writes the same results as JSON (-json).
@@ -32,7 +32,7 @@ type options struct {
 func main() {
 	var o options
 	var scenarios string
-	flag.StringVar(&scenarios, "scenarios", "pixel,collect", "comma list of: "+strings.Join(scenarioNames(), ", "))
+	flag.StringVar(&scenarios, "scenarios", "pixel,collect,spool", "comma list of: "+strings.Join(scenarioNames(), ", "))
 	flag.IntVar(&o.runs, "runs", 3, "runs of each server per scenario (at least 3 for a median)")
 	flag.IntVar(&o.conns, "conns", 64, "concurrent connections")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "load time per run")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -53,7 +54,7 @@ func printMarkdown(w io.Writer, rep report) {
 					}
 					exp = append(exp, fmt.Sprint(r.Expected))
 					var parts []string
-					for _, s := range slices.Sorted(mapKeys(r.Stored)) {
+					for _, s := range slices.Sorted(maps.Keys(r.Stored)) {
 						parts = append(parts, fmt.Sprintf("%s %d", s, r.Stored[s]))
 					}
 					got = append(got, strings.Join(parts, ", "))
@@ -89,14 +90,4 @@ func pctOf(xs []float64) []float64 {
 		out[i] = 100 * x
 	}
 	return out
-}
-
-func mapKeys(m map[string]int64) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

@@ -58,6 +58,11 @@ var scenarios = []scenario{
 		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log"}, env: logEnv},
 	{name: "collect", about: "/collect with a batch of 20 events per request, NDJSON sink",
 		request: collectRequest(20), eventsPerReq: 20, sinks: []string{"log"}, env: logEnv},
+	{name: "spool", about: "/px.gif with SPOOL_FSYNC=always (group commit before every 2xx) and the NDJSON sink",
+		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log"},
+		env: func(dir, table string) []string {
+			return append(logEnv(dir, table), "SPOOL_DIR="+filepath.Join(dir, "spool"), "SPOOL_FSYNC=always")
+		}},
 	{name: "postgres", about: "/px.gif with OUTPUTS=log,postgres against a throwaway PostgreSQL",
 		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log", "postgres"}, postgres: true,
 		env: func(dir, table string) []string {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs GoTrack's whole test suite on a Debian machine with Go installed.
-# It installs what the tests need when it is missing (Prometheus, promtool
-# and PostgreSQL, from Debian's packages), starts a throwaway PostgreSQL
+# It installs what the tests need when it is missing (Prometheus, promtool,
+# the Pushgateway and PostgreSQL, from Debian's packages), starts a throwaway PostgreSQL
 # cluster unless PG_TEST_DSN names a server, then runs gofmt, vet and the
 # race-enabled tests. Extra arguments go to go test (say, -run Postgres).
 set -euo pipefail
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 packages=()
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
 if ((${#packages[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

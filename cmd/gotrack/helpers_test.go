@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pgtest"
 )
 
 // binPath is the gotrack binary built once for the end-to-end tests.
@@ -86,7 +89,13 @@ type proc struct {
 // is serving.
 func startGotrack(t *testing.T, env ...string) *proc {
 	t.Helper()
-	dir := t.TempDir()
+	return startGotrackIn(t, t.TempDir(), env...)
+}
+
+// startGotrackIn is startGotrack with the files in dir, so that a second
+// process can take over the first one's spool and files.
+func startGotrackIn(t *testing.T, dir string, env ...string) *proc {
+	t.Helper()
 	vars := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"SERVER_ADDR=127.0.0.1:0",
@@ -222,4 +231,28 @@ func requireTool(t *testing.T, name string) string {
 	}
 	t.Skipf("%s is not installed (run scripts/test.sh, which installs it); skipping outside CI", name)
 	return ""
+}
+
+// httpGet fetches url and returns the status and body.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// requireOnceInTable fails unless each id is in the PostgreSQL table
+// exactly once.
+func requireOnceInTable(t *testing.T, table string, ids []string) {
+	t.Helper()
+	stored := pgtest.IDs(t, table)
+	for _, id := range ids {
+		if stored[id] != 1 {
+			t.Fatalf("event %s was answered 2xx but is in the table %d times (%d of %d stored)", id, stored[id], len(stored), len(ids))
+		}
+	}
 }

@@ -1,7 +1,8 @@
 // Command gotrack is the GoTrack event collector.
 //
-//	gotrack [serve]    run the collector (the default)
-//	gotrack version    print the version
+//	gotrack [serve]                       run the collector (the default)
+//	gotrack replay [--sink NAME] FILE...  deliver NDJSON event or dead-letter files again
+//	gotrack version                       print the version
 //	gotrack -h         list every setting with its default
 //
 // Every setting comes from the environment; see the README.
@@ -34,6 +35,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
+	"github.com/gotrack/gotrack/internal/spool"
 	"github.com/gotrack/gotrack/internal/telemetry"
 )
 
@@ -58,11 +60,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, getenv, stdout, stderr)
+	case "replay":
+		return replayCmd(ctx, args, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "gotrack %s (%s)\n", telemetry.Version, runtime.Version())
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want serve or version; -h for help)", cmd)
+	return fmt.Errorf("unknown command %q (want serve, replay or version; -h for help)", cmd)
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
@@ -102,11 +106,22 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	pm, err := pipeline.NewMetrics(reg, names)
 	if err != nil {
-		return err
+		return errors.Join(err, closeSinks(outputs))
 	}
-	pipe, err := pipeline.New(outputs, cfg.Pipeline, pm, reg, pipeline.NewDeadLetter(cfg.DeadLetterPath), log)
+	popts := cfg.Pipeline
+	if cfg.Spool.Dir != "" {
+		sm, err := spool.NewMetrics(reg, names)
+		if err == nil {
+			popts.Spool, err = spool.Open(spool.Options{Dir: cfg.Spool.Dir, Sync: cfg.Spool.Sync, MaxBytes: cfg.Spool.MaxBytes,
+				Readers: names, Metrics: sm, Log: log})
+		}
+		if err != nil {
+			return errors.Join(err, closeSinks(outputs))
+		}
+	}
+	pipe, err := pipeline.New(outputs, popts, pm, reg, pipeline.NewDeadLetter(cfg.DeadLetterPath), log)
 	if err != nil {
-		return err
+		return errors.Join(err, closeSinks(outputs))
 	}
 	handler, err := ingest.NewHandler(ingest.Options{
 		MaxBodyBytes:   cfg.MaxBodyBytes,
@@ -149,7 +164,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("gotrack started",
 		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
 		"ip_mode", cfg.Privacy.IPMode, "dnt_respect", cfg.Privacy.RespectDNT, "trust_proxy", cfg.Privacy.TrustProxy,
-		"queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "version", telemetry.Version)
+		"queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
+		"version", telemetry.Version)
 
 	var runErr error
 wait:
@@ -165,6 +181,16 @@ wait:
 		}
 	}
 	return errors.Join(runErr, shutdown(ctx, cfg, srv, pipe, metrics, log))
+}
+
+func spoolDesc(cfg *config.Config) string {
+	switch {
+	case cfg.Spool.Dir == "":
+		return "off (events wait in memory)"
+	case cfg.Spool.Sync.Always:
+		return cfg.Spool.Dir + " (fsync before every 2xx)"
+	}
+	return cfg.Spool.Dir + " (fsync every " + cfg.Spool.Sync.Interval.String() + ")"
 }
 
 // shutdown stops in order, within SHUTDOWN_TIMEOUT: stop accepting and
@@ -220,7 +246,7 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		case config.OutputKafka:
 			o := cfg.Kafka
 			o.MaxBufferedRecords = cfg.Pipeline.QueueSize
-			if cfg.KafkaMetrics {
+			if cfg.KafkaMetrics && reg != nil {
 				o.Metrics = reg
 			}
 			s, err = kafka.Open(o)

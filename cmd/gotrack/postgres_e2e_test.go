@@ -78,25 +78,14 @@ func TestFullQueueFlushedOnSIGTERM(t *testing.T) {
 	if !full {
 		t.Fatal("the queue never filled while PostgreSQL was down")
 	}
-	resp, err := http.Get("http://" + p.ingest + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 503 || !strings.Contains(string(b), "postgres") {
-		t.Errorf("readyz with PostgreSQL down and a full queue: %d %s", resp.StatusCode, b)
+	if code, body := httpGet(t, "http://"+p.ingest+"/readyz"); code != 503 || !strings.Contains(body, "postgres") {
+		t.Errorf("readyz with PostgreSQL down and a full queue: %d %s", code, body)
 	}
 	pgtest.Start(t)
 	restarted = true
 	p.signal(t, syscall.SIGTERM)
 	p.wait(t)
-	ids := pgtest.IDs(t, table)
-	for _, id := range accepted {
-		if ids[id] != 1 {
-			t.Fatalf("event %s was answered 202 but is in the table %d times (%d of %d stored)", id, ids[id], len(ids), len(accepted))
-		}
-	}
+	requireOnceInTable(t, table, accepted)
 	t.Logf("%d events queued while PostgreSQL was down, all flushed on SIGTERM", len(accepted))
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
+	"github.com/gotrack/gotrack/internal/spool"
 )
 
 // Output names accepted in OUTPUTS.
@@ -57,6 +58,23 @@ type Config struct {
 	LogLevel  slog.Level
 
 	Metrics Metrics
+
+	Spool Spool
+
+	Pushgateway Pushgateway
+}
+
+// Pushgateway is where `gotrack replay` pushes its job metrics; URL ""
+// means nowhere.
+type Pushgateway struct {
+	URL, User, PasswordFile string
+}
+
+// Spool configures the durable spool; Dir "" leaves it off.
+type Spool struct {
+	Dir      string
+	Sync     spool.Sync
+	MaxBytes int64
 }
 
 // Batch is a sink's own batch limits.
@@ -202,6 +220,22 @@ func settings(c *Config) []setting {
 	add("ENQUEUE_TIMEOUT", "100ms", "how long the block policy waits for room", duration(&c.Pipeline.EnqueueTimeout, 0, time.Minute))
 	add("RETRY_MAX_BACKOFF", "5s", "cap of the exponential backoff between retries of a failed batch", duration(&c.Pipeline.RetryMax, 10*time.Millisecond, 10*time.Minute))
 	add("SINK_WRITE_TIMEOUT", "30s", "deadline of one batch write attempt", duration(&c.Pipeline.WriteTimeout, 100*time.Millisecond, 10*time.Minute))
+	add("SPOOL_DIR", "", "directory of the durable spool; when set, every accepted event is on disk before its 2xx", str(&c.Spool.Dir))
+	add("SPOOL_FSYNC", "always", "when the spool syncs: always (group commit before the 2xx) or interval:DURATION (2xx may precede it)", func(v string) (err error) {
+		c.Spool.Sync, err = spool.ParseSync(v)
+		return err
+	})
+	add("SPOOL_MAX_BYTES", "1073741824", "disk the spool may use; when full, /collect answers 503, the pixel drops, /readyz is not ready", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 64<<10 {
+			return errors.New("is not a whole number of bytes, at least 65536")
+		}
+		c.Spool.MaxBytes = n
+		return nil
+	})
+	add("PUSHGATEWAY_URL", "", "gotrack replay pushes its job metrics here (job gotrack_replay), such as http://127.0.0.1:9091", str(&c.Pushgateway.URL))
+	add("PUSHGATEWAY_USER", "", "basic auth user for the Pushgateway", str(&c.Pushgateway.User))
+	add("PUSHGATEWAY_PASSWORD_FILE", "", "file holding the Pushgateway basic auth password", str(&c.Pushgateway.PasswordFile))
 	add("DEAD_LETTER_PATH", "./dead-letter.ndjson", "NDJSON file for events a sink rejects or cannot take before the shutdown deadline", str(&c.DeadLetterPath))
 	add("SHUTDOWN_TIMEOUT", "30s", "on SIGTERM/SIGINT: time to finish requests, drain queues and close sinks", duration(&c.ShutdownTimeout, time.Second, time.Hour))
 	add("LOG_FORMAT", "json", "format of GoTrack's own logs on stderr: json or text", func(v string) error {
@@ -380,6 +414,10 @@ func (c *Config) check() []error {
 	if c.Metrics.Enabled {
 		errs = append(errs, c.Metrics.check(c.ServerAddr)...)
 	}
+	if (c.Pushgateway.User == "") != (c.Pushgateway.PasswordFile == "") {
+		bad("PUSHGATEWAY_USER and PUSHGATEWAY_PASSWORD_FILE must be set together")
+	}
+	errs = append(errs, checkFiles(map[string]string{"PUSHGATEWAY_PASSWORD_FILE": c.Pushgateway.PasswordFile})...)
 	return errs
 }
 

@@ -208,12 +208,17 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Retry-After"] = retryShort
 		writeError(w, http.StatusServiceUnavailable, "queues are full; retry later")
 		return
+	case errors.Is(err, pipeline.ErrSpoolFull):
+		w.Header()["Retry-After"] = retryShort
+		writeError(w, http.StatusServiceUnavailable, "the spool is full; retry later")
+		return
 	case errors.Is(err, pipeline.ErrClosed):
 		w.Header()["Retry-After"] = retryClosing
 		writeError(w, http.StatusServiceUnavailable, "shutting down; retry later")
 		return
-	case err != nil:
-		writeError(w, http.StatusInternalServerError, "internal error")
+	case err != nil: // the spool could not write or sync: nothing was accepted
+		w.Header()["Retry-After"] = retryClosing
+		writeError(w, http.StatusServiceUnavailable, "events could not be stored; retry later")
 		s.log.Error("submit failed", "err", err)
 		return
 	}

@@ -16,6 +16,10 @@ const (
 	DropDNT       = "dnt"        // the request asked not to be tracked
 	DropInvalid   = "invalid"    // the event broke the schema (a pixel; /collect reports it)
 	DropClosed    = "shutdown"   // GoTrack was stopping
+	DropSpoolFull = "spool_full" // the spool reached SPOOL_MAX_BYTES
+	// DropSpoolFailed counts events refused because the spool could not
+	// write or sync them.
+	DropSpoolFailed = "spool_failed"
 )
 
 // Dead-letter reasons, the reason label of gotrack_events_dead_lettered_total.
@@ -68,7 +72,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 		}, []string{"sink"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dropped_total",
-			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown); sink="all" before fan-out.`,
+			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown, spool_full, spool_failed); sink="all" before fan-out.`,
 		}, []string{"sink", "reason"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dead_lettered_total",
@@ -81,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 			return nil, err
 		}
 	}
-	for _, reason := range []string{DropDNT, DropInvalid, DropClosed} {
+	for _, reason := range []string{DropDNT, DropInvalid, DropClosed, DropSpoolFull, DropSpoolFailed} {
 		m.dropped.WithLabelValues(AllSinks, reason)
 	}
 	for _, s := range sinks {
@@ -143,7 +147,7 @@ type stateCollector struct {
 func newStateCollector(queues []*queue) *stateCollector {
 	return &stateCollector{
 		queues:   queues,
-		depth:    prometheus.NewDesc("gotrack_queue_depth", "Events waiting in the sink's queue now.", []string{"sink"}, nil),
+		depth:    prometheus.NewDesc("gotrack_queue_depth", "Events waiting for the sink now: in its queue, or with a spool, in the spool.", []string{"sink"}, nil),
 		capacity: prometheus.NewDesc("gotrack_queue_capacity", "Events the sink's queue can hold (QUEUE_SIZE).", []string{"sink"}, nil),
 		up:       prometheus.NewDesc("gotrack_sink_up", "1 when the sink's destination answers and its last write succeeded, else 0.", []string{"sink"}, nil),
 	}
@@ -161,8 +165,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if q.isUp() {
 			up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(len(q.ch)), q.name)
-		ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(q.size), q.name)
+		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(q.depth()), q.name)
+		if q.reader == nil { // in spool mode the bound is SPOOL_MAX_BYTES, not a count
+			ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(q.size), q.name)
+		}
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, q.name)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
+	"github.com/gotrack/gotrack/internal/spool"
 )
 
 // FullPolicy says what Submit does when a queue is full.
@@ -51,6 +52,12 @@ type Options struct {
 	RetryMax       time.Duration // backoff cap; default 5s
 	WriteTimeout   time.Duration // per WriteBatch attempt; default 30s
 	PingInterval   time.Duration // how often Pinger sinks are checked; default 5s
+
+	// Spool, when set, makes delivery durable: Submit appends to it before
+	// returning, and each sink's worker reads it through the sink's own
+	// cursor instead of an in-memory queue. It must have a reader named
+	// after each output. The pipeline closes it.
+	Spool *spool.Spool
 }
 
 func (o *Options) setDefaults() {
@@ -92,6 +99,7 @@ type Output struct {
 // Errors returned by Submit.
 var (
 	ErrQueueFull = errors.New("pipeline: a sink queue is full")
+	ErrSpoolFull = errors.New("pipeline: the spool is full")
 	ErrClosed    = errors.New("pipeline: shutting down")
 )
 
@@ -109,6 +117,7 @@ type Pipeline struct {
 	closing  atomic.Bool
 	workers  sync.WaitGroup
 	stopPing chan struct{}
+	stopRead chan struct{} // closed on Close: spool readers drain, then stop
 
 	// abortCtx is cancelled when Close's deadline passes: retries stop and
 	// what is left goes to the dead-letter file.
@@ -121,9 +130,18 @@ type Pipeline struct {
 // collector; dead receives what the sinks cannot take.
 func New(outputs []Output, opts Options, m *Metrics, reg prometheus.Registerer, dead *DeadLetter, log *slog.Logger) (*Pipeline, error) {
 	opts.setDefaults()
-	p := &Pipeline{opts: opts, metrics: m, dead: dead, log: log, stopPing: make(chan struct{})}
+	p := &Pipeline{opts: opts, metrics: m, dead: dead, log: log, stopPing: make(chan struct{}), stopRead: make(chan struct{})}
 	for _, o := range outputs {
-		q := newQueue(o.Name, o.Sink, opts.QueueSize)
+		size := opts.QueueSize
+		if opts.Spool != nil {
+			size = 0 // the spool is the queue
+		}
+		q := newQueue(o.Name, o.Sink, size)
+		if opts.Spool != nil {
+			if q.reader = opts.Spool.Reader(o.Name); q.reader == nil {
+				return nil, fmt.Errorf("pipeline: the spool has no reader for sink %s", o.Name)
+			}
+		}
 		q.batchSize, q.batchBytes = cmp.Or(o.BatchSize, opts.BatchSize), cmp.Or(o.BatchBytes, opts.BatchBytes)
 		p.queues = append(p.queues, q)
 		p.sm = append(p.sm, m.forSink(o.Name))
@@ -143,7 +161,11 @@ func (p *Pipeline) Start() {
 		p.workers.Add(1)
 		go func() {
 			defer p.workers.Done()
-			p.work(q, p.sm[i])
+			if q.reader != nil {
+				p.workSpool(q, p.sm[i])
+			} else {
+				p.work(q, p.sm[i])
+			}
 		}()
 	}
 	go func() {
@@ -194,6 +216,12 @@ func (p *Pipeline) Submit(events []*event.Event) error {
 		p.metrics.dropped.WithLabelValues(AllSinks, DropClosed).Add(float64(len(events)))
 		return ErrClosed
 	}
+	if sp := p.opts.Spool; sp != nil {
+		if err := sp.Append(events); err != nil {
+			return p.spoolError(err, len(events))
+		}
+		return nil
+	}
 	n := int64(len(events))
 	deadline := p.deadline()
 	for i, q := range p.queues {
@@ -224,6 +252,13 @@ func (p *Pipeline) SubmitEach(e *event.Event) bool {
 		p.metrics.dropped.WithLabelValues(AllSinks, DropClosed).Inc()
 		return false
 	}
+	if sp := p.opts.Spool; sp != nil {
+		if err := sp.Append([]*event.Event{e}); err != nil {
+			p.spoolError(err, 1)
+			return false
+		}
+		return true
+	}
 	all := true
 	deadline := time.Time{}
 	for i, q := range p.queues {
@@ -242,6 +277,16 @@ func (p *Pipeline) SubmitEach(e *event.Event) bool {
 		q.ch <- e
 	}
 	return all
+}
+
+// spoolError counts n events refused by the spool and says why.
+func (p *Pipeline) spoolError(err error, n int) error {
+	if errors.Is(err, spool.ErrFull) {
+		p.metrics.dropped.WithLabelValues(AllSinks, DropSpoolFull).Add(float64(n))
+		return ErrSpoolFull
+	}
+	p.metrics.dropped.WithLabelValues(AllSinks, DropSpoolFailed).Add(float64(n))
+	return fmt.Errorf("pipeline: %w", err)
 }
 
 func (p *Pipeline) deadline() time.Time {
@@ -263,11 +308,18 @@ func (p *Pipeline) Ready() (bool, []string) {
 	if p.closing.Load() {
 		why = append(why, "shutting down")
 	}
+	if sp := p.opts.Spool; sp != nil {
+		if err := sp.Failed(); err != nil {
+			why = append(why, "the spool cannot sync: restart GoTrack")
+		} else if sp.Full() {
+			why = append(why, "the spool is full")
+		}
+	}
 	for _, q := range p.queues {
 		if !q.isUp() {
 			why = append(why, "sink "+q.name+" is down")
 		}
-		if q.full() {
+		if q.reader == nil && q.full() {
 			why = append(why, "queue "+q.name+" is full")
 		}
 	}
@@ -279,14 +331,14 @@ type Stats struct {
 	Sink         string
 	Delivered    int64 // events the sink wrote
 	DeadLettered int64 // events written to the dead-letter file instead
-	Pending      int   // events still queued
+	Pending      int   // events still queued, or in the spool for the next start
 }
 
 // Stats returns each sink's delivery counts.
 func (p *Pipeline) Stats() []Stats {
 	out := make([]Stats, len(p.queues))
 	for i, q := range p.queues {
-		out[i] = Stats{Sink: q.name, Delivered: q.delivered.Load(), DeadLettered: q.deadLet.Load(), Pending: len(q.ch)}
+		out[i] = Stats{Sink: q.name, Delivered: q.delivered.Load(), DeadLettered: q.deadLet.Load(), Pending: q.depth()}
 	}
 	return out
 }
@@ -322,7 +374,9 @@ func (p *Pipeline) work(q *queue, sm *sinkMetrics) {
 		}
 		timer.Stop()
 		q.release(len(batch))
-		p.flush(q, sm, batch)
+		if left := p.flush(q, sm, batch); len(left) > 0 {
+			p.deadLetter(q, sm, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left)
+		}
 		clear(batch) // let the events go
 		if !open {
 			return
@@ -331,8 +385,9 @@ func (p *Pipeline) work(q *queue, sm *sinkMetrics) {
 }
 
 // flush writes batch, retrying what can be retried until it is written or
-// the shutdown deadline passes, and dead-letters what cannot be.
-func (p *Pipeline) flush(q *queue, sm *sinkMetrics, batch []*event.Event) {
+// the shutdown deadline passes, and dead-letters what the sink rejects. It
+// returns the events still unwritten when the deadline passed.
+func (p *Pipeline) flush(q *queue, sm *sinkMetrics, batch []*event.Event) []*event.Event {
 	pending := batch
 	backoff := p.opts.RetryMin
 	for attempt := 0; len(pending) > 0; attempt++ {
@@ -353,7 +408,7 @@ func (p *Pipeline) flush(q *queue, sm *sinkMetrics, batch []*event.Event) {
 		sm.flushLatency.Observe(time.Since(start).Seconds())
 		if err == nil {
 			p.written(q, sm, len(pending))
-			return
+			return nil
 		}
 		sm.errors[sink.ErrorType(err)].Inc()
 
@@ -376,21 +431,49 @@ func (p *Pipeline) flush(q *queue, sm *sinkMetrics, batch []*event.Event) {
 		case sink.IsPermanent(err):
 			if len(pending) == 1 {
 				p.deadLetter(q, sm, DeadRejected, err, pending)
-				return
+				return nil
 			}
 			// Bisect to find the events the sink rejects; the rest are written.
 			half := len(pending) / 2
-			p.flush(q, sm, pending[:half])
-			p.flush(q, sm, pending[half:])
-			return
+			left := p.flush(q, sm, pending[:half])
+			return append(left, p.flush(q, sm, pending[half:])...)
 		default:
 			if q.writeOK.Swap(false) || attempt == 0 {
 				p.log.Warn("sink write failed, retrying", "sink", q.name, "events", len(pending), "err", err)
 			}
+			if q.reader != nil && p.closing.Load() {
+				return pending // stopping: the spool keeps them for the next start
+			}
 		}
 	}
-	if len(pending) > 0 {
-		p.deadLetter(q, sm, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), pending)
+	return pending
+}
+
+// workSpool is one sink's worker in spool mode: it reads batches through
+// the sink's cursor and acknowledges each once the sink has it. When the
+// shutdown deadline cuts a batch short, it is not acknowledged: it stays in
+// the spool and is delivered on the next start.
+func (p *Pipeline) workSpool(q *queue, sm *sinkMetrics) {
+	for {
+		batch, err := q.reader.Read(q.batchSize, q.batchBytes, p.opts.FlushInterval, p.stopRead)
+		if err != nil {
+			p.log.Error("spool read failed", "sink", q.name, "err", err)
+			if !p.sleep(time.Second) {
+				return
+			}
+			q.reader.Rewind()
+			continue
+		}
+		if len(batch) == 0 {
+			return // stopping, and caught up
+		}
+		if left := p.flush(q, sm, batch); len(left) > 0 {
+			q.reader.Rewind()
+			return
+		}
+		if err := q.reader.Ack(len(batch)); err != nil {
+			p.log.Error("spool cursor not saved; the batch may be delivered again", "sink", q.name, "err", err)
+		}
 	}
 }
 
@@ -453,6 +536,7 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	for _, q := range p.queues {
 		close(q.ch)
 	}
+	close(p.stopRead)
 	stop := context.AfterFunc(ctx, p.abort)
 	defer stop()
 	drained := make(chan struct{})
@@ -473,6 +557,18 @@ func (p *Pipeline) Close(ctx context.Context) error {
 		}
 	}
 	close(p.stopPing)
+	if sp := p.opts.Spool; sp != nil {
+		var left uint64
+		for _, q := range p.queues {
+			left += q.reader.Lag()
+		}
+		if err := sp.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if left > 0 {
+			p.log.Warn("events left in the spool for the next start", "events", left)
+		}
+	}
 	for _, q := range p.queues {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if err := q.sink.Close(cctx); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
+	"github.com/gotrack/gotrack/internal/spool"
 )
 
 // queue is one sink's bounded queue. Producers reserve room before they
@@ -19,6 +20,8 @@ type queue struct {
 	size int64
 
 	batchSize, batchBytes int
+
+	reader *spool.Reader // in spool mode, where the worker reads; ch is then unused
 
 	// reserved counts events sent or about to be sent into ch and not yet
 	// taken by the worker: len(ch) <= reserved <= size.
@@ -94,6 +97,14 @@ func (q *queue) release(n int) {
 }
 
 func (q *queue) full() bool { return q.reserved.Load() >= q.size }
+
+// depth is the events waiting for the sink: in its queue, or in the spool.
+func (q *queue) depth() int {
+	if q.reader != nil {
+		return int(q.reader.Lag())
+	}
+	return len(q.ch)
+}
 
 // isUp reports the sink-up state: its destination answers and its last
 // write did not fail.

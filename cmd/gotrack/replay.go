@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotrack/gotrack/internal/config"
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/replay"
+	"github.com/gotrack/gotrack/internal/telemetry"
+)
+
+// replayCmd is `gotrack replay [--sink NAME] FILE...`: it delivers the
+// events of NDJSON event logs or dead-letter files to the configured sinks.
+// A dead-letter line goes back to the sink it failed in, unless --sink
+// names another. Delivery is idempotent in PostgreSQL and keyed by event_id
+// in Kafka, so running it twice is harmless there; the NDJSON sink appends
+// the events again.
+func replayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("gotrack replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	only := fs.String("sink", "", "deliver only to this sink (one of OUTPUTS)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: gotrack replay [--sink NAME] FILE...")
+		fmt.Fprintln(stderr, "\nDelivers the events of NDJSON event files or dead-letter files to the sinks in OUTPUTS.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		fs.Usage()
+		return errors.New("replay: name at least one file")
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	log := telemetry.NewLogger(stderr, cfg.LogFormat, max(cfg.LogLevel, slog.LevelWarn))
+	if *only != "" {
+		if !slices.Contains(cfg.Outputs, *only) {
+			return fmt.Errorf("replay: --sink %s is not in OUTPUTS (%v)", *only, cfg.Outputs)
+		}
+		cfg.Outputs = []string{*only}
+	}
+	in, err := replay.NewReader(files)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	// Events that fail again must not be appended to a file being read.
+	deadPath := cfg.DeadLetterPath
+	if st, err := os.Stat(deadPath); err == nil {
+		for _, f := range files {
+			if fst, err := os.Stat(f); err == nil && os.SameFile(st, fst) {
+				deadPath += ".replay-" + strconv.FormatInt(time.Now().Unix(), 10)
+				fmt.Fprintf(stderr, "replay: events that fail again go to %s\n", deadPath)
+				break
+			}
+		}
+	}
+	dead := pipeline.NewDeadLetter(deadPath)
+
+	outputs, err := openSinks(ctx, cfg, nil)
+	if err != nil {
+		return err
+	}
+	// One pipeline per sink, so that a dead-letter line reaches its own sink
+	// only. Their queues wait for room rather than drop.
+	pipes := map[string]*pipeline.Pipeline{}
+	opts := cfg.Pipeline
+	opts.FullPolicy, opts.EnqueueTimeout = pipeline.Block, 10*time.Minute
+	for _, o := range outputs {
+		reg := prometheus.NewRegistry()
+		m, err := pipeline.NewMetrics(reg, []string{o.Name})
+		if err != nil {
+			return err
+		}
+		p, err := pipeline.New([]pipeline.Output{o}, opts, m, reg, dead, log)
+		if err != nil {
+			return err
+		}
+		p.Start()
+		pipes[o.Name] = p
+	}
+
+	start := time.Now()
+	var counts replay.Counts
+	pending := map[string][]*event.Event{}
+	submit := func(name string, force bool) {
+		if batch := pending[name]; len(batch) > 0 && (force || len(batch) >= 100) {
+			if err := pipes[name].Submit(batch); err != nil {
+				counts.Failed += int64(len(batch))
+				fmt.Fprintf(stderr, "replay: %d events not queued for %s: %v\n", len(batch), name, err)
+			}
+			pending[name] = nil
+		}
+	}
+	progress := replay.NewProgress(stderr)
+	var read int64
+	for {
+		line, err := in.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			counts.Failed++
+			fmt.Fprintf(stderr, "%s:%d: %v\n", line.File, line.No, err)
+			continue
+		}
+		read++
+		targets := slices.Sorted(maps.Keys(pipes))
+		if line.Sink != "" && *only == "" {
+			targets = nil
+			if _, ok := pipes[line.Sink]; ok {
+				targets = []string{line.Sink}
+			}
+		}
+		if len(targets) == 0 {
+			counts.Skipped++
+			continue
+		}
+		for _, name := range targets {
+			pending[name] = append(pending[name], line.Event)
+			submit(name, false)
+		}
+		progress.Update(in.Done(), in.Total(), read, false)
+	}
+	for name := range pipes {
+		submit(name, true)
+	}
+	var errs []error
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(cfg.ShutdownTimeout, 10*time.Minute))
+	defer cancel()
+	for name, p := range pipes {
+		if err := p.Close(cctx); err != nil {
+			errs = append(errs, err)
+		}
+		for _, st := range p.Stats() {
+			counts.Replayed += st.Delivered
+			counts.Failed += st.DeadLettered
+			if st.DeadLettered > 0 {
+				fmt.Fprintf(stderr, "replay: %d events failed again in %s; see %s\n", st.DeadLettered, name, deadPath)
+			}
+		}
+	}
+	progress.Update(in.Total(), in.Total(), read, true)
+	took := time.Since(start)
+	fmt.Fprintf(stdout, "replay: %d replayed, %d failed, %d skipped in %s\n", counts.Replayed, counts.Failed, counts.Skipped, took.Round(time.Millisecond))
+	ok := counts.Failed == 0 && len(errs) == 0
+	if cfg.Pushgateway.URL != "" {
+		if err := replay.Push(replay.PushOptions{URL: cfg.Pushgateway.URL, User: cfg.Pushgateway.User,
+			PasswordFile: cfg.Pushgateway.PasswordFile}, counts, took, ok); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if counts.Failed > 0 {
+		errs = append(errs, fmt.Errorf("replay: %d lines or events failed", counts.Failed))
+	}
+	return errors.Join(errs...)
+}
