@@ -20,7 +20,7 @@ type Metrics struct {
 	mu    sync.Mutex
 	spool *Spool
 
-	bytesDesc, segmentsDesc, ageDesc, lagDesc *prometheus.Desc
+	bytesDesc, capacityDesc, segmentsDesc, ageDesc, lagDesc *prometheus.Desc
 }
 
 // NewMetrics creates the spool metrics on reg, with the per-sink series of
@@ -62,6 +62,7 @@ func newUnregisteredMetrics() *Metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}),
 		bytesDesc:    prometheus.NewDesc("gotrack_spool_bytes", "Bytes the spool's segments take on disk.", nil, nil),
+		capacityDesc: prometheus.NewDesc("gotrack_spool_capacity_bytes", "Bytes the spool may use (SPOOL_MAX_BYTES).", nil, nil),
 		segmentsDesc: prometheus.NewDesc("gotrack_spool_segments", "Segment files in the spool.", nil, nil),
 		ageDesc: prometheus.NewDesc("gotrack_spool_oldest_unacked_age_seconds",
 			"Age of the oldest event some sink has not acknowledged (by segment, so coarse); 0 when all are.", nil, nil),
@@ -78,6 +79,7 @@ func (m *Metrics) setState(s *Spool) {
 // Describe implements prometheus.Collector for the live state.
 func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.bytesDesc
+	ch <- m.capacityDesc
 	ch <- m.segmentsDesc
 	ch <- m.ageDesc
 	ch <- m.lagDesc
@@ -97,6 +99,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 		age = max(0, time.Since(st.oldestAt).Seconds())
 	}
 	ch <- prometheus.MustNewConstMetric(m.bytesDesc, prometheus.GaugeValue, float64(st.bytes))
+	ch <- prometheus.MustNewConstMetric(m.capacityDesc, prometheus.GaugeValue, float64(s.opts.MaxBytes))
 	ch <- prometheus.MustNewConstMetric(m.segmentsDesc, prometheus.GaugeValue, float64(st.segments))
 	ch <- prometheus.MustNewConstMetric(m.ageDesc, prometheus.GaugeValue, age)
 	for name, r := range s.readers {
