@@ -192,7 +192,46 @@ scrape_configs:
 	if up != 1 || int(ingested) != lines {
 		t.Fatalf("through Prometheus: up=%v ingested=%v; the file holds %d events", up, ingested, lines)
 	}
+	checkDashboardQueries(t, promAddr)
 	p.stop(t)
+}
+
+// checkDashboardQueries runs every query of the Grafana dashboard through
+// the real Prometheus, so that a dashboard with a broken query fails here.
+func checkDashboardQueries(t *testing.T, promAddr string) {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/grafana/gotrack.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	n := 0
+	for _, panel := range dash.Panels {
+		for _, target := range panel.Targets {
+			resp, err := http.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(target.Expr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r struct{ Status, Error string }
+			json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if r.Status != "success" {
+				t.Errorf("dashboard panel %q: query %q: %s", panel.Title, target.Expr, r.Error)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Error("the dashboard has no queries")
+	}
 }
 
 // TestExpositionPassesPromtool checks the whole exposition, after some
