@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -399,4 +400,66 @@ func TestAddressInUse(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "METRICS_ADDR") || !strings.Contains(err.Error(), "already in use") {
 		t.Errorf("Start on a taken port = %v, want an error naming METRICS_ADDR", err)
 	}
+}
+
+// TestSANCheckRunsOnResumedSessions proves the allow-list hook runs on a
+// resumed TLS session too, where VerifyPeerCertificate would be skipped.
+func TestSANCheckRunsOnResumedSessions(t *testing.T) {
+	p := newPKI(t)
+	var calls, resumed atomic.Int32
+	check := verifySANs([]string{"prometheus.monitoring"})
+	srvCfg := &tls.Config{
+		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{mustPair(t, p.cert, p.key)},
+		ClientCAs: p.ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			calls.Add(1)
+			if cs.DidResume {
+				resumed.Add(1)
+			}
+			return check(cs)
+		},
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", srvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.(*tls.Conn).Handshake()
+				c.Write([]byte("x")) // lets the client read its session ticket
+				c.Close()
+			}()
+		}
+	}()
+	cache := tls.NewLRUClientSessionCache(4)
+	for i := range 2 {
+		conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: p.ca.Pool, ServerName: "localhost",
+			Certificates: []tls.Certificate{p.good.TLS}, ClientSessionCache: cache})
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		io.ReadAll(conn)
+		if i == 1 && !conn.ConnectionState().DidResume {
+			t.Fatal("the second connection did not resume its session; the test proves nothing")
+		}
+		conn.Close()
+	}
+	if calls.Load() != 2 || resumed.Load() != 1 {
+		t.Errorf("the SAN check ran %d times (%d on a resumed session), want 2 and 1", calls.Load(), resumed.Load())
+	}
+}
+
+func mustPair(t *testing.T, cert, key string) tls.Certificate {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
 }
