@@ -39,13 +39,7 @@ func TestFullQueueFlushedOnSIGTERM(t *testing.T) {
 	table := pgtest.Table(t)
 	p := startGotrack(t, "OUTPUTS=postgres", "PG_DSN="+pgtest.DSN(t), "PG_TABLE="+table,
 		"QUEUE_SIZE=2000", "MAX_BATCH_EVENTS=100", "BATCH_SIZE=100", "PG_BATCH_SIZE=100", "ENQUEUE_TIMEOUT=20ms", "RETRY_MAX_BACKOFF=200ms")
-	pgtest.Stop(t)
-	restarted := false
-	defer func() {
-		if !restarted {
-			pgtest.Start(t)
-		}
-	}()
+	restart := pgtest.Outage(t)
 	var accepted []string
 	full := false
 	for i := 0; i < 100 && !full; i++ {
@@ -81,8 +75,7 @@ func TestFullQueueFlushedOnSIGTERM(t *testing.T) {
 	if code, body := httpGet(t, "http://"+p.ingest+"/readyz"); code != 503 || !strings.Contains(body, "postgres") {
 		t.Errorf("readyz with PostgreSQL down and a full queue: %d %s", code, body)
 	}
-	pgtest.Start(t)
-	restarted = true
+	restart()
 	p.signal(t, syscall.SIGTERM)
 	p.wait(t)
 	requireOnceInTable(t, table, accepted)

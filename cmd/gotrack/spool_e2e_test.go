@@ -127,19 +127,12 @@ func TestPostgresOutageWithSpool(t *testing.T) {
 		"SPOOL_DIR="+dir+"/spool", "FLUSH_INTERVAL=20ms", "RETRY_MAX_BACKOFF=200ms", "PG_BATCH_SIZE=500")
 	l := startLoad("http://"+p.ingest, 8)
 	waitFor(t, "load to build up", func() bool { return l.count() >= 500 })
-	pgtest.Stop(t)
-	restarted := false
-	defer func() {
-		if !restarted {
-			pgtest.Start(t)
-		}
-	}()
+	restart := pgtest.Outage(t)
 	before := len(readEventsQuiet(p.path("events.ndjson")))
 	waitFor(t, "events to keep reaching the file during the outage", func() bool {
 		return len(readEventsQuiet(p.path("events.ndjson"))) >= before+1000
 	})
-	pgtest.Start(t)
-	restarted = true
+	restart()
 	time.Sleep(300 * time.Millisecond)
 	accepted := l.finish()
 	waitFor(t, "the table to catch up", func() bool { return len(pgtest.IDs(t, table)) >= len(accepted) })
@@ -157,13 +150,7 @@ func TestSpoolQuotaGives503(t *testing.T) {
 	dir := t.TempDir()
 	p := startGotrackIn(t, dir, "OUTPUTS=postgres", "PG_DSN="+pgtest.DSN(t), "PG_TABLE="+table,
 		"SPOOL_DIR="+dir+"/spool", "SPOOL_MAX_BYTES=262144", "RETRY_MAX_BACKOFF=200ms")
-	pgtest.Stop(t)
-	restarted := false
-	defer func() {
-		if !restarted {
-			pgtest.Start(t)
-		}
-	}()
+	restart := pgtest.Outage(t)
 	var accepted []string
 	full := false
 	for i := 0; i < 5000 && !full; i++ {
@@ -190,8 +177,7 @@ func TestSpoolQuotaGives503(t *testing.T) {
 	if code, body := httpGet(t, "http://"+p.ingest+"/readyz"); code != 503 || !strings.Contains(body, "spool is full") {
 		t.Errorf("readyz with a full spool: %d %s", code, body)
 	}
-	pgtest.Start(t)
-	restarted = true
+	restart()
 	waitFor(t, "the table to catch up", func() bool { return len(pgtest.IDs(t, table)) >= len(accepted) })
 	p.stop(t)
 	requireOnceInTable(t, table, accepted)

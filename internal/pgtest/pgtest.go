@@ -101,6 +101,25 @@ func Controllable(t testing.TB) {
 	}
 }
 
+// Outage stops the server for an outage test and returns the function that
+// starts it again; if the test ends first, the server is started then, so
+// that the tests after it find it running.
+func Outage(t testing.TB) (restart func()) {
+	t.Helper()
+	Stop(t)
+	up := false
+	t.Cleanup(func() {
+		if !up {
+			Start(t)
+		}
+	})
+	return func() {
+		t.Helper()
+		Start(t)
+		up = true
+	}
+}
+
 // Stop stops the server at once, dropping every connection.
 func Stop(t testing.TB) { pgctl(t, "-m", "fast", "-w", "stop") }
 

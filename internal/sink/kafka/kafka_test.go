@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,13 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/pipeline/pipelinetest"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 )
@@ -165,35 +163,10 @@ func TestKeyDecidesPartition(t *testing.T) {
 	}
 }
 
-func newPipeline(t *testing.T, s sink.Sink, opts pipeline.Options) (*pipeline.Pipeline, string) {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	m, err := pipeline.NewMetrics(reg, []string{"kafka"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := filepath.Join(t.TempDir(), "dead.ndjson")
-	p, err := pipeline.New([]pipeline.Output{{Name: "kafka", Sink: s}}, opts, m, reg,
-		pipeline.NewDeadLetter(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Start()
-	return p, dead
-}
-
-func closePipeline(t *testing.T, p *pipeline.Pipeline) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := p.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestTooLargeRecordIsDeadLettered(t *testing.T) {
 	c := newCluster(t, 3)
-	p, dead := newPipeline(t, open(t, c, KeyEventID), pipeline.Options{BatchSize: 10, FlushInterval: time.Hour})
+	f := pipelinetest.Start(t, "kafka", open(t, c, KeyEventID), pipeline.Options{BatchSize: 10, FlushInterval: time.Hour})
+	p, dead := f.Pipe, f.Dead
 	events := sinktest.Events(10)
 	big := events[4]
 	big.Props = json.RawMessage(`{"blob":"` + strings.Repeat("x", 1_100_000) + `"}`) // past the 1 MB default
@@ -201,7 +174,7 @@ func TestTooLargeRecordIsDeadLettered(t *testing.T) {
 	if err := p.Submit(events); err != nil {
 		t.Fatal(err)
 	}
-	closePipeline(t, p)
+	f.Close(t, 60*time.Second)
 	records := consume(t, c, 9)
 	if len(records) != 9 {
 		t.Errorf("%d records delivered, want the 9 batch-mates", len(records))
@@ -234,8 +207,9 @@ func TestBrokerFailure(t *testing.T) {
 		return nil, nil, false
 	})
 	s := open(t, c, KeyEventID)
-	p, _ := newPipeline(t, s, pipeline.Options{BatchSize: 100, FlushInterval: 10 * time.Millisecond,
+	f := pipelinetest.Start(t, "kafka", s, pipeline.Options{BatchSize: 100, FlushInterval: 10 * time.Millisecond,
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, WriteTimeout: 2 * time.Second, PingInterval: 100 * time.Millisecond})
+	p := f.Pipe
 	events := sinktest.Events(3000)
 	if err := p.Submit(events[:1000]); err != nil {
 		t.Fatal(err)
@@ -253,7 +227,7 @@ func TestBrokerFailure(t *testing.T) {
 	if err := p.Submit(events[2000:]); err != nil {
 		t.Fatal(err)
 	}
-	closePipeline(t, p)
+	f.Close(t, 60*time.Second)
 	got := map[string]int{}
 	for _, r := range consume(t, c, len(events)) {
 		got[string(r.Key)]++
@@ -270,14 +244,15 @@ func TestBrokerFailure(t *testing.T) {
 
 func TestShutdownFlushes(t *testing.T) {
 	c := newCluster(t, 3)
-	p, _ := newPipeline(t, open(t, c, KeyNone), pipeline.Options{BatchSize: 500, FlushInterval: time.Hour})
+	f := pipelinetest.Start(t, "kafka", open(t, c, KeyNone), pipeline.Options{BatchSize: 500, FlushInterval: time.Hour})
+	p := f.Pipe
 	events := sinktest.Events(5000)
 	for i := 0; i < len(events); i += 50 {
 		if err := p.Submit(events[i : i+50]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	closePipeline(t, p) // the last, partial batch flushes on Close, not on the hour-long interval
+	f.Close(t, 60*time.Second) // the last, partial batch flushes on Close, not on the hour-long interval
 	if n := len(consume(t, c, len(events))); n != len(events) {
 		t.Errorf("%d records after shutdown, want %d", n, len(events))
 	}

@@ -3,21 +3,18 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pgtest"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/pipeline/pipelinetest"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 )
@@ -153,52 +150,21 @@ func TestPoisonEventIsPermanent(t *testing.T) {
 	}
 }
 
-type fixture struct {
-	pipe *pipeline.Pipeline
-	dead string
-}
-
-func newPipeline(t *testing.T, s sink.Sink, opts pipeline.Options) *fixture {
-	t.Helper()
-	reg := prometheus.NewRegistry()
-	m, err := pipeline.NewMetrics(reg, []string{"postgres"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := filepath.Join(t.TempDir(), "dead.ndjson")
-	p, err := pipeline.New([]pipeline.Output{{Name: "postgres", Sink: s}}, opts, m, reg,
-		pipeline.NewDeadLetter(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Start()
-	return &fixture{pipe: p, dead: dead}
-}
-
-func (f *fixture) close(t *testing.T, d time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	if err := f.pipe.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestPoisonIsDeadLetteredAndTheRestWritten(t *testing.T) {
 	table := pgtest.Table(t)
-	f := newPipeline(t, open(t, table), pipeline.Options{BatchSize: 100, FlushInterval: time.Hour})
+	f := pipelinetest.Start(t, "postgres", open(t, table), pipeline.Options{BatchSize: 100, FlushInterval: time.Hour})
 	events := sinktest.Events(99)
 	bad := poison()
 	batch := append(append(append([]*event.Event{}, events[:40]...), bad), events[40:]...)
-	if err := f.pipe.Submit(batch); err != nil {
+	if err := f.Pipe.Submit(batch); err != nil {
 		t.Fatal(err)
 	}
-	f.close(t, 30*time.Second)
+	f.Close(t, 30*time.Second)
 	ids := pgtest.IDs(t, table)
 	if len(ids) != 99 || ids[bad.EventID] != 0 {
 		t.Errorf("table holds %d rows (poison: %d), want the 99 good ones", len(ids), ids[bad.EventID])
 	}
-	b, err := os.ReadFile(f.dead)
+	b, err := os.ReadFile(f.Dead)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +181,7 @@ func TestServerRestartMidStream(t *testing.T) {
 	pgtest.Controllable(t)
 	table := pgtest.Table(t)
 	s := open(t, table)
-	f := newPipeline(t, s, pipeline.Options{QueueSize: 20000, BatchSize: 200, FlushInterval: 10 * time.Millisecond,
+	f := pipelinetest.Start(t, "postgres", s, pipeline.Options{QueueSize: 20000, BatchSize: 200, FlushInterval: 10 * time.Millisecond,
 		RetryMin: 20 * time.Millisecond, RetryMax: 200 * time.Millisecond, PingInterval: 100 * time.Millisecond})
 	events := sinktest.Events(6000)
 	var wg sync.WaitGroup
@@ -225,7 +191,7 @@ func TestServerRestartMidStream(t *testing.T) {
 			if i == 2000 {
 				<-stopped // the rest arrive while the server is down, then after
 			}
-			if err := f.pipe.Submit([]*event.Event{e}); err != nil {
+			if err := f.Pipe.Submit([]*event.Event{e}); err != nil {
 				t.Errorf("Submit %d: %v", i, err)
 				return
 			}
@@ -234,21 +200,21 @@ func TestServerRestartMidStream(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, "some events to be written", func() bool { return f.pipe.Stats()[0].Delivered >= 1000 })
+	waitFor(t, "some events to be written", func() bool { return f.Pipe.Stats()[0].Delivered >= 1000 })
 	pgtest.Stop(t)
 	close(stopped)
-	waitFor(t, "the sink to be reported down", func() bool { ready, _ := f.pipe.Ready(); return !ready })
+	waitFor(t, "the sink to be reported down", func() bool { ready, _ := f.Pipe.Ready(); return !ready })
 	time.Sleep(300 * time.Millisecond) // let writes fail and retry against the stopped server
 	pgtest.Start(t)
 	wg.Wait()
-	f.close(t, 60*time.Second)
+	f.Close(t, 60*time.Second)
 	ids := pgtest.IDs(t, table)
 	for _, e := range events {
 		if ids[e.EventID] != 1 {
 			t.Fatalf("event %s is in the table %d times", e.EventID, ids[e.EventID])
 		}
 	}
-	if st := f.pipe.Stats()[0]; st.DeadLettered != 0 {
+	if st := f.Pipe.Stats()[0]; st.DeadLettered != 0 {
 		t.Errorf("%d events dead-lettered during a restart", st.DeadLettered)
 	}
 }
@@ -303,16 +269,16 @@ func TestParallelParts(t *testing.T) {
 	if err := s.WriteBatch(t.Context(), dirty); !sink.IsPermanent(err) {
 		t.Fatalf("a batch with a poison event in one part = %v, want permanent", err)
 	}
-	f := newPipeline(t, s, pipeline.Options{BatchSize: len(dirty), FlushInterval: time.Hour})
-	if err := f.pipe.Submit(dirty); err != nil {
+	f := pipelinetest.Start(t, "postgres", s, pipeline.Options{BatchSize: len(dirty), FlushInterval: time.Hour})
+	if err := f.Pipe.Submit(dirty); err != nil {
 		t.Fatal(err)
 	}
-	f.close(t, 60*time.Second)
+	f.Close(t, 60*time.Second)
 	ids := pgtest.IDs(t, table)
 	if len(ids) != len(clean)+len(dirty)-1 || ids[bad.EventID] != 0 {
 		t.Errorf("table holds %d rows (poison %d), want %d", len(ids), ids[bad.EventID], len(clean)+len(dirty)-1)
 	}
-	if st := f.pipe.Stats()[0]; st.DeadLettered != 1 {
+	if st := f.Pipe.Stats()[0]; st.DeadLettered != 1 {
 		t.Errorf("%d dead-lettered, want 1", st.DeadLettered)
 	}
 }
