@@ -376,9 +376,5 @@ func jsonError(err error) string {
 	if errors.As(err, &se) {
 		return fmt.Sprintf("%s at byte %d", se.Error(), se.Offset)
 	}
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		return "expected an array of event objects"
-	}
 	return "invalid JSON"
 }
