@@ -338,6 +338,12 @@ func checkProps(raw []byte) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// Finish checks the common fields of an event built by another ingest API
+// (the Segment-compatible one), applies the privacy policy to its url,
+// referrer and IP (m.IP must come from ClientIP) and the server's fields
+// from m, and seals it. Its other fields are the caller's to check.
+func (n *Normalizer) Finish(e *Event, m Meta) error { return n.finish(e, m) }
+
 // finish checks the common fields, applies the privacy policy and the
 // server's fields, and seals the event.
 func (n *Normalizer) finish(e *Event, m Meta) error {

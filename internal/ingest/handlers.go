@@ -48,7 +48,7 @@ type server struct {
 	norm     *event.Normalizer
 	pipe     Pipeline
 	log      *slog.Logger
-	received struct{ pixel, collect prometheus.Counter }
+	received struct{ pixel, collect, segment prometheus.Counter }
 	anyOrig  bool
 	bufs     sync.Pool // *bytes.Buffer for request bodies
 	gzips    sync.Pool // *gzip.Reader
@@ -57,7 +57,7 @@ type server struct {
 func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Registerer, log *slog.Logger) (*server, error) {
 	received := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gotrack_events_received_total",
-		Help: "Events received, by source (pixel, collect), before validation and the privacy policy.",
+		Help: "Events received, by source (pixel, collect, segment), before validation and the privacy policy.",
 	}, []string{"source"})
 	if err := reg.Register(received); err != nil {
 		return nil, err
@@ -65,6 +65,7 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0}
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
+	s.received.segment = received.WithLabelValues(string(event.SourceSegment))
 	s.bufs.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
@@ -351,7 +352,7 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /healthz and /readyz")
+	writeError(w, http.StatusNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /v1/* (Segment's API), /gotrack.js, /healthz and /readyz")
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

@@ -315,10 +315,11 @@ func TestMetrics(t *testing.T) {
 	f.do(post(`[{"type":"a"},{"type":"b"}]`))
 	f.do(httptest.NewRequest("GET", "/random/path/1", nil))
 	want := `
-# HELP gotrack_events_received_total Events received, by source (pixel, collect), before validation and the privacy policy.
+# HELP gotrack_events_received_total Events received, by source (pixel, collect, segment), before validation and the privacy policy.
 # TYPE gotrack_events_received_total counter
 gotrack_events_received_total{source="collect"} 2
 gotrack_events_received_total{source="pixel"} 1
+gotrack_events_received_total{source="segment"} 0
 `
 	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "gotrack_events_received_total"); err != nil {
 		t.Error(err)

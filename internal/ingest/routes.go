@@ -12,6 +12,7 @@ import (
 
 	"github.com/gotrack/gotrack/httpmetrics"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/segment"
 )
 
 // Pipeline is what the handlers need of the delivery pipeline.
@@ -31,14 +32,14 @@ type Options struct {
 
 // Routes is every route of the ingest listener, with the statuses it is
 // expected to answer; the metrics are pre-initialised from it.
-var Routes = []httpmetrics.Route{
+var Routes = append([]httpmetrics.Route{
 	{Pattern: "GET /px.gif", Statuses: []int{200}},
 	{Pattern: "HEAD /px.gif", Statuses: []int{200}},
 	{Pattern: "POST /collect", Statuses: []int{202, 400, 413, 415, 503}},
 	{Pattern: "OPTIONS /collect", Statuses: []int{204}},
 	{Pattern: "GET /healthz", Statuses: []int{200}},
 	{Pattern: "GET /readyz", Statuses: []int{200, 503}},
-}
+}, segment.Routes...)
 
 // catchAll is the pattern that answers every unknown path with 404.
 const catchAll = "/"
@@ -70,6 +71,11 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 	mux.HandleFunc("OPTIONS /collect", s.preflight)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	segment.New(segment.Options{
+		MaxBodyBytes:   opts.MaxBodyBytes,
+		MaxBatchEvents: opts.MaxBatchEvents,
+		CORSOrigins:    opts.CORSOrigins,
+	}, n, p, s.received.segment, log).Register(mux)
 	for _, path := range []string{"/px.gif", "/collect", "/healthz", "/readyz"} {
 		mux.HandleFunc(path, methodNotAllowed)
 	}
