@@ -11,6 +11,9 @@ packages=()
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 if ((${#packages[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -18,6 +21,14 @@ if ((${#packages[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
+
+# The real JavaScript clients the tests drive (Segment's and RudderStack's
+# SDKs, puppeteer-core for chromium) and gotrack.js's build toolchain, at
+# the versions pinned in their package-lock.json files.
+for dir in test/js web/tracker; do
+  [ -f "$dir/package-lock.json" ] || continue
+  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+done
 
 . scripts/pg.sh
 trap pg_stop EXIT

@@ -127,6 +127,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxBodyBytes:   cfg.MaxBodyBytes,
 		MaxBatchEvents: cfg.MaxBatchEvents,
 		CORSOrigins:    cfg.CORSOrigins,
+		RoutePrefix:    cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
@@ -41,6 +42,7 @@ type Config struct {
 	MaxBatchEvents  int
 	MaxBodyBytes    int64
 	CORSOrigins     []string // empty means any origin
+	RoutePrefix     string   // ROUTE_PREFIX; "" serves the routes at the root
 	ShutdownTimeout time.Duration
 
 	Privacy event.Policy
@@ -180,6 +182,13 @@ func settings(c *Config) []setting {
 	})
 	add("MAX_BATCH_EVENTS", "500", "most events in one /collect array", integer(&c.MaxBatchEvents, 1, 100000))
 	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", list(&c.CORSOrigins))
+	add("ROUTE_PREFIX", "", "path prefix, such as /a7x, under which every ingest route and /gotrack.js are served (health checks stay at the root too)", func(v string) error {
+		if !ingest.ValidRoutePrefix(v) {
+			return errors.New("is not a path prefix like /a7x (a leading slash, no trailing one, letters, digits and - _ . ~)")
+		}
+		c.RoutePrefix = v
+		return nil
+	})
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)

@@ -13,6 +13,7 @@ import (
 	"github.com/gotrack/gotrack/httpmetrics"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/segment"
+	"github.com/gotrack/gotrack/web/tracker"
 )
 
 // Pipeline is what the handlers need of the delivery pipeline.
@@ -28,6 +29,7 @@ type Options struct {
 	MaxBodyBytes   int64
 	MaxBatchEvents int
 	CORSOrigins    []string // empty allows any origin, without credentials
+	RoutePrefix    string   // ROUTE_PREFIX: serve every route under it; see underPrefix
 }
 
 // Routes is every route of the ingest listener, with the statuses it is
@@ -39,6 +41,7 @@ var Routes = append([]httpmetrics.Route{
 	{Pattern: "OPTIONS /collect", Statuses: []int{204}},
 	{Pattern: "GET /healthz", Statuses: []int{200}},
 	{Pattern: "GET /readyz", Statuses: []int{200, 503}},
+	{Pattern: "GET /gotrack.js", Statuses: []int{200, 304}},
 }, segment.Routes...)
 
 // catchAll is the pattern that answers every unknown path with 404.
@@ -76,10 +79,14 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 		MaxBatchEvents: opts.MaxBatchEvents,
 		CORSOrigins:    opts.CORSOrigins,
 	}, n, p, s.received.segment, log).Register(mux)
-	for _, path := range []string{"/px.gif", "/collect", "/healthz", "/readyz"} {
+	mux.Handle("GET /gotrack.js", tracker.Handler())
+	for _, path := range []string{"/px.gif", "/collect", "/healthz", "/readyz", "/gotrack.js"} {
 		mux.HandleFunc(path, methodNotAllowed)
 	}
 	mux.HandleFunc(catchAll, notFound)
+	if opts.RoutePrefix != "" {
+		return underPrefix(opts.RoutePrefix, hm.Wrap(mux)), nil
+	}
 	return hm.Wrap(mux), nil
 }
 
