@@ -37,7 +37,7 @@ var ajsPage = template.Must(template.New("ajs").Parse(`<!doctype html>
 const seg = {apiKey: 'wk_ajs', apiHost: '{{.Host}}/v1', protocol: 'http'};
 if (location.search.includes('batching=1')) seg.deliveryStrategy = {strategy: 'batching', config: {size: 10, timeout: 500}};
 try {
-  window.ajs = AnalyticsNext.AnalyticsBrowser.load({writeKey: 'wk_ajs', cdnSettings: {integrations: {'Segment.io': seg}}});
+  window.ajs = AnalyticsNext.AnalyticsBrowser.load({writeKey: 'wk_ajs', cdnSettings: {integrations: {'Segment.io': seg}, metrics: {sampleRate: 0}}});
   window.ajs.then(() => { window.ajsReady = true; }, (e) => { window.ajsError = String(e); });
   if (location.pathname.endsWith('/page.html')) {
     Promise.all([ajs.page('Test Page', {kind: 'ajs'}), ajs.track('Clicked', {n: 1})])
