@@ -207,9 +207,10 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		}
 		resp.Rejected = n
 	}
-	if status, msg := submitStatus(h.pipe.Submit(events), w.Header()); status != 0 {
-		if status == http.StatusServiceUnavailable && msg == errStore {
-			h.log.Error("segment: submit failed")
+	if err := h.pipe.Submit(events); err != nil {
+		status, msg := submitStatus(err, w.Header())
+		if msg == errStore {
+			h.log.Error("segment: submit failed", "err", err)
 		}
 		writeError(w, status, msg)
 		return
@@ -220,12 +221,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 
 const errStore = "events could not be stored; retry later"
 
-// submitStatus turns the pipeline's answer into a status and message, 0
-// when the events were accepted.
+// submitStatus turns the pipeline's refusal into a status and message.
 func submitStatus(err error, h http.Header) (int, string) {
 	switch {
-	case err == nil:
-		return 0, ""
 	case errors.Is(err, pipeline.ErrQueueFull):
 		h.Set("Retry-After", "1")
 		return http.StatusServiceUnavailable, "queues are full; retry later"
