@@ -21,7 +21,7 @@ var appPage = template.Must(template.New("app").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>App {{.Scenario}}</title>
 <script>
 window.gotrack=window.gotrack||function(){(gotrack.q=gotrack.q||[]).push(arguments)};
-gotrack('init',{endpoint:'{{.GoTrack}}',writeKey:'wk_browser',persist:{{.Persist}}});
+{{if .Prefixed}}gotrack('init',{writeKey:'wk_browser'});{{else}}gotrack('init',{endpoint:'{{.GoTrack}}',writeKey:'wk_browser',persist:{{.Persist}}});{{end}}
 gotrack('pageview');
 {{if .Queued}}gotrack('track','queued',{from:'snippet'});{{end}}
 </script>
@@ -48,7 +48,9 @@ try {
 </head><body>ajs</body></html>`))
 
 // startSite serves the test pages from another origin than GoTrack's.
-func startSite(t *testing.T, gotrack string) string {
+// Pages of the scenario "prefix" load the script from prefixed, a GoTrack
+// under ROUTE_PREFIX, and let it send to where it came from.
+func startSite(t *testing.T, gotrack, prefixed string) string {
 	t.Helper()
 	lib, err := os.ReadFile(filepath.Join(jsDir, "node_modules/@segment/analytics-next/dist/umd/index.js"))
 	if err != nil {
@@ -57,8 +59,12 @@ func startSite(t *testing.T, gotrack string) string {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /s/{scenario}/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		gt, pre := "http://"+gotrack, r.PathValue("scenario") == "prefix"
+		if pre {
+			gt = "http://" + prefixed
+		}
 		appPage.Execute(w, map[string]any{
-			"Scenario": r.PathValue("scenario"), "GoTrack": "http://" + gotrack,
+			"Scenario": r.PathValue("scenario"), "GoTrack": gt, "Prefixed": pre,
 			"Persist": r.URL.Query().Get("persist") == "1", "Queued": r.URL.Query().Get("track") == "queued",
 		})
 	})
@@ -94,7 +100,8 @@ func TestBrowser(t *testing.T) {
 	node := requireNodeModules(t, "puppeteer-core", "@segment/analytics-next")
 	// The server honours no DNT here: what is tested is that the script does.
 	p := startGotrack(t, "DNT_RESPECT=false")
-	site := startSite(t, p.ingest)
+	pp := startGotrack(t, "DNT_RESPECT=false", "ROUTE_PREFIX=/a7x")
+	site := startSite(t, p.ingest, pp.ingest+"/a7x")
 
 	cmd := exec.Command(node, "browser.mjs", chromium, site, "http://"+p.ingest, t.TempDir())
 	cmd.Dir = jsDir
@@ -129,6 +136,7 @@ func TestBrowser(t *testing.T) {
 		{"/s/offline/", "page", "", 1},
 		{"/s/offline/", "track", "offline_call", 5},
 		{"/s/dnt/", "", "", 0},
+		{"/s/prefix/", "", "", 0}, // sent to the other GoTrack
 		{"/ajs/std/", "page", "Test Page", 1},
 		{"/ajs/std/", "track", "Clicked", 1},
 		{"/ajs/unload/", "page", "Test Page", 1},
@@ -176,6 +184,18 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%d events stored, want %d", len(events), total)
 		}
 	}
+	// ROUTE_PREFIX: the script came from under the prefix and sent there.
+	var prefixed []map[string]any
+	waitFor(t, "the events sent under ROUTE_PREFIX", func() bool {
+		prefixed = readAll(t, pp.path("events.ndjson"))
+		return len(prefixed) >= 2
+	})
+	pp.stop(t)
+	if prefixed = readAll(t, pp.path("events.ndjson")); len(prefixed) != 2 || prefixed[0]["call"] != "page" ||
+		prefixed[1]["name"] != "prefixed" || !strings.Contains(prefixed[1]["url"].(string), "/s/prefix/") {
+		t.Errorf("events under ROUTE_PREFIX: %v", prefixed)
+	}
+
 	offline := map[float64]int{}
 	for _, e := range events {
 		if e["name"] == "offline_call" {

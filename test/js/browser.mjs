@@ -82,6 +82,14 @@ async function gotrackScenarios(browser) {
   await sleep(500);
   await page.close();
 
+  // ROUTE_PREFIX: the script is loaded from under the prefix and, given no
+  // endpoint, sends there.
+  page = await open(browser, '/s/prefix/app.html');
+  await gotrackReady(page);
+  await page.evaluate(() => gotrack('track', 'prefixed', {}));
+  await sleep(flushWait);
+  await page.close();
+
   // Offline, then back online: the calls wait in localStorage, then each
   // is sent once.
   page = await open(browser, '/s/offline/app.html?persist=1');
