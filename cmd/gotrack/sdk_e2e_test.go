@@ -46,10 +46,12 @@ type sdkReport struct {
 // TestNodeSDKsEveryCallOnce sends 1,000 mixed calls through each of
 // Segment's and RudderStack's Node SDKs, installed from npm, to the built
 // binary, and finds every call in the NDJSON output exactly once with its
-// properties.
+// properties. The events go through the durable spool.
 func TestNodeSDKsEveryCallOnce(t *testing.T) {
 	node := requireNodeModules(t, "@segment/analytics-node", "@rudderstack/rudder-sdk-node")
-	p := startGotrack(t, "IP_MODE=truncate")
+	// Through the durable spool, as every accepted event would be with it on.
+	dir := t.TempDir()
+	p := startGotrackIn(t, dir, "IP_MODE=truncate", "SPOOL_DIR="+filepath.Join(dir, "spool"))
 	const n = 1000
 	var reports []sdkReport
 	for _, sdk := range []string{"segment", "rudder"} {
@@ -76,6 +78,9 @@ func TestNodeSDKsEveryCallOnce(t *testing.T) {
 		return len(stored) >= 2*n
 	})
 	p.stop(t)
+	if files, _ := os.ReadDir(filepath.Join(dir, "spool")); len(files) == 0 {
+		t.Error("the spool directory is empty: the events did not go through it")
+	}
 	readEvents(t, p.path("events.ndjson")) // every line passes the event schema
 	stored = storedBySeq(t, p.path("events.ndjson"))
 

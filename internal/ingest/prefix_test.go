@@ -42,6 +42,9 @@ func TestRoutePrefix(t *testing.T) {
 	if v := testutil.ToFloat64(mustCounter(t, f.reg, "gotrack_http_requests_total", "/collect", "POST", "202")); v != 1 {
 		t.Errorf("POST /a7x/collect counted %v times under endpoint=/collect", v)
 	}
+	if v := testutil.ToFloat64(mustCounter(t, f.reg, "gotrack_http_requests_total", "/v1/track", "POST", "200")); v != 1 {
+		t.Errorf("POST /a7x/v1/track counted %v times under endpoint=/v1/track", v)
+	}
 }
 
 func TestValidRoutePrefix(t *testing.T) {
