@@ -68,7 +68,7 @@ func (e errMessage) Error() string { return string(e) }
 // message maps one Segment message onto a sealed GoTrack event. call is the
 // route's call type, "" for a batch item (which then names its own). See
 // the README's field mapping table.
-func (h *Handler) message(raw json.RawMessage, call, key string, batchSentAt json.RawMessage, m event.Meta) (*event.Event, error) {
+func (h *Handler) message(raw json.RawMessage, call, key string, b batchInfo, m event.Meta) (*event.Event, error) {
 	if len(raw) > MaxMessageBytes {
 		return nil, errMessage("message is larger than 32 KB")
 	}
@@ -218,7 +218,7 @@ func (h *Handler) message(raw json.RawMessage, call, key string, batchSentAt jso
 	}
 	sentAt := take("sentAt")
 	if sentAt == nil {
-		sentAt = batchSentAt
+		sentAt = b.sentAt
 	}
 	if e.SentAt, err = timeField(sentAt, "sentAt"); err != nil {
 		return nil, err
@@ -226,7 +226,12 @@ func (h *Handler) message(raw json.RawMessage, call, key string, batchSentAt jso
 	e.Timestamp = correctedTime(m.Now, e.SentAt, e.OriginalTimestamp)
 
 	// Everything else the client sent (groupId, previousId, integrations,
-	// a track call's traits, ...) is kept under context._segment.
+	// a track call's traits, ...) is kept under context._segment, and the
+	// batch's own members other than batch, sentAt and writeKey under
+	// context._segment._batch.
+	if b.extra != nil {
+		msg["_batch"] = b.extra
+	}
 	if len(msg) > 0 {
 		if ctx == nil {
 			ctx = map[string]json.RawMessage{}

@@ -124,6 +124,12 @@ type itemError struct {
 	Error string `json:"error"`
 }
 
+// batchInfo is what a batch request says about all of its messages.
+type batchInfo struct {
+	sentAt json.RawMessage // each message's sentAt, unless it has its own
+	extra  json.RawMessage // the other members, kept in each message's context._segment._batch
+}
+
 // serve answers one request; call is "" for a batch.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	if !h.cors(w, r) {
@@ -152,7 +158,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 
 	key, _, _ := r.BasicAuth()
 	var items []json.RawMessage
-	var batchSentAt json.RawMessage
+	var b batchInfo
 	if call == "" {
 		if err := json.Unmarshal(top["batch"], &items); err != nil || len(items) == 0 {
 			writeError(w, http.StatusBadRequest, "batch must be a non-empty array of messages")
@@ -166,7 +172,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		if key == "" {
 			key = stringValue(top["writeKey"])
 		}
-		batchSentAt = top["sentAt"]
+		b.sentAt = top["sentAt"]
+		for _, k := range []string{"batch", "writeKey", "sentAt"} {
+			delete(top, k)
+		}
+		if len(top) > 0 {
+			b.extra, _ = json.Marshal(top) // RudderStack's batch timestamp, say
+		}
 	} else {
 		items = []json.RawMessage{body}
 	}
@@ -186,7 +198,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	}
 	events := make([]*event.Event, 0, len(items))
 	for i, raw := range items {
-		e, err := h.message(raw, call, key, batchSentAt, m)
+		e, err := h.message(raw, call, key, b, m)
 		if err != nil {
 			resp.Errors = append(resp.Errors, itemError{Index: i, Error: err.Error()})
 			continue

@@ -316,7 +316,7 @@ func TestGzipDNTAndCORS(t *testing.T) {
 	f := newFixture(t, event.Policy{RespectDNT: true}, Options{})
 	var zb bytes.Buffer
 	zw := gzip.NewWriter(&zb)
-	io.WriteString(zw, `{"batch":[{"type":"identify","userId":"u","traits":{"a":1}}],"sentAt":"2026-01-01T00:00:00Z"}`)
+	io.WriteString(zw, `{"batch":[{"type":"identify","userId":"u","traits":{"a":1}}],"sentAt":"2026-01-01T00:00:00Z","timestamp":"2026-01-01T00:00:00Z","writeKey":"k"}`)
 	zw.Close()
 	a := f.post(t, "/v1/batch", zb.String(), "Content-Encoding", "gzip", "Content-Type", "application/json")
 	if a.status != 200 || len(f.pipe.events) != 1 {
@@ -324,6 +324,9 @@ func TestGzipDNTAndCORS(t *testing.T) {
 	}
 	if e := f.decoded(t, 0); e["sent_at"] != "2026-01-01T00:00:00Z" {
 		t.Errorf("a batch's sentAt is not each message's: %v", e["sent_at"])
+	}
+	if ctx := mustJSON(t, f.decoded(t, 0)["context"]); ctx != `{"_segment":{"_batch":{"timestamp":"2026-01-01T00:00:00Z"}}}` {
+		t.Errorf("a batch's other members are not kept: %s", ctx)
 	}
 	a = f.post(t, "/v1/batch", "not gzip", "Content-Encoding", "gzip")
 	if a.status != 400 {
