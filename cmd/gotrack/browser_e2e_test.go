@@ -92,7 +92,8 @@ type browserReport struct {
 
 // TestBrowser runs gotrack.js and Segment's analytics-next in headless
 // chromium against the built binary: a pageview on load, track calls, SPA
-// navigation, a flush on page hide, an offline period with recovery, DNT,
+// navigation, a flush on page hide, an offline period with recovery, the
+// retry queue's bounds, ROUTE_PREFIX, DNT,
 // and analytics-next's page() and track(), one of them sent as the page
 // unloads. Every expected event must be stored exactly once.
 func TestBrowser(t *testing.T) {
@@ -135,6 +136,10 @@ func TestBrowser(t *testing.T) {
 		{"/s/hide/", "track", "leaving", 1},
 		{"/s/offline/", "page", "", 1},
 		{"/s/offline/", "track", "offline_call", 5},
+		{"/s/bound/", "page", "", 1},
+		{"/s/bound/", "track", "bound_call", 0}, // the queue was replaced before going online
+		{"/s/bound/", "track", "fresh", 1},
+		{"/s/bound/", "track", "stale", 0}, // older than 24 hours
 		{"/s/dnt/", "", "", 0},
 		{"/s/prefix/", "", "", 0}, // sent to the other GoTrack
 		{"/ajs/std/", "page", "Test Page", 1},
@@ -211,6 +216,7 @@ func TestBrowser(t *testing.T) {
 	for k, want := range map[string]any{
 		"loadCookies": 0.0, "loadVisitorStored": nil, // no cookie; no stored visitor id unless asked
 		"offlineOnLine": false, "offlineQueued": 5.0, "offlineQueuedAfter": 0.0, "offlineVisitorStored": true,
+		"boundQueued": 100.0,
 		"dntNavigator": "1", "dntStorage": 0.0,
 		"ajsStdError": nil, "ajsUnloadError": nil,
 	} {

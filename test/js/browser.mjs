@@ -108,6 +108,28 @@ async function gotrackScenarios(browser) {
   report.checks.offlineVisitorStored = await page.evaluate(() => !!localStorage.getItem('gotrack_vid'));
   await sleep(500);
   await page.close();
+
+  // The retry queue's bounds: at most 100 events, for at most 24 hours.
+  page = await open(browser, '/s/bound/app.html');
+  await gotrackReady(page);
+  await sleep(flushWait);
+  await page.setOfflineMode(true);
+  await page.evaluate(() => {
+    for (let i = 0; i < 120; i++) gotrack('track', 'bound_call', { i });
+  });
+  await sleep(flushWait);
+  report.checks.boundQueued = await queued(page);
+  await page.evaluate(() => {
+    const msg = (event, ageMs) => ({
+      type: 'track', event, anonymousId: 'a', messageId: crypto.randomUUID(),
+      timestamp: new Date(Date.now() - ageMs).toISOString(), context: { page: { url: location.href } },
+    });
+    localStorage.setItem('gotrack_q', JSON.stringify([msg('stale', 25 * 3600 * 1000), msg('fresh', 23 * 3600 * 1000)]));
+  });
+  await page.setOfflineMode(false);
+  await page.waitForFunction(() => !localStorage.getItem('gotrack_q'), { timeout: 10000 });
+  await sleep(500);
+  await page.close();
 }
 
 async function dntScenario() {
