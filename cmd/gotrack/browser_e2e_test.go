@@ -26,6 +26,7 @@ gotrack('pageview');
 {{if .Queued}}gotrack('track','queued',{from:'snippet'});{{end}}
 </script>
 <script async src="{{.GoTrack}}/gotrack.js"></script>
+{{if .Twice}}<script async src="{{.GoTrack}}/gotrack.js?again"></script>{{end}}
 </head><body>{{.Scenario}}</body></html>`))
 
 // ajsPage loads Segment's analytics-next, from the local node_modules,
@@ -66,6 +67,7 @@ func startSite(t *testing.T, gotrack, prefixed string) string {
 		appPage.Execute(w, map[string]any{
 			"Scenario": r.PathValue("scenario"), "GoTrack": gt, "Prefixed": pre,
 			"Persist": r.URL.Query().Get("persist") == "1", "Queued": r.URL.Query().Get("track") == "queued",
+			"Twice": r.PathValue("scenario") == "track", // a page that includes the script twice
 		})
 	})
 	mux.HandleFunc("GET /ajs/{scenario}/", func(w http.ResponseWriter, r *http.Request) {

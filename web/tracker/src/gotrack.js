@@ -154,6 +154,7 @@ function pageview(props) {
 
 const commands = {
   init(opts) {
+    if (cfg) return; // once: a second init would patch history twice
     cfg = Object.assign({ endpoint: defaultEndpoint, spa: true }, opts);
     cfg.endpoint = cfg.endpoint.replace(/\/$/, '');
     if (cfg.persist) {
@@ -197,6 +198,10 @@ function gotrack(cmd, ...args) {
   if (commands[cmd]) commands[cmd](...args);
 }
 
-const queued = (w.gotrack && w.gotrack.q) || [];
-w.gotrack = gotrack;
-for (const args of queued) gotrack(...args);
+// A page that includes the script twice keeps the first copy, and its state.
+if (!(w.gotrack && w.gotrack.loaded)) {
+  const queued = (w.gotrack && w.gotrack.q) || [];
+  gotrack.loaded = true;
+  w.gotrack = gotrack;
+  for (const args of queued) gotrack(...args);
+}
