@@ -120,6 +120,28 @@ func TestNodeSDKsEveryCallOnce(t *testing.T) {
 	}
 }
 
+// TestNodeSDKsUnderRoutePrefix points both SDKs at a GoTrack under
+// ROUTE_PREFIX with the settings the README gives.
+func TestNodeSDKsUnderRoutePrefix(t *testing.T) {
+	node := requireNodeModules(t, "@segment/analytics-node", "@rudderstack/rudder-sdk-node")
+	p := startGotrack(t, "ROUTE_PREFIX=/t")
+	for _, sdk := range []string{"segment", "rudder"} {
+		cmd := exec.Command(node, "sdk-send.mjs", sdk, "http://"+p.ingest, "wk_"+sdk, "10", "/t")
+		cmd.Dir = jsDir
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		var r sdkReport
+		if err != nil || json.Unmarshal(out, &r) != nil || len(r.Errors) > 0 {
+			t.Fatalf("%s SDK: %v %.300s", sdk, err, out)
+		}
+	}
+	waitFor(t, "20 events", func() bool { return len(storedBySeq(t, p.path("events.ndjson"))) >= 20 })
+	p.stop(t)
+	if n := len(storedBySeq(t, p.path("events.ndjson"))); n != 20 {
+		t.Errorf("%d calls stored, want 20", n)
+	}
+}
+
 func checkProps(t *testing.T, seq string, e map[string]any, want, name any) {
 	t.Helper()
 	if !reflect.DeepEqual(e["props"], want) {

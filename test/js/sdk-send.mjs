@@ -4,11 +4,11 @@
 // errors the SDK reported. The Go test (cmd/gotrack/sdk_e2e_test.go) then
 // looks for every seq in the NDJSON output.
 //
-//   node sdk-send.mjs segment|rudder http://127.0.0.1:PORT WRITE_KEY N
+//   node sdk-send.mjs segment|rudder http://127.0.0.1:PORT WRITE_KEY N [ROUTE_PREFIX]
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const [sdk, host, writeKey, nArg] = process.argv.slice(2);
+const [sdk, host, writeKey, nArg, prefix = ''] = process.argv.slice(2);
 const n = Number(nArg);
 const calls = ['track', 'identify', 'page', 'group', 'alias'];
 const sent = [];
@@ -36,7 +36,8 @@ function message(i) {
 
 async function viaSegment() {
   const { Analytics } = require('@segment/analytics-node');
-  const a = new Analytics({ writeKey, host, flushAt: 50, flushInterval: 200, maxRetries: 5 });
+  // path replaces any path of host, so a ROUTE_PREFIX goes into path.
+  const a = new Analytics({ writeKey, host, path: `${prefix}/v1/batch`, flushAt: 50, flushInterval: 200, maxRetries: 5 });
   a.on('error', (err) => errors.push(String(err?.reason ?? err?.code ?? err)));
   for (let i = 0; i < n; i++) {
     const m = message(i);
@@ -49,7 +50,7 @@ async function viaSegment() {
 async function viaRudder() {
   const Analytics = require('@rudderstack/rudder-sdk-node');
   const a = new Analytics(writeKey, {
-    dataPlaneUrl: host, flushAt: 50, flushInterval: 200, retryCount: 5, logLevel: 'error',
+    dataPlaneUrl: host + prefix, flushAt: 50, flushInterval: 200, retryCount: 5, logLevel: 'error',
     errorHandler: (err) => errors.push(String(err?.message ?? err)),
   });
   for (let i = 0; i < n; i++) {
