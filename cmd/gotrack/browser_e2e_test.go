@@ -218,7 +218,7 @@ func TestBrowser(t *testing.T) {
 	for k, want := range map[string]any{
 		"loadCookies": 0.0, "loadVisitorStored": nil, // no cookie; no stored visitor id unless asked
 		"offlineOnLine": false, "offlineQueued": 5.0, "offlineQueuedAfter": 0.0, "offlineVisitorStored": true,
-		"boundQueued": 100.0,
+		"boundQueued": 100.0, "boundOldest": 20.0, // the 20 oldest of 120 made room
 		"dntNavigator": "1", "dntStorage": 0.0,
 		"ajsStdError": nil, "ajsUnloadError": nil,
 	} {

@@ -13,6 +13,14 @@ const report = { errors: [], checks: {} };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const flushWait = 1600; // gotrack.js batches for up to a second
 
+// leave navigates away before closing, so that whatever a page still holds
+// is flushed on its pagehide however slow the machine is.
+async function leave(page) {
+  await page.goto(site + '/blank.html', { waitUntil: 'load' });
+  await sleep(300);
+  await page.close();
+}
+
 async function launch(name, prefs) {
   const dir = path.join(profiles, name);
   fs.mkdirSync(path.join(dir, 'Default'), { recursive: true });
@@ -45,7 +53,7 @@ async function gotrackScenarios(browser) {
   await sleep(flushWait);
   report.checks.loadCookies = (await page.cookies()).length + (await page.evaluate(() => document.cookie.length));
   report.checks.loadVisitorStored = await page.evaluate(() => localStorage.getItem('gotrack_vid'));
-  await page.close();
+  await leave(page);
 
   // Track calls.
   page = await open(browser, '/s/track/app.html');
@@ -53,8 +61,7 @@ async function gotrackScenarios(browser) {
   await page.evaluate(() => {
     for (let i = 0; i < 3; i++) gotrack('track', 'signup', { plan: 'pro', i });
   });
-  await sleep(flushWait);
-  await page.close();
+  await leave(page);
 
   // Single-page navigation: push, a repeated manual pageview, replace with
   // the same URL, push, back. Four pageviews: app.html, first, second, first.
@@ -69,8 +76,7 @@ async function gotrackScenarios(browser) {
     history.back();
     await back;
   });
-  await sleep(flushWait);
-  await page.close();
+  await leave(page);
 
   // Flush on page hide: a call made just before leaving the page, well
   // inside the batching second.
@@ -78,17 +84,14 @@ async function gotrackScenarios(browser) {
   await gotrackReady(page);
   await sleep(flushWait);
   await page.evaluate(() => gotrack('track', 'leaving', { at: 'pagehide' }));
-  await page.goto(site + '/blank.html', { waitUntil: 'load' });
-  await sleep(500);
-  await page.close();
+  await leave(page);
 
   // ROUTE_PREFIX: the script is loaded from under the prefix and, given no
   // endpoint, sends there.
   page = await open(browser, '/s/prefix/app.html');
   await gotrackReady(page);
   await page.evaluate(() => gotrack('track', 'prefixed', {}));
-  await sleep(flushWait);
-  await page.close();
+  await leave(page);
 
   // Offline, then back online: the calls wait in localStorage, then each
   // is sent once.
@@ -100,14 +103,13 @@ async function gotrackScenarios(browser) {
   await page.evaluate(() => {
     for (let i = 0; i < 5; i++) gotrack('track', 'offline_call', { i });
   });
-  await sleep(flushWait);
+  await page.waitForFunction(() => JSON.parse(localStorage.getItem('gotrack_q') || '[]').length >= 5, { timeout: 10000 }).catch(() => {});
   report.checks.offlineQueued = await queued(page);
   await page.setOfflineMode(false);
   await page.waitForFunction(() => !localStorage.getItem('gotrack_q'), { timeout: 10000 });
   report.checks.offlineQueuedAfter = await queued(page);
   report.checks.offlineVisitorStored = await page.evaluate(() => !!localStorage.getItem('gotrack_vid'));
-  await sleep(500);
-  await page.close();
+  await leave(page);
 
   // The retry queue's bounds: at most 100 events, for at most 24 hours.
   page = await open(browser, '/s/bound/app.html');
@@ -117,8 +119,13 @@ async function gotrackScenarios(browser) {
   await page.evaluate(() => {
     for (let i = 0; i < 120; i++) gotrack('track', 'bound_call', { i });
   });
-  await sleep(flushWait);
+  // Wait for the last call to reach the queue (after the batching second).
+  await page.waitForFunction(() => {
+    const q = JSON.parse(localStorage.getItem('gotrack_q') || '[]');
+    return q.length > 0 && q[q.length - 1].properties.i === 119;
+  }, { timeout: 10000 }).catch(() => {});
   report.checks.boundQueued = await queued(page);
+  report.checks.boundOldest = await page.evaluate(() => JSON.parse(localStorage.getItem('gotrack_q') || '[{}]')[0].properties?.i);
   await page.evaluate(() => {
     const msg = (event, ageMs) => ({
       type: 'track', event, anonymousId: 'a', messageId: crypto.randomUUID(),
@@ -128,8 +135,7 @@ async function gotrackScenarios(browser) {
   });
   await page.setOfflineMode(false);
   await page.waitForFunction(() => !localStorage.getItem('gotrack_q'), { timeout: 10000 });
-  await sleep(500);
-  await page.close();
+  await leave(page);
 }
 
 async function dntScenario() {
@@ -155,7 +161,7 @@ async function analyticsNextScenarios(browser) {
   let page = await open(browser, '/ajs/std/page.html');
   await page.waitForFunction(() => window.ajsDone === true || window.ajsError, { timeout: 15000 });
   report.checks.ajsStdError = await page.evaluate(() => window.ajsError || null);
-  await page.close();
+  await leave(page);
 
   // The batching delivery, and a track() made as the page unloads; the
   // next page of the site loads the library again.
@@ -167,8 +173,8 @@ async function analyticsNextScenarios(browser) {
     location.href = '/ajs/unload/after.html?batching=1';
   });
   await page.waitForFunction(() => location.pathname.endsWith('/after.html') && window.ajsReady === true, { timeout: 15000 });
-  await sleep(2500);
-  await page.close();
+  await sleep(1000);
+  await leave(page);
 }
 
 const browser = await launch('main');
