@@ -95,7 +95,7 @@ type browserReport struct {
 // TestBrowser runs gotrack.js and Segment's analytics-next in headless
 // chromium against the built binary: a pageview on load, track calls, SPA
 // navigation, a flush on page hide, an offline period with recovery, the
-// retry queue's bounds, ROUTE_PREFIX, DNT,
+// retry queue's bounds, ROUTE_PREFIX, the pixel fallback, DNT and GPC,
 // and analytics-next's page() and track(), one of them sent as the page
 // unloads. Every expected event must be stored exactly once.
 func TestBrowser(t *testing.T) {
@@ -143,6 +143,8 @@ func TestBrowser(t *testing.T) {
 		{"/s/bound/", "track", "fresh", 1},
 		{"/s/bound/", "track", "stale", 0}, // older than 24 hours
 		{"/s/dnt/", "", "", 0},
+		{"/s/gpc/", "", "", 0},
+		{"/s/pixel/", "", "", 2}, // a pageview and px_call, through the pixel: see below
 		{"/s/prefix/", "", "", 0}, // sent to the other GoTrack
 		{"/ajs/std/", "page", "Test Page", 1},
 		{"/ajs/std/", "track", "Clicked", 1},
@@ -203,12 +205,28 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("events under ROUTE_PREFIX: %v", prefixed)
 	}
 
+	pixel := map[string]bool{}
+	for _, e := range events {
+		if strings.Contains(e["url"].(string), "/s/pixel/") {
+			if id := e["event_id"].(string); e["source"] != "pixel" || e["visitor_id"] == nil || id[14] != '4' { // the browser's UUIDv4
+				t.Errorf("pixel fallback stored %v", e)
+			}
+			pixel[e["type"].(string)] = true
+			if e["type"] == "px_call" && e["props"].(map[string]any)["color"] != "blue" {
+				t.Errorf("pixel fallback lost the props: %v", e)
+			}
+		}
+	}
+	if !pixel["pageview"] || !pixel["px_call"] {
+		t.Errorf("pixel fallback events: %v", pixel)
+	}
+
 	offline := map[float64]int{}
 	for _, e := range events {
 		if e["name"] == "offline_call" {
 			offline[e["props"].(map[string]any)["i"].(float64)]++
 		}
-		if strings.Contains(e["url"].(string), "/s/") && e["source_id"] != segment.SourceID("wk_browser") {
+		if strings.Contains(e["url"].(string), "/s/") && e["source"] == "segment" && e["source_id"] != segment.SourceID("wk_browser") {
 			t.Errorf("gotrack.js event with source_id %v", e["source_id"])
 		}
 	}
@@ -219,7 +237,7 @@ func TestBrowser(t *testing.T) {
 		"loadCookies": 0.0, "loadVisitorStored": nil, // no cookie; no stored visitor id unless asked
 		"offlineOnLine": false, "offlineQueued": 5.0, "offlineQueuedAfter": 0.0, "offlineVisitorStored": true,
 		"boundQueued": 100.0, "boundOldest": 20.0, // the 20 oldest of 120 made room
-		"dntNavigator": "1", "dntStorage": 0.0,
+		"dntNavigator": "1", "dntStorage": 0.0, "gpcStorage": 0.0,
 		"ajsStdError": nil, "ajsUnloadError": nil,
 	} {
 		if got := r.Checks[k]; got != want {

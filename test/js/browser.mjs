@@ -34,10 +34,11 @@ async function launch(name, prefs) {
   });
 }
 
-async function open(browser, url) {
+async function open(browser, url, before) {
   const ctx = await browser.createBrowserContext();
   const page = await ctx.newPage();
   page.on('pageerror', (e) => report.errors.push(`${url}: ${e.message}`));
+  if (before) await page.evaluateOnNewDocument(before);
   await page.goto(site + url, { waitUntil: 'load' });
   return page;
 }
@@ -84,6 +85,26 @@ async function gotrackScenarios(browser) {
   await gotrackReady(page);
   await sleep(flushWait);
   await page.evaluate(() => gotrack('track', 'leaving', { at: 'pagehide' }));
+  await leave(page);
+
+  // The last resort: a browser with neither sendBeacon nor fetch gets
+  // one pixel request per event.
+  page = await open(browser, '/s/pixel/app.html', () => {
+    delete Navigator.prototype.sendBeacon;
+    window.fetch = undefined;
+  });
+  await gotrackReady(page);
+  await page.evaluate(() => gotrack('track', 'px_call', { color: 'blue' }));
+  await page.waitForResponse((r) => r.url().includes('/px.gif?') && r.url().includes('px_call'), { timeout: 10000 });
+  await leave(page);
+
+  // Global Privacy Control, which Chromium does not implement: emulated.
+  page = await open(browser, '/s/gpc/app.html?persist=1', () => {
+    Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true });
+  });
+  await gotrackReady(page);
+  await page.evaluate(() => gotrack('track', 'gpc_call', {}));
+  report.checks.gpcStorage = await page.evaluate(() => localStorage.length);
   await leave(page);
 
   // ROUTE_PREFIX: the script is loaded from under the prefix and, given no
