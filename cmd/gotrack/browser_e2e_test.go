@@ -144,7 +144,7 @@ func TestBrowser(t *testing.T) {
 		{"/s/bound/", "track", "stale", 0}, // older than 24 hours
 		{"/s/dnt/", "", "", 0},
 		{"/s/gpc/", "", "", 0},
-		{"/s/pixel/", "", "", 2}, // a pageview and px_call, through the pixel: see below
+		{"/s/pixel/", "", "", 2},  // a pageview and px_call, through the pixel: see below
 		{"/s/prefix/", "", "", 0}, // sent to the other GoTrack
 		{"/ajs/std/", "page", "Test Page", 1},
 		{"/ajs/std/", "track", "Clicked", 1},
