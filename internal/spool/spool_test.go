@@ -15,7 +15,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 )
 
-func open(t *testing.T, dir string, o Options) *Spool {
+func open(t testing.TB, dir string, o Options) *Spool {
 	t.Helper()
 	o.Dir = dir
 	if o.MaxBytes == 0 {
