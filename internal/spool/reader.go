@@ -183,6 +183,9 @@ func (r *Reader) readOne() (*event.Event, error) {
 		return r.skipSegment(errors.New("record fails its CRC"))
 	}
 	r.pos++
+	if isPlaceholder(p) {
+		return nil, nil // a record recovery found damaged, and counted then
+	}
 	e, err := event.Decode(p)
 	if err != nil {
 		r.s.m.corrupt.Inc()
