@@ -278,6 +278,7 @@ func (s *Spool) recoverSegment(path string, base uint64, newest bool, expect uin
 				return nil, fmt.Errorf("spool: repair %s: %w", path, err)
 			}
 			if err := s.fs.Rename(tmp, path); err != nil {
+				s.fs.Remove(tmp)
 				return nil, fmt.Errorf("spool: repair %s: %w", path, err)
 			}
 			b = fixed
