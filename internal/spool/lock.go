@@ -18,7 +18,7 @@ const pidFile = "lock.pid"
 
 // ErrLocked is returned by Open, and by Verify, when another process holds
 // the spool directory.
-var ErrLocked = errors.New("spool: directory in use by another process")
+var ErrLocked = errors.New("in use by another process")
 
 // lockDir takes a flock on dir: exclusive for a running spool, shared for
 // an offline check. It fails at once, naming the holder's PID when known,
@@ -44,7 +44,7 @@ func lockDir(dir string, exclusive bool) (*os.File, error) {
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
 		}
-		holder := "a process whose PID is unknown"
+		holder := "PID unknown"
 		if b, rerr := os.ReadFile(filepath.Join(dir, pidFile)); rerr == nil {
 			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
 				holder = "PID " + strconv.Itoa(pid)
@@ -54,7 +54,7 @@ func lockDir(dir string, exclusive bool) (*os.File, error) {
 		if !exclusive {
 			advice = "stop GoTrack before checking its spool"
 		}
-		return nil, fmt.Errorf("%w: %s is locked by %s; %s", ErrLocked, dir, holder, advice)
+		return nil, fmt.Errorf("spool: SPOOL_DIR %s is %w (%s): %s", dir, ErrLocked, holder, advice)
 	}
 	if exclusive {
 		// Best effort: the lock does not depend on it.

@@ -296,3 +296,31 @@ func TestParseSync(t *testing.T) {
 		}
 	}
 }
+
+// TestFullBeforeOrdinaryBatchesFail is issue 17's item 5: Full (which
+// readiness reports) turns true while a 100-event batch still fits, so
+// /readyz says not ready before requests of ordinary size get 503.
+func TestFullBeforeOrdinaryBatchesFail(t *testing.T) {
+	for _, maxBytes := range []int64{4 << 20, 64 << 20} {
+		s := open(t, t.TempDir(), Options{MaxBytes: maxBytes, Sync: Sync{Interval: time.Hour}})
+		batch := sinktest.Events(100)
+		fullAt := -1
+		for i := 0; ; i++ {
+			if s.Full() && fullAt < 0 {
+				fullAt = i
+			}
+			err := s.Append(batch)
+			if errors.Is(err, ErrFull) {
+				if fullAt < 0 || i-fullAt < 1 {
+					t.Errorf("MaxBytes %d: batch %d refused; Full() turned true at batch %d, want at least one batch earlier", maxBytes, i, fullAt)
+				}
+				t.Logf("MaxBytes %d (margin %d): Full() at batch %d, first refusal at batch %d", maxBytes, s.Margin(), fullAt, i)
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+	}
+}

@@ -87,7 +87,7 @@ func Verify(dir string) (*Report, error) {
 			TornBytes: len(b) - sc.tail}
 		for _, d := range sc.damaged {
 			sr.Damaged = append(sr.Damaged, Span{Offset: d.off, Length: d.end - d.off, Records: d.records})
-			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: bytes %d to %d are damaged (about %d records)", sr.Name, d.off, d.end, d.records))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: bytes %d to %d are damaged (%s lost)", sr.Name, d.off, d.end, plural(d.records, "record")))
 		}
 		if sr.TornBytes > 0 {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: torn tail of %d bytes after the last whole record", sr.Name, sr.TornBytes))
@@ -149,23 +149,23 @@ func (r *Report) Print(w io.Writer) {
 		records += s.Records
 		placeholders += s.Placeholders
 	}
-	fmt.Fprintf(w, "spool %s: %d segments, %d records (%d placeholders for records lost earlier), next sequence %d\n",
-		r.Dir, len(r.Segments), records, placeholders, r.Next)
+	fmt.Fprintf(w, "spool %s: %s, %s (%s for records lost earlier), next sequence %d\n",
+		r.Dir, plural(uint64(len(r.Segments)), "segment"), plural(records, "record"), plural(placeholders, "placeholder"), r.Next)
 	for _, s := range r.Segments {
 		state := "ok"
 		if len(s.Damaged) > 0 || s.TornBytes > 0 {
-			state = fmt.Sprintf("DAMAGED: %d corrupt spans, torn tail %d bytes", len(s.Damaged), s.TornBytes)
+			state = fmt.Sprintf("DAMAGED: %s, torn tail of %s", plural(uint64(len(s.Damaged)), "corrupt span"), plural(uint64(s.TornBytes), "byte"))
 		}
-		fmt.Fprintf(w, "  %s  first %d, %d records, %d placeholders: %s\n", s.Name, s.Base, s.Records, s.Placeholders, state)
+		fmt.Fprintf(w, "  %s  first %d, %s, %s: %s\n", s.Name, s.Base, plural(s.Records, "record"), plural(s.Placeholders, "placeholder"), state)
 		for _, d := range s.Damaged {
-			fmt.Fprintf(w, "    corrupt span: bytes %d to %d, about %d records\n", d.Offset, d.Offset+d.Length, d.Records)
+			fmt.Fprintf(w, "    corrupt span: bytes %d to %d, %s lost\n", d.Offset, d.Offset+d.Length, plural(d.Records, "record"))
 		}
 	}
 	for _, c := range r.Cursors {
-		fmt.Fprintf(w, "  sink %s: cursor %d, lag %d events\n", c.Sink, c.Cursor, c.Lag)
+		fmt.Fprintf(w, "  sink %s: cursor %d, lag %s\n", c.Sink, c.Cursor, plural(c.Lag, "event"))
 	}
 	if r.Quarantined > 0 {
-		fmt.Fprintf(w, "  quarantine/: %d copies of segments earlier recoveries repaired\n", r.Quarantined)
+		fmt.Fprintf(w, "  quarantine/: %s of segments as earlier recoveries found them\n", plural(uint64(r.Quarantined), "copy"))
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
@@ -180,3 +180,13 @@ func (r *Report) Print(w io.Writer) {
 
 // ErrDamaged is returned by callers of Verify that turn damage into an error.
 var ErrDamaged = errors.New("spool: damage found")
+
+func plural(n uint64, one string) string {
+	switch {
+	case n == 1:
+		return "1 " + one
+	case one == "copy":
+		return fmt.Sprintf("%d copies", n)
+	}
+	return fmt.Sprintf("%d %ss", n, one)
+}
