@@ -279,7 +279,7 @@ func TestRefusalsAreLoggedRateLimited(t *testing.T) {
 // the damaged segment as it was, so that the next start can try again.
 func TestRecoveryFaults(t *testing.T) {
 	for name, fault := range map[string]func(f *faultFS){
-		"quarantine copy: ENOSPC": func(f *faultFS) { f.match, f.write, f.short = "quarantine", syscall.ENOSPC, true },
+		"quarantine copy: ENOSPC": func(f *faultFS) { f.match, f.write, f.short = "/quarantine/", syscall.ENOSPC, true },
 		"repaired file: fsync":    func(f *faultFS) { f.match, f.sync = ".repair", syscall.EIO },
 		"rename over original":    func(f *faultFS) { f.match, f.rename = ".repair", syscall.EIO },
 	} {

@@ -96,7 +96,7 @@ func TestLockAcrossProcesses(t *testing.T) {
 	h := startHelper(t, dir)
 	pid := strconv.Itoa(h.cmd.Process.Pid)
 
-	_, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Readers: []string{"log"}})
+	_, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Readers: []string{"log"}, Sync: Sync{Always: true}})
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "PID "+pid) {
 		t.Fatalf("second process: Open = %v; want ErrLocked naming %s and PID %s", err, dir, pid)
 	}
@@ -124,7 +124,7 @@ func TestLockAcrossProcesses(t *testing.T) {
 func TestLockInProcess(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, Options{})
-	if _, err := Open(Options{Dir: dir, MaxBytes: 1 << 20}); !errors.Is(err, ErrLocked) {
+	if _, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Sync: Sync{Always: true}}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("second Open: %v, want ErrLocked", err)
 	}
 	s.Close()

@@ -146,6 +146,9 @@ func Open(o Options) (*Spool, error) {
 	if o.MaxBytes <= 0 {
 		return nil, errors.New("spool: MaxBytes must be positive")
 	}
+	if !o.Sync.Always && o.Sync.Interval <= 0 {
+		return nil, errors.New("spool: Sync wants Always or a positive Interval")
+	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = min(64<<20, max(o.MaxBytes/8, 64<<10))
 	}

@@ -66,7 +66,7 @@ func TestVerify(t *testing.T) {
 	out.Reset()
 	rep.Print(&out)
 	t.Log("\n" + out.String())
-	if len(rep.Problems) != 2 || !strings.Contains(out.String(), "corrupt span: bytes") || !strings.Contains(out.String(), "torn tail of 5 bytes") {
+	if !rep.Damaged() || len(rep.Problems) != 2 || !strings.Contains(out.String(), "corrupt span: bytes") || !strings.Contains(out.String(), "torn tail of 5 bytes") {
 		t.Fatalf("damaged spool reported as sound:\n%s", out.String())
 	}
 	if rep.Cursors[1].Lag != 100 {
