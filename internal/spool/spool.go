@@ -14,6 +14,12 @@
 // the sequence in its name. Each reader keeps the number of the next record
 // it has to deliver in cursor.<name>. A segment is deleted once every cursor
 // has passed its last record.
+//
+// One process at a time: Open takes an exclusive flock on the directory. A
+// record whose payload is one zero byte is a placeholder, written by
+// recovery in place of a damaged record so that the others keep their
+// numbers; copies of damaged segments, as recovery found them, are kept
+// under quarantine/.
 package spool
 
 import (
