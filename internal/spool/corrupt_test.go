@@ -231,29 +231,60 @@ func TestDamagedEndOfClosedSegment(t *testing.T) {
 	}
 }
 
-// TestReaderSkipsDamageFoundWhileRunning covers the reader's skipSegment:
-// a closed segment damaged on disk after the start (and no longer in the
-// ring) costs the rest of that segment, counted, and the reader goes on
-// with the next one.
-func TestReaderSkipsDamageFoundWhileRunning(t *testing.T) {
-	dir, events := closedSegment(t, 100)
+// TestDamageFoundWhileRunning covers the reader's skipSegment: a closed
+// segment damaged on disk after the start (so no longer in the ring) is
+// repaired as at start, and costs only the damaged record, also to a reader
+// that had the file open before the repair. Damage that is still there
+// after a repair (new damage, or a disk that reads differently each time)
+// costs the rest of that segment, once, and the reader goes on with the
+// next segment.
+func TestDamageFoundWhileRunning(t *testing.T) {
+	dir, events := closedSegment(t, 600)
 	reg := prometheus.NewPedanticRegistry()
-	m, _ := NewMetrics(reg, []string{"log"})
-	s := open(t, dir, Options{Metrics: m})
+	names := []string{"log", "pg", "late"}
+	m, _ := NewMetrics(reg, names)
+	s := open(t, dir, Options{Metrics: m, Readers: names})
 	defer s.Close()
 	more := sinktest.Events(5)
 	s.Append(more)
+	want := append(slices.Delete(slices.Clone(events), 500, 501), more...)
+
+	pg := s.Reader("pg")
+	first, err := pg.Read(30, 1<<20, 0, nil) // pg now has the segment open, and its first 256 KiB buffered
+	if err != nil || len(first) != 30 {
+		t.Fatalf("pg read %d: %v", len(first), err)
+	}
+	pg.Ack(30)
 	seg := filepath.Join(dir, segmentName(0))
 	b, _ := os.ReadFile(seg)
 	starts := recordStarts(b)
-	b[starts[60]+headerLen+10] ^= 1
-	os.WriteFile(seg, b, 0o640)
+	f, _ := os.OpenFile(seg, os.O_WRONLY, 0) // in place: the inode pg reads
+	f.WriteAt([]byte{b[starts[500]+headerLen+10] ^ 1}, int64(starts[500]+headerLen+10))
+	f.Close()
 
-	got := readAll(t, s.Reader("log"), 65, true)
-	if !slices.Equal(ids(got[:60]), ids(events[:60])) || !slices.Equal(ids(got[60:]), ids(more)) {
-		t.Errorf("read %d events; want the 60 before the damage, then the next segment's", len(got))
+	if got := ids(readAll(t, s.Reader("log"), 604, true)); !slices.Equal(got, ids(want)) {
+		t.Fatalf("log read %d events; want all but the damaged one", len(got))
 	}
-	if v := testutil.ToFloat64(m.corrupt); v != 40 {
-		t.Errorf("corrupt records = %v, want the 40 skipped", v)
+	if got := ids(readAll(t, pg, 574, true)); !slices.Equal(got, ids(want[30:])) {
+		t.Fatalf("pg, reading the file from before the repair, read %d events; want all but the damaged one", len(got))
+	}
+	if v := testutil.ToFloat64(m.corrupt); v != 1 {
+		t.Errorf("corrupt records = %v, want the 1 damaged", v)
+	}
+	if q, _ := filepath.Glob(filepath.Join(dir, "quarantine", "*")); len(q) != 1 {
+		t.Errorf("quarantine holds %v, want one copy", q)
+	}
+
+	// New damage in the repaired segment, ahead of the late reader.
+	b, _ = os.ReadFile(seg)
+	starts = recordStarts(b)
+	b[starts[550]+headerLen+10] ^= 1
+	os.WriteFile(seg, b, 0o640)
+	got := ids(readAll(t, s.Reader("late"), 554, true))
+	if !slices.Equal(got, ids(append(slices.Clone(want[:549]), more...))) {
+		t.Errorf("late read %d events; want the 549 before the new damage, then the next segment's", len(got))
+	}
+	if v := testutil.ToFloat64(m.corrupt); v != 51 {
+		t.Errorf("corrupt records = %v, want 1 + the 50 skipped", v)
 	}
 }

@@ -208,6 +208,10 @@ func (r *Reader) skipSegment(cause error) (*event.Event, error) {
 		r.closeFile()
 		return nil, nil
 	}
+	if r.s.repairClosed(r.name, r.seg.base) {
+		r.closeFile() // reopened on the repaired file, at the same record
+		return nil, nil
+	}
 	r.s.m.corrupt.Add(float64(lost))
 	r.s.log.Error("spool: skipping the unreadable rest of a segment", "reader", r.name,
 		"segment", filepath.Base(r.seg.path), "records", lost, "err", cause)

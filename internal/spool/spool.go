@@ -126,6 +126,9 @@ type Spool struct {
 	notify       chan struct{} // closed and replaced when records are appended
 	bufs         sync.Pool
 	syncer       *syncer
+	repairMu     sync.Mutex         // one repairClosed at a time; guards the two maps
+	repaired     map[uint64]bool    // segments repairClosed repaired, by base
+	retried      map[repairKey]bool // readers repairClosed let read a segment again
 
 	// ring holds the events of the latest appends by sequence, so that a
 	// reader keeping up takes them as they are, neither reading the file
@@ -175,7 +178,8 @@ func Open(o Options) (*Spool, error) {
 		return nil, err
 	}
 	s := &Spool{opts: o, m: o.Metrics, log: o.Log, fs: o.fs, lock: lock, readers: map[string]*Reader{}, notify: make(chan struct{}),
-		ring: make([]ringEntry, ringSize), round: newCommit()}
+		ring: make([]ringEntry, ringSize), round: newCommit(),
+		repaired: map[uint64]bool{}, retried: map[repairKey]bool{}}
 	s.refused.every = refusalLogEvery
 	s.bufs.New = func() any { return new([]byte) }
 	fail := func(err error) (*Spool, error) {
@@ -295,18 +299,7 @@ func (s *Spool) recoverSegment(path string, base uint64, newest bool, expect uin
 		if err := s.fs.SyncDir(s.opts.Dir); err != nil {
 			return nil, fmt.Errorf("spool: sync directory: %w", err)
 		}
-		if len(sc.damaged) > 0 {
-			var lost uint64
-			spans := make([]string, len(sc.damaged))
-			for i, d := range sc.damaged {
-				lost += d.records
-				spans[i] = fmt.Sprintf("%d-%d", d.off, d.end)
-			}
-			s.m.corrupt.Add(float64(lost))
-			s.log.Error("spool: skipped damaged records in a segment; the records around them are kept",
-				"segment", filepath.Base(path), "records_lost", lost, "damaged_bytes", strings.Join(spans, ","),
-				"kept_records", sc.records-sc.placeholders, "copy", q)
-		}
+		s.countDamage(path, sc, q)
 		if cut > 0 {
 			s.m.truncatedBytes.Add(float64(cut))
 			s.m.truncations.Inc()
@@ -329,6 +322,103 @@ func (s *Spool) recoverSegment(path string, base uint64, newest bool, expect uin
 		seg.firstAt = time.Now()
 	}
 	return seg, nil
+}
+
+// countDamage counts and logs the records a repair replaced by
+// placeholders, if any.
+func (s *Spool) countDamage(path string, sc scanned, copyPath string) {
+	if len(sc.damaged) == 0 {
+		return
+	}
+	var lost uint64
+	spans := make([]string, len(sc.damaged))
+	for i, d := range sc.damaged {
+		lost += d.records
+		spans[i] = fmt.Sprintf("%d-%d", d.off, d.end)
+	}
+	s.m.corrupt.Add(float64(lost))
+	s.log.Error("spool: skipped damaged records in a segment; the records around them are kept",
+		"segment", filepath.Base(path), "records_lost", lost, "damaged_bytes", strings.Join(spans, ","),
+		"kept_records", sc.records-sc.placeholders, "copy", copyPath)
+}
+
+// repairClosed repairs a closed segment in which the named reader found
+// damage while running, as recovery does at start: a copy under
+// quarantine/, a placeholder for each damaged record, every other record
+// kept under its number. It reports whether the reader should reopen the
+// segment and read on at the same record: the repair succeeded, now or
+// when another reader found the damage first. Otherwise (an active or
+// deleted segment, a read error rather than damaged bytes, a failed repair,
+// or a second call for the same reader and segment, so that a disk
+// returning different bytes on each read cannot loop) the reader skips the
+// rest of the segment, as before.
+func (s *Spool) repairClosed(reader string, base uint64) bool {
+	s.repairMu.Lock()
+	defer s.repairMu.Unlock()
+	key := repairKey{reader, base}
+	if s.retried[key] {
+		return false
+	}
+	s.retried[key] = true
+	if s.repaired[base] {
+		return true
+	}
+	s.mu.Lock()
+	i := slices.IndexFunc(s.segs, func(g *segment) bool { return g.base == base })
+	if i < 0 || i == len(s.segs)-1 {
+		s.mu.Unlock()
+		return false
+	}
+	path, count := s.segs[i].path, s.segs[i].count
+	s.mu.Unlock()
+
+	b, err := s.fs.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	sc := scanSegment(b, false, count)
+	if len(sc.damaged) == 0 || sc.total() != count {
+		return false
+	}
+	q, err := s.quarantine(path, b)
+	if err != nil {
+		s.log.Error("spool: cannot repair a damaged segment", "segment", filepath.Base(path), "err", err)
+		return false
+	}
+	fixed := repair(b, sc)
+	tmp := path + ".repair"
+	if err := writeFileSync(s.fs, tmp, fixed); err != nil {
+		s.fs.Remove(tmp)
+		s.log.Error("spool: cannot repair a damaged segment", "segment", filepath.Base(path), "err", err)
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Under mu, so that deleteAcked cannot remove the segment in between
+	// and the rename bring it back.
+	i = slices.IndexFunc(s.segs, func(g *segment) bool { return g.base == base })
+	if i < 0 {
+		s.fs.Remove(tmp)
+		return false
+	}
+	if err := s.fs.Rename(tmp, path); err != nil {
+		s.fs.Remove(tmp)
+		s.log.Error("spool: cannot repair a damaged segment", "segment", filepath.Base(path), "err", err)
+		return false
+	}
+	if err := s.fs.SyncDir(s.opts.Dir); err != nil {
+		s.log.Error("spool: sync directory after a repair", "err", err)
+	}
+	s.bytes += int64(len(fixed)) - s.segs[i].size
+	s.segs[i].size = int64(len(fixed))
+	s.repaired[base] = true
+	s.countDamage(path, sc, q)
+	return true
+}
+
+type repairKey struct {
+	reader string
+	base   uint64
 }
 
 // quarantine keeps a copy of a damaged segment, as it was found, under
