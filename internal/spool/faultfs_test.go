@@ -180,7 +180,7 @@ func TestWriteAndSyncFailuresAreSticky(t *testing.T) {
 # HELP gotrack_spool_lag_events Events in the spool the sink has not acknowledged.
 # TYPE gotrack_spool_lag_events gauge
 gotrack_spool_lag_events{sink="log"} `+strconv.Itoa(accepted)+`
-# HELP gotrack_spool_appended_events_total Events appended to the spool.
+# HELP gotrack_spool_appended_events_total Events appended to the spool (stored; refused appends are not counted).
 # TYPE gotrack_spool_appended_events_total counter
 gotrack_spool_appended_events_total `+strconv.Itoa(accepted)+`
 `), "gotrack_spool_lag_events", "gotrack_spool_appended_events_total"); err != nil {
