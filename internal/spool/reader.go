@@ -258,6 +258,8 @@ func (r *Reader) closeFile() {
 
 // Ack records that the sink has taken the n records read since the last
 // Ack, persists the cursor, and lets the spool delete what no sink needs.
+// The cursor also passes the records Read skipped (placeholders, damage),
+// so n must be every event Read returned since the last Ack or Rewind.
 func (r *Reader) Ack(n int) error {
 	cursor := r.cursor.Add(uint64(n) + r.skipped)
 	r.skipped = 0
