@@ -274,7 +274,13 @@ func (s *Spool) recoverSegment(path string, base uint64, newest bool, expect uin
 	seg := &segment{base: base, path: path, count: sc.total()}
 	cut := len(b) - sc.tail
 	if len(sc.damaged) > 0 || sc.tail < len(b) {
-		q, err := s.quarantine(path, b)
+		// A torn tail alone costs a copy of the bytes cut, not of the whole
+		// segment: they are all that changes.
+		kept, suffix := b, ""
+		if len(sc.damaged) == 0 {
+			kept, suffix = b[sc.tail:], ".tail"
+		}
+		q, err := s.quarantine(path, suffix, kept)
 		if err != nil {
 			return nil, err
 		}
@@ -380,7 +386,7 @@ func (s *Spool) repairClosed(reader string, base uint64) bool {
 	if len(sc.damaged) == 0 || sc.total() != count {
 		return false
 	}
-	q, err := s.quarantine(path, b)
+	q, err := s.quarantine(path, "", b)
 	if err != nil {
 		s.log.Error("spool: cannot repair a damaged segment", "segment", filepath.Base(path), "err", err)
 		return false
@@ -422,15 +428,16 @@ type repairKey struct {
 }
 
 // quarantine keeps a copy of a damaged segment, as it was found, under
-// Dir/quarantine/ for an operator to inspect, and returns its path. The copy
-// is synced before recovery touches the segment. Quarantined copies are
+// Dir/quarantine/ for an operator to inspect (b is the whole segment, or
+// with suffix ".tail" the torn tail about to be cut), and returns its path.
+// The copy is synced before recovery touches the segment. Quarantined copies are
 // not counted in MaxBytes and are never deleted by GoTrack.
-func (s *Spool) quarantine(path string, b []byte) (string, error) {
+func (s *Spool) quarantine(path, suffix string, b []byte) (string, error) {
 	dir := filepath.Join(s.opts.Dir, "quarantine")
 	if err := s.fs.MkdirAll(dir, 0o750); err != nil {
 		return "", fmt.Errorf("spool: quarantine: %w", err)
 	}
-	q := filepath.Join(dir, fmt.Sprintf("%s.%s", filepath.Base(path), time.Now().UTC().Format("20060102T150405.000000000Z")))
+	q := filepath.Join(dir, fmt.Sprintf("%s%s.%s", filepath.Base(path), suffix, time.Now().UTC().Format("20060102T150405.000000000Z")))
 	if err := writeFileSync(s.fs, q, b); err != nil {
 		return "", fmt.Errorf("spool: quarantine %s: %w", filepath.Base(path), err)
 	}

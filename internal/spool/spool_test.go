@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -175,12 +176,14 @@ func TestTornTailIsTruncated(t *testing.T) {
 			s.Close()
 			seg := lastSegment(t, dir)
 			b, _ := os.ReadFile(seg)
-			os.WriteFile(seg, damage(b), 0o640)
+			damaged := damage(b)
+			os.WriteFile(seg, damaged, 0o640)
 
 			reg := prometheus.NewPedanticRegistry()
 			m, _ := NewMetrics(reg, []string{"log"})
 			s = open(t, dir, Options{Metrics: m})
 			defer s.Close()
+			left, _ := os.ReadFile(seg)
 			want := 10
 			if name == "bad CRC" {
 				want = 9 // the damaged last record is cut off
@@ -191,6 +194,13 @@ func TestTornTailIsTruncated(t *testing.T) {
 			}
 			if v := testutil.ToFloat64(m.truncations); v != 1 {
 				t.Errorf("truncations = %v, want 1", v)
+			}
+			q, _ := filepath.Glob(filepath.Join(dir, "quarantine", "*.tail.*"))
+			if len(q) != 1 {
+				t.Fatalf("quarantine holds %v; want one copy of the bytes cut", q)
+			}
+			if kept, _ := os.ReadFile(q[0]); !bytes.Equal(append(left, kept...), damaged) {
+				t.Errorf("the segment left (%d bytes) and the copy (%d bytes) are not the segment as found (%d bytes)", len(left), len(kept), len(damaged))
 			}
 			if err := s.Append(sinktest.Events(1)); err != nil { // and it goes on
 				t.Fatal(err)
