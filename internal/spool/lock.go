@@ -44,9 +44,11 @@ func lockDir(dir string, exclusive bool) (*os.File, error) {
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("spool: lock %s: %w", dir, err)
 		}
-		holder := "PID unknown"
+		// lock.pid names the last GoTrack that held the lock; if that
+		// process is gone, the holder now is another, such as a verify.
+		holder := "PID unknown; gotrack spool verify, perhaps"
 		if b, rerr := os.ReadFile(filepath.Join(dir, pidFile)); rerr == nil {
-			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 {
+			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil && pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH {
 				holder = "PID " + strconv.Itoa(pid)
 			}
 		}

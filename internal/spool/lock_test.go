@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -117,6 +118,21 @@ func TestLockAcrossProcesses(t *testing.T) {
 	h.cmd.Wait()
 	s = open(t, dir, Options{}) // the kernel released the killed holder's lock
 	s.Close()
+
+	// lock.pid still names the killed process; a shared holder (a verify)
+	// must not be reported as that dead PID.
+	dead := strconv.Itoa(h.cmd.Process.Pid)
+	os.WriteFile(filepath.Join(dir, pidFile), []byte(dead+"\n"), 0o640)
+	shared, err := lockDir(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer shared.Close()
+	_, err = Open(Options{Dir: dir, MaxBytes: 1 << 20, Readers: []string{"log"}, Sync: Sync{Always: true}})
+	if !errors.Is(err, ErrLocked) || strings.Contains(err.Error(), "PID "+dead) {
+		t.Errorf("Open while a verify holds the lock: %v; want ErrLocked without the dead PID %s", err, dead)
+	}
+	t.Log(err)
 }
 
 // TestLockInProcess: a flock is per open file, so a second Open in one
