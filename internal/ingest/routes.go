@@ -26,10 +26,11 @@ type Pipeline interface {
 
 // Options are the request limits and the CORS policy.
 type Options struct {
+	RoutePrefix string // ROUTE_PREFIX: serve every route under it; see underPrefix
+
 	MaxBodyBytes   int64
 	MaxBatchEvents int
 	CORSOrigins    []string // empty allows any origin, without credentials
-	RoutePrefix    string   // ROUTE_PREFIX: serve every route under it; see underPrefix
 }
 
 // Routes is every route of the ingest listener, with the statuses it is
