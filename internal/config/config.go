@@ -159,6 +159,13 @@ func settings(c *Config) []setting {
 	var bodyBytes, rotateMB int
 
 	add("SERVER_ADDR", ":19890", "address of the ingest listener (/px.gif, /collect, /healthz, /readyz)", str(&c.ServerAddr))
+	add("ROUTE_PREFIX", "", "path prefix, such as /a7x, under which every ingest route and /gotrack.js are served (health checks stay at the root too)", func(v string) error {
+		if !ingest.ValidRoutePrefix(v) {
+			return errors.New("is not a path prefix like /a7x (a leading slash, no trailing one, letters, digits and - _ . ~)")
+		}
+		c.RoutePrefix = v
+		return nil
+	})
 	add("OUTPUTS", "log", "comma list of sinks: log, postgres, kafka", list(&c.Outputs))
 	add("LOG_PATH", "./events.ndjson", "NDJSON file of the log sink; - for standard output", str(&c.Log.Path))
 	add("LOG_FSYNC", "batch", "when the log sink fsyncs: batch (before a batch counts as written), interval (each second), never", func(v string) (err error) {
@@ -182,13 +189,6 @@ func settings(c *Config) []setting {
 	})
 	add("MAX_BATCH_EVENTS", "500", "most events in one /collect array", integer(&c.MaxBatchEvents, 1, 100000))
 	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", list(&c.CORSOrigins))
-	add("ROUTE_PREFIX", "", "path prefix, such as /a7x, under which every ingest route and /gotrack.js are served (health checks stay at the root too)", func(v string) error {
-		if !ingest.ValidRoutePrefix(v) {
-			return errors.New("is not a path prefix like /a7x (a leading slash, no trailing one, letters, digits and - _ . ~)")
-		}
-		c.RoutePrefix = v
-		return nil
-	})
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)
