@@ -124,9 +124,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return errors.Join(err, closeSinks(outputs))
 	}
 	handler, err := ingest.NewHandler(ingest.Options{
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		MaxBatchEvents: cfg.MaxBatchEvents,
-		CORSOrigins:    cfg.CORSOrigins,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxBatchEvents:   cfg.MaxBatchEvents,
+		CORSOrigins:      cfg.CORSOrigins,
+		MaxInflightBytes: cfg.MaxInflightBytes,
 	}, norm, pipe, reg, log)
 	if err != nil {
 		return err
@@ -152,6 +153,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return errors.Join(err, closeSinks(outputs))
 	}
 
+	ln = ingest.LimitListener(ln, cfg.MaxConnections)
 	pipe.Start()
 	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
 	serveErr := make(chan error, 1)
