@@ -58,7 +58,9 @@ func TestFromQueryErrors(t *testing.T) {
 		{"e=bad%20type", "type"},
 		{"e=" + strings.Repeat("a", MaxTypeLen+1), "type"},
 		{"url=" + strings.Repeat("a", MaxURLLen+1), "url"},
-		{"title=%ff%fe", "title"},
+		{"title=a%00b", "title"},
+		{"url=%00", "url"},
+		{"p.k=a%00", "p.k"},
 		{"uid=a%0Ab", "visitor_id"},
 		{"eid=not-a-uuid", "event_id"},
 		{"eid=00000000-0000-0000-0000-000000000000", "event_id"},
@@ -71,6 +73,37 @@ func TestFromQueryErrors(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Field != tc.field {
 			t.Errorf("FromQuery(%q) = %v, want an error on field %q", tc.query, err, tc.field)
 		}
+	}
+}
+
+// TestCanonicalText: invalid text becomes U+FFFD, as encoding/json decodes
+// it, the same way in the pixel's fields, its p.* properties, and the
+// strings of /collect, props included; what is valid is kept as sent.
+func TestCanonicalText(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	px, err := n.FromQuery("title=a%ffb&url=https://x.example/%C3%A9%fe&p.k=%ff&p.%fe=v", Meta{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if px.Title != "a\uFFFDb" || px.URL != "https://x.example/\u00e9\uFFFD" {
+		t.Errorf("pixel title %q, url %q", px.Title, px.URL)
+	}
+	if got, want := string(px.Props), `{"k":"\ufffd","\ufffd":"v"}`; got != want {
+		t.Errorf("pixel props = %s, want %s", got, want)
+	}
+	col, err := n.FromJSON([]byte(`{"type":"x","title":"a\ud800b","props":{"k":"\udc00","p":"\ud83d\ude00","l":["\ud800\ud83d\ude00"],"n":[1e308,0.0,-0e-5,12345678901234567890123]}}`), Meta{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if col.Title != "a\uFFFDb" {
+		t.Errorf("collect title %q", col.Title)
+	}
+	if got, want := string(col.Props), `{"k":"\ufffd","p":"\ud83d\ude00","l":["\ufffd\ud83d\ude00"],"n":[1e308,0.0,-0e-5,12345678901234567890123]}`; got != want {
+		t.Errorf("collect props = %s, want %s", got, want)
+	}
+	var v any
+	if err := json.Unmarshal(col.JSON(), &v); err != nil {
+		t.Errorf("the event's JSON does not decode: %v", err)
 	}
 }
 
@@ -92,7 +125,11 @@ func TestFromJSON(t *testing.T) {
 func TestFromJSONErrors(t *testing.T) {
 	n := mustNormalizer(t, Policy{})
 	deep := `{"type":"x","props":{"a":{"b":{"c":{"d":{}}}}}}`
-	many := `{"type":"x","props":{` + strings.Repeat(`"k":1,`, MaxPropsKeys) + `"z":1}}`
+	var manyKeys strings.Builder
+	for i := range MaxPropsKeys {
+		fmt.Fprintf(&manyKeys, `"k%d":1,`, i)
+	}
+	many := `{"type":"x","props":{` + manyKeys.String() + `"z":1}}`
 	big := `{"type":"x","props":{"k":"` + strings.Repeat("a", MaxPropsBytes) + `"}}`
 	for _, tc := range []struct{ body, field string }{
 		{`{}`, "type"},
@@ -107,6 +144,25 @@ func TestFromJSONErrors(t *testing.T) {
 		{big, "props"},
 		{`{"type":"x","visitor_id":"` + strings.Repeat("v", MaxIDLen+1) + `"}`, "visitor_id"},
 		{`[1]`, "event"},
+		// What PostgreSQL's jsonb or text columns refuse is refused here,
+		// naming the field, so that no sink is handed what it cannot store.
+		{`{"type":"x","title":"a\u0000b"}`, "title"},
+		{`{"type":"x","url":"\u0000"}`, "url"},
+		{`{"type":"x","referrer":"\u0000"}`, "referrer"},
+		{`{"type":"x","props":{"k":"\u0000"}}`, "props"},
+		{`{"type":"x","props":{"\u0000":1}}`, "props"},
+		{`{"type":"x","props":{"k":[{"j":"\u0000"}]}}`, "props"},
+		{`{"type":"x","props":{"n":1e999999}}`, "props"},
+		{`{"type":"x","props":{"n":-1e-999999}}`, "props"},
+		{`{"type":"x","props":{"n":0e-999999}}`, "props"},
+		{`{"type":"x","props":{"n":1e-400}}`, "props"},
+		// Keys given twice are refused, naming the key.
+		{`{"type":"x","type":"y"}`, "type"},
+		{`{"type":"x","title":"a","title":"b"}`, "title"},
+		{`{"type":"x","typ\u0065":"y"}`, "type"},
+		{`{"type":"x","props":{},"props":{}}`, "props"},
+		{`{"type":"x","props":{"k":1,"k":2}}`, "props"},
+		{`{"type":"x","props":{"o":{"k":1,"\u006b":2}}}`, "props"},
 	} {
 		_, err := n.FromJSON([]byte(tc.body), Meta{Now: now})
 		var fe *FieldError
