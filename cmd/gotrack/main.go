@@ -153,9 +153,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return errors.Join(err, closeSinks(outputs))
 	}
 
-	ln = ingest.LimitListener(ln, cfg.MaxConnections)
 	pipe.Start()
 	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
+	ln = ingest.LimitListener(ln, cfg.MaxConnections, srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 

@@ -153,4 +153,3 @@ func fuzzCorpus(t *testing.T) []string {
 	}
 	return out
 }
-

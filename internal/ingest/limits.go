@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 )
@@ -10,7 +11,7 @@ import (
 // MAX_CONNECTIONS.
 const (
 	DefaultMaxInflightBytes = 64 << 20
-	DefaultMaxConnections   = 4096
+	DefaultMaxConnections   = 2048
 )
 
 // budget bounds the request body bytes that /collect holds in memory at
@@ -82,15 +83,40 @@ func (p *bufPools) put(b *bodyBuf) {
 	p.pools[b.class].Put(b)
 }
 
-// LimitListener returns a listener that keeps at most n connections from ln
-// open at once (MAX_CONNECTIONS). At the limit Accept waits for one to close:
-// the connections beyond it wait in the kernel's accept backlog, where they
-// cost GoTrack no memory, and are served in turn. n <= 0 means no limit.
-func LimitListener(ln net.Listener, n int) net.Listener {
+// LimitListener returns a listener that lets srv serve at most n
+// connections from ln at once (MAX_CONNECTIONS). When a client connects at
+// the limit, an idle keep-alive connection of srv's is closed to make room
+// (HTTP clients reopen such a connection, as they do after IdleTimeout);
+// only when every connection is busy does the new one wait, accepted, for
+// one to close, and the ones after it wait in the kernel's accept backlog,
+// where they cost GoTrack no memory. It sets srv.ConnState, keeping any
+// hook already there. n <= 0 means no limit.
+func LimitListener(ln net.Listener, n int, srv *http.Server) net.Listener {
 	if n <= 0 {
 		return ln
 	}
-	return &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{})}
+	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}),
+		idle: map[net.Conn]struct{}{}, becameIdle: make(chan struct{}, 1)}
+	next := srv.ConnState
+	srv.ConnState = func(c net.Conn, state http.ConnState) {
+		l.mu.Lock()
+		if state == http.StateIdle {
+			l.idle[c] = struct{}{}
+		} else {
+			delete(l.idle, c)
+		}
+		l.mu.Unlock()
+		if state == http.StateIdle {
+			select {
+			case l.becameIdle <- struct{}{}:
+			default:
+			}
+		}
+		if next != nil {
+			next(c, state)
+		}
+	}
+	return l
 }
 
 type limitListener struct {
@@ -98,20 +124,50 @@ type limitListener struct {
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	mu         sync.Mutex
+	idle       map[net.Conn]struct{} // keep-alive connections between requests
+	becameIdle chan struct{}         // a connection has become idle
 }
 
+// Accept takes the next connection from the kernel first, so that it
+// closes an idle connection only for a client that is really waiting.
 func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
 	c, err := l.Listener.Accept()
 	if err != nil {
-		<-l.slots
 		return nil, err
 	}
-	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+	for {
+		select {
+		case l.slots <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+		}
+		l.closeIdle()
+		select {
+		case l.slots <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+		case <-l.becameIdle: // close it, and try again
+		case <-l.done:
+			c.Close()
+			return nil, net.ErrClosed
+		}
+	}
+}
+
+// closeIdle closes one idle connection, if there is one, to free its slot.
+func (l *limitListener) closeIdle() {
+	l.mu.Lock()
+	var victim net.Conn
+	for c := range l.idle {
+		victim = c
+		delete(l.idle, c)
+		break
+	}
+	l.mu.Unlock()
+	if victim != nil {
+		victim.Close()
+	}
 }
 
 func (l *limitListener) Close() error {

@@ -148,45 +148,88 @@ func TestBodyClassesGrowWithoutGarbage(t *testing.T) {
 	}
 }
 
+// TestLimitListener: at MAX_CONNECTIONS an idle keep-alive connection is
+// closed to make room; when every connection is busy, the next one waits
+// until one is done, and is then served.
 func TestLimitListener(t *testing.T) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := LimitListener(inner, 2)
-	defer ln.Close()
-	accepted := make(chan net.Conn, 3)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
+	release, entered := make(chan struct{}), make(chan struct{}, 2)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			entered <- struct{}{}
+			<-release
 		}
-	}()
-	for range 3 {
-		c, err := net.Dial("tcp", inner.Addr().String())
+		io.WriteString(w, "ok")
+	})}
+	ln := LimitListener(inner, 2, srv)
+	go srv.Serve(ln)
+	defer srv.Close()
+	addr := inner.Addr().String()
+
+	get := func(c net.Conn, path string) error {
+		c.SetDeadline(time.Now().Add(30 * time.Second)) // a bound on a failure, not a timing assertion
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
+		t.Cleanup(func() { c.Close() })
+		return c
 	}
-	first, second := <-accepted, <-accepted
+
+	// One keep-alive connection left idle, one busy: a third client is
+	// served by closing the idle one.
+	idle := dial()
+	if err := get(idle, "/"); err != nil {
+		t.Fatal(err)
+	}
+	busy := dial()
+	busyDone := make(chan error, 1)
+	go func() { busyDone <- get(busy, "/block") }()
+	third := dial()
+	if err := get(third, "/"); err != nil {
+		t.Fatalf("third connection at the limit, with one idle: %v", err)
+	}
+	if err := get(idle, "/"); err == nil {
+		t.Error("the idle connection was not closed to make room")
+	}
+
+	// Now both slots are busy (third is idle: block on it too): a fourth
+	// client waits, and is served once one is done.
+	thirdDone := make(chan error, 1)
+	go func() { thirdDone <- get(third, "/block") }()
+	<-entered
+	<-entered // both are busy, neither idle
+	fourth := dial()
+	fourthDone := make(chan error, 1)
+	go func() { fourthDone <- get(fourth, "/") }()
 	select {
-	case <-accepted:
-		t.Fatal("a third connection was accepted while two were open")
-	case <-time.After(100 * time.Millisecond): // a bound on waiting for what must not happen
+	case err := <-fourthDone:
+		t.Fatalf("a fourth connection was served while two were busy (%v)", err)
+	case <-time.After(200 * time.Millisecond): // a bound on waiting for what must not happen
 	}
-	first.Close()
-	first.Close() // closing twice frees one slot, not two
-	if third := <-accepted; third == nil {
-		t.Fatal("the third connection was not accepted once one closed")
+	close(release)
+	if err := <-busyDone; err != nil {
+		t.Fatal(err)
 	}
-	second.Close()
-	ln.Close()
-	for range accepted {
+	if err := <-thirdDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-fourthDone; err != nil {
+		t.Fatalf("fourth connection, once the others were done: %v", err)
 	}
 }
 
