@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var now = time.Date(2026, 11, 22, 10, 30, 0, 123456789, time.UTC)
@@ -386,6 +389,104 @@ func FuzzAppendReceivedAt(f *testing.F) {
 		want := tm.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
 		if got := appendReceivedAt(nil, tm); string(got) != string(want) {
 			t.Fatalf("appendReceivedAt(%v) = %s, want %s", tm, got, want)
+		}
+	})
+}
+
+// loneSurrogate reports whether valid JSON text holds a \u escape of a
+// surrogate that is not part of a high-low pair.
+func loneSurrogate(b []byte) bool {
+	pendingHigh := false
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			if pendingHigh {
+				return true
+			}
+			continue
+		}
+		i++
+		if b[i] != 'u' {
+			if pendingHigh {
+				return true
+			}
+			continue
+		}
+		r, _ := strconv.ParseUint(string(b[i+1:i+5]), 16, 32)
+		i += 4
+		switch {
+		case r >= 0xD800 && r < 0xDC00:
+			if pendingHigh {
+				return true
+			}
+			pendingHigh = true
+		case r >= 0xDC00 && r <= 0xDFFF:
+			if !pendingHigh {
+				return true
+			}
+			pendingHigh = false
+		default:
+			if pendingHigh {
+				return true
+			}
+		}
+	}
+	return pendingHigh
+}
+
+// hasNUL reports whether a decoded JSON value holds a NUL character in a
+// string or a key.
+func hasNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.IndexByte(v, 0) >= 0
+	case []any:
+		return slices.ContainsFunc(v, hasNUL)
+	case map[string]any:
+		for k, x := range v {
+			if strings.IndexByte(k, 0) >= 0 || hasNUL(x) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// FuzzFromJSONStorable: whatever FromJSON accepts encodes as what every
+// sink can store: JSON that encoding/json decodes, with no NUL character,
+// no lone surrogate escape, and no number beyond a float64.
+func FuzzFromJSONStorable(f *testing.F) {
+	for _, s := range []string{`"\u0000"`, `"\ud800"`, `"\udc00\ud800"`, `"\ud83d\ude00"`, `1e999999`, `-1e-400`, `0e-999999`,
+		`{"a":1,"a":2}`, `{"a":{"\u0061":1,"a":2}}`, `[1e308,0.5,"x"]`, `{"k":"\\u0000"}`} {
+		f.Add(s)
+	}
+	n, err := NewNormalizer(Policy{IPMode: IPFull})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, raw := range []string{
+			`{"type":"x","props":{"v":` + v + `}}`,
+			`{"type":"x","props":` + v + `}`,
+			`{"type":"x","title":` + v + `,"url":` + v + `}`,
+		} {
+			if !json.Valid([]byte(raw)) || !utf8.ValidString(raw) {
+				continue
+			}
+			e, err := n.FromJSON([]byte(raw), Meta{Now: now})
+			if err != nil {
+				continue
+			}
+			out := e.JSON()
+			var decoded any
+			if err := json.Unmarshal(out, &decoded); err != nil {
+				t.Fatalf("%s accepted as %s, which encoding/json refuses: %v", raw, out, err)
+			}
+			if hasNUL(decoded) {
+				t.Fatalf("%s accepted with a NUL: %s", raw, out)
+			}
+			if loneSurrogate(out) {
+				t.Fatalf("%s accepted with a lone surrogate: %s", raw, out)
+			}
 		}
 	})
 }
