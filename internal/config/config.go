@@ -36,16 +36,17 @@ var knownOutputs = []string{OutputLog, OutputPostgres, OutputKafka}
 
 // Config is every setting, parsed.
 type Config struct {
-	ServerAddr     string
-	Outputs        []string
-	MaxBatchEvents int
-	MaxBodyBytes   int64
+	ServerAddr      string
+	Outputs         []string
+	MaxBatchEvents  int
+	MaxBodyBytes    int64
+	CORSOrigins     []string // empty means any origin
+	ShutdownTimeout time.Duration
+
 	// MaxInflightBytes and MaxConnections bound the ingest listener's
 	// memory; see ingest.Options and ingest.LimitListener.
 	MaxInflightBytes int64
 	MaxConnections   int
-	CORSOrigins      []string // empty means any origin
-	ShutdownTimeout  time.Duration
 
 	Privacy event.Policy
 
