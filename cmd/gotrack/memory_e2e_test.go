@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gotrack/gotrack/internal/ingest"
 )
 
 // peakRSSLimit is the floor issue 11 sets for the stalled-body attacks.
@@ -202,4 +204,78 @@ func raiseFileLimit(t *testing.T, n uint64) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestMemoryBoundedUnderStalledHeaders backs MAX_CONNECTIONS' default: as
+// many connections as it allows each send 30 KiB of headers, just under
+// the 32 KiB limit, and stall. Peak RSS must stay under 256 MiB.
+func TestMemoryBoundedUnderStalledHeaders(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens MAX_CONNECTIONS (2,048) connections; not in -short")
+	}
+	const conns = ingest.DefaultMaxConnections
+	raiseFileLimit(t, conns+256)
+	p := startGotrack(t)
+	_, port, _ := net.SplitHostPort(p.ingest)
+	req := []byte("GET /px.gif HTTP/1.1\r\nHost: gotrack\r\nX-Pad: " + strings.Repeat("p", 30<<10) + "\r\n")
+
+	var open []net.Conn
+	t.Cleanup(func() {
+		for _, c := range open {
+			c.Close()
+		}
+	})
+	for range conns {
+		c, err := net.Dial("tcp", p.ingest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every byte sent has been read by the server (or its connection
+	// closed) once no server-side socket has bytes waiting.
+	deadline := time.Now().Add(2 * time.Minute)
+	for waiting := unreadSockets(t, port); waiting > 0; waiting = unreadSockets(t, port) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still have unread bytes", waiting)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	hwm := peakRSS(t, p.cmd.Process.Pid)
+	t.Logf("%d connections with 30 KiB of headers each: peak RSS %.1f MiB", conns, float64(hwm)/(1<<20))
+	if hwm > peakRSSLimit {
+		t.Errorf("peak RSS %d MiB, want at most %d MiB", hwm>>20, peakRSSLimit>>20)
+	}
+}
+
+// unreadSockets counts the TCP sockets on local port port (the server's
+// side) with bytes in their receive queue, from /proc/net/tcp and tcp6.
+func unreadSockets(t *testing.T, port string) int {
+	t.Helper()
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := fmt.Sprintf(":%04X", p)
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(b)) {
+			fields := strings.Fields(line)
+			if len(fields) < 5 || !strings.HasSuffix(fields[1], suffix) {
+				continue
+			}
+			_, rx, _ := strings.Cut(fields[4], ":") // tx_queue:rx_queue
+			if strings.Trim(rx, "0") != "" {
+				n++
+			}
+		}
+	}
+	return n
 }

@@ -192,3 +192,13 @@ func (c *limitConn) Close() error {
 const (
 	ShedInflightBytes = "inflight_bytes" // MAX_INFLIGHT_BYTES was spent
 )
+
+// CloseWrite lets net/http half-close the connection before it closes it
+// whole, as it does with a bare TCP connection, so that a client still
+// sending a body it will not read gets the answer rather than a reset.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
