@@ -211,7 +211,7 @@ func raiseFileLimit(t *testing.T, n uint64) {
 // the 32 KiB limit, and stall. Peak RSS must stay under 256 MiB.
 func TestMemoryBoundedUnderStalledHeaders(t *testing.T) {
 	if testing.Short() {
-		t.Skip("opens MAX_CONNECTIONS (2,048) connections; not in -short")
+		t.Skip("opens MAX_CONNECTIONS (1,024) connections; not in -short")
 	}
 	const conns = ingest.DefaultMaxConnections
 	raiseFileLimit(t, conns+256)

@@ -191,7 +191,7 @@ func settings(c *Config) []setting {
 		c.MaxInflightBytes = int64(n)
 		return nil
 	})
-	add("MAX_CONNECTIONS", "2048", "most ingest connections open at once; at the limit an idle keep-alive one is closed to make room, or else new ones wait in the kernel's accept backlog", integer(&c.MaxConnections, 1, 1<<20))
+	add("MAX_CONNECTIONS", "1024", "most ingest connections open at once; at the limit an idle keep-alive one is closed to make room, or else new ones wait in the kernel's accept backlog", integer(&c.MaxConnections, 1, 1<<20))
 	add("MAX_BATCH_EVENTS", "500", "most events in one /collect array", integer(&c.MaxBatchEvents, 1, 100000))
 	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", list(&c.CORSOrigins))
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))

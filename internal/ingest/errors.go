@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
@@ -89,19 +90,23 @@ func answer(err error) reply {
 	return reply{status: http.StatusServiceUnavailable, msg: "events could not be stored; retry later", retryAfter: retryLong, failed: true}
 }
 
-// writeError answers err as JSON, with the status answer gives it, and
-// reports what answer said. body, when not nil, is the response to send
+// writeError answers err to r as JSON, with the status answer gives it,
+// and reports what answer said. body, when not nil, is the response to send
 // instead of {"error": msg}; its Error field is set to msg.
-func writeError(w http.ResponseWriter, err error, body *collectResponse) reply {
+//
+// A refused request that carries a body closes its connection, and net/http
+// is told to stop reading it: otherwise, after the answer, net/http would
+// wait to drain what is left of the body, up to ReadTimeout, from a client
+// that may be stalling on purpose, holding a connection slot all that time.
+func writeError(w http.ResponseWriter, r *http.Request, err error, body *collectResponse) reply {
 	rp := answer(err)
 	h := w.Header()
 	if rp.retryAfter != nil {
 		h["Retry-After"] = rp.retryAfter
 	}
-	if err == errShed {
-		// The body was not read: close the connection rather than let
-		// net/http wait to drain it from a client that may be stalling.
+	if r.ContentLength != 0 {
 		h["Connection"] = connClose
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // fails only under a writer that cannot; then ReadTimeout bounds the wait
 	}
 	if body != nil {
 		body.Error = rp.msg

@@ -151,13 +151,13 @@ type itemError struct {
 func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 	resp, events, err := s.readEvents(w, r)
 	if err != nil {
-		writeError(w, err, resp)
+		writeError(w, r, err, resp)
 		s.countShed(err)
 		return
 	}
 	if resp.Dropped == 0 {
 		if err := s.pipe.Submit(events); err != nil {
-			if writeError(w, err, nil).failed {
+			if writeError(w, r, err, nil).failed {
 				s.log.Error("submit failed", "err", err)
 			}
 			return
@@ -385,7 +385,7 @@ func (s *server) cors(w http.ResponseWriter, r *http.Request) bool {
 
 func (s *server) preflight(w http.ResponseWriter, r *http.Request) {
 	if !s.cors(w, r) {
-		writeError(w, refuse(kindOrigin, "origin is not allowed (CORS_ORIGINS)"), nil)
+		writeError(w, r, refuse(kindOrigin, "origin is not allowed (CORS_ORIGINS)"), nil)
 		return
 	}
 	h := w.Header()
@@ -414,11 +414,11 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 		allow = "POST, OPTIONS"
 	}
 	w.Header().Set("Allow", allow)
-	writeError(w, refuse(kindMethod, "method "+r.Method+" is not allowed here; use "+allow), nil)
+	writeError(w, r, refuse(kindMethod, "method "+r.Method+" is not allowed here; use "+allow), nil)
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, refuse(kindNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /healthz and /readyz"), nil)
+	writeError(w, r, refuse(kindNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /healthz and /readyz"), nil)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -11,7 +11,7 @@ import (
 // MAX_CONNECTIONS.
 const (
 	DefaultMaxInflightBytes = 64 << 20
-	DefaultMaxConnections   = 2048
+	DefaultMaxConnections   = 1024
 )
 
 // budget bounds the request body bytes that /collect holds in memory at

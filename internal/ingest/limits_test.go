@@ -310,3 +310,43 @@ func TestAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedBodyClosesAtOnce: a request refused before its body is read
+// (shed, too large, wrong type) gets its answer and its connection closed
+// at once, even if the client stalls mid-body; net/http would otherwise
+// wait up to ReadTimeout (15s) to drain the body, holding a connection
+// slot. The client waits 10s at most, so a server that drains fails.
+func TestRefusedBodyClosesAtOnce(t *testing.T) {
+	f := newFixture(t, event.Policy{}, Options{MaxBodyBytes: 64 << 10, MaxInflightBytes: 100 << 10})
+	addr := f.serve(t)
+	for _, tc := range []struct {
+		name, head string
+		status     int
+	}{
+		{"too large", "Content-Type: application/json\r\nContent-Length: 100000", 413},
+		{"wrong type", "Content-Type: text/html\r\nContent-Length: 1000", 415},
+		{"chunked, wrong type", "Content-Type: text/html\r\nTransfer-Encoding: chunked", 415},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "POST /collect HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n", tc.head) // and no body: the client stalls
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != tc.status || !resp.Close {
+				t.Errorf("%d, Connection: close %v", resp.StatusCode, resp.Close)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("after the answer, the connection is not closed: %v", err)
+			}
+		})
+	}
+}

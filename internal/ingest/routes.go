@@ -113,12 +113,12 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 func guard(mux http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !cleanPath(r.URL.Path) && r.Method != http.MethodConnect {
-			writeError(w, refuse(kindNotFound, "no such endpoint; the path is not in canonical form (no //, /./ or /../)"), nil)
+			writeError(w, r, refuse(kindNotFound, "no such endpoint; the path is not in canonical form (no //, /./ or /../)"), nil)
 			return
 		}
 		if headerBytes(r) > MaxHeaderBytes {
 			w.Header()["Connection"] = connClose
-			writeError(w, refuse(kindHeaderTooLarge, fmt.Sprintf("request headers are larger than %d bytes", MaxHeaderBytes)), nil)
+			writeError(w, r, refuse(kindHeaderTooLarge, fmt.Sprintf("request headers are larger than %d bytes", MaxHeaderBytes)), nil)
 			return
 		}
 		mux.ServeHTTP(w, r)
