@@ -98,13 +98,14 @@ func answer(err error) reply {
 // is told to stop reading it: otherwise, after the answer, net/http would
 // wait to drain what is left of the body, up to ReadTimeout, from a client
 // that may be stalling on purpose, holding a connection slot all that time.
+// r is nil when the body was read to its end: the connection then stays.
 func writeError(w http.ResponseWriter, r *http.Request, err error, body *collectResponse) reply {
 	rp := answer(err)
 	h := w.Header()
 	if rp.retryAfter != nil {
 		h["Retry-After"] = rp.retryAfter
 	}
-	if r.ContentLength != 0 {
+	if r != nil && r.ContentLength != 0 {
 		h["Connection"] = connClose
 		_ = http.NewResponseController(w).SetReadDeadline(time.Now()) // fails only under a writer that cannot; then ReadTimeout bounds the wait
 	}

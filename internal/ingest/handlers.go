@@ -157,7 +157,7 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 	}
 	if resp.Dropped == 0 {
 		if err := s.pipe.Submit(events); err != nil {
-			if writeError(w, r, err, nil).failed {
+			if writeError(w, nil, err, nil).failed { // the body was read to its end
 				s.log.Error("submit failed", "err", err)
 			}
 			return
