@@ -44,6 +44,19 @@ type Options struct {
 	MaxBodyBytes   int64    // MAX_BODY_BYTES; caps Segment's own limits when smaller
 	MaxBatchEvents int      // MAX_BATCH_EVENTS: most messages in one batch
 	CORSOrigins    []string // empty allows any origin, without credentials
+
+	// Budget, when set, is the bound on request body bytes held in memory
+	// across all requests (MAX_INFLIGHT_BYTES), shared with /collect. Each
+	// request is charged its largest possible body before reading it, and
+	// shed with a 503 when that does not fit; Shed then counts it.
+	Budget Budget
+	Shed   func()
+}
+
+// Budget is a shared bound on bytes held in memory.
+type Budget interface {
+	Take(n int64) bool // reports whether n more bytes fit, and charges them if so
+	Give(n int64)      // gives back what Take charged
 }
 
 // calls maps each route's last path element, long and short, to its call
@@ -141,6 +154,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		limit = MaxBatchBytes
 	}
 	limit = min(limit, h.opts.MaxBodyBytes)
+	if b := h.opts.Budget; b != nil {
+		if !b.Take(limit) {
+			if h.opts.Shed != nil {
+				h.opts.Shed()
+			}
+			hd := w.Header()
+			hd.Set("Retry-After", "1")
+			hd.Set("Connection", "close") // the body is left unread
+			writeError(w, http.StatusServiceUnavailable, "too many request bytes in flight (MAX_INFLIGHT_BYTES); retry later")
+			return
+		}
+		defer b.Give(limit)
+	}
 	body, msg := readBody(w, r, limit)
 	if msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
