@@ -42,6 +42,9 @@ type Config struct {
 	MaxBodyBytes    int64
 	CORSOrigins     []string // empty means any origin
 	ShutdownTimeout time.Duration
+	// ShutdownDrainDelay is how long /readyz answers 503 while the
+	// listener still serves, before the stop; part of ShutdownTimeout.
+	ShutdownDrainDelay time.Duration
 
 	Privacy event.Policy
 
@@ -238,6 +241,7 @@ func settings(c *Config) []setting {
 	add("PUSHGATEWAY_PASSWORD_FILE", "", "file holding the Pushgateway basic auth password", str(&c.Pushgateway.PasswordFile))
 	add("DEAD_LETTER_PATH", "./dead-letter.ndjson", "NDJSON file for events a sink rejects or cannot take before the shutdown deadline", str(&c.DeadLetterPath))
 	add("SHUTDOWN_TIMEOUT", "30s", "on SIGTERM/SIGINT: time to finish requests, drain queues and close sinks", duration(&c.ShutdownTimeout, time.Second, time.Hour))
+	add("SHUTDOWN_DRAIN_DELAY", "0s", "on SIGTERM/SIGINT: time /readyz answers 503 while requests are still served, before the stop; part of SHUTDOWN_TIMEOUT", duration(&c.ShutdownDrainDelay, 0, time.Hour))
 	add("LOG_FORMAT", "json", "format of GoTrack's own logs on stderr: json or text", func(v string) error {
 		if v != "json" && v != "text" {
 			return errors.New("is not json or text")
@@ -381,6 +385,9 @@ func (c *Config) check() []error {
 	}
 	if seen[OutputKafka] {
 		errs = append(errs, checkKafka(c.Kafka)...)
+	}
+	if c.ShutdownDrainDelay > 0 && c.ShutdownDrainDelay >= c.ShutdownTimeout {
+		bad("SHUTDOWN_DRAIN_DELAY=%s is not shorter than SHUTDOWN_TIMEOUT=%s, which bounds the whole stop, drain delay included", c.ShutdownDrainDelay, c.ShutdownTimeout)
 	}
 	if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
 		bad("SERVER_ADDR=%q is not host:port: %v", c.ServerAddr, err)

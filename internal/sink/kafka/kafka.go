@@ -239,6 +239,12 @@ func mechanism(o Options) (sasl.Mechanism, error) {
 	return nil, fmt.Errorf("kafka: unknown SASL mechanism %q", o.SASLMechanism)
 }
 
+// Policy declares that the sink is not idempotent: records are keyed (by
+// event_id by default), but a batch retried after a timeout or a broker
+// failure is produced again, and consumers see it twice. Consumers that
+// need exactly once deduplicate by event_id.
+func (s *Sink) Policy() sink.Policy { return sink.Policy{} }
+
 // WriteBatch produces the batch and waits until every record is
 // acknowledged (or, with acks none, sent). Records the brokers refuse for
 // their content (too large, invalid) come back as permanent failures in a
