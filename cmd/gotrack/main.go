@@ -82,8 +82,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // startHooks let tests fail a start after any step and see what it opened.
 type startHooks struct {
 	fail   func(step string) error
-	opened func(outputs []pipeline.Output, sp *spool.Spool)
+	opened func(outputs []pipeline.Output, sp *spool.Spool) // after the sinks, and after the spool
 }
+
+// startSteps names the steps of a start, in order, as startHooks.fail sees them.
+var startSteps = []string{"sinks", "pipeline metrics", "spool", "pipeline", "handler", "metrics listener", "ingest listener"}
 
 func (h startHooks) after(step string) error {
 	if h.fail == nil {
@@ -130,9 +133,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		pipe    *pipeline.Pipeline
 		metrics *telemetry.MetricsServer
 		ln      net.Listener
+		started bool // from then on, shutdown closes everything
 	)
 	defer func() {
-		if err == nil {
+		if err == nil || started {
 			return
 		}
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -162,6 +166,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 
 	outputs, err = openSinks(ctx, cfg, reg)
+	if err == nil && hooks.opened != nil {
+		hooks.opened(outputs, nil)
+	}
 	if err := step("sinks", err); err != nil {
 		return err
 	}
@@ -180,13 +187,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 			sp, err = spool.Open(spool.Options{Dir: cfg.Spool.Dir, Sync: cfg.Spool.Sync, MaxBytes: cfg.Spool.MaxBytes,
 				Readers: names, Metrics: sm, Log: log})
 		}
+		if err == nil && hooks.opened != nil {
+			hooks.opened(outputs, sp)
+		}
 		if err := step("spool", err); err != nil {
 			return err
 		}
 		popts.Spool = sp
-	}
-	if hooks.opened != nil {
-		hooks.opened(outputs, sp)
 	}
 	pipe, err = pipeline.New(outputs, popts, pm, reg, deadletter.New(cfg.DeadLetterPath), log)
 	if err := step("pipeline", err); err != nil {
@@ -221,6 +228,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 
+	started = true
 	pipe.Start()
 	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
 	serveErr := make(chan error, 1)

@@ -143,6 +143,7 @@ type Pipeline struct {
 
 	inflight  atomic.Int64 // Submit calls under way
 	closing   atomic.Bool
+	closed    atomic.Bool // Close was called
 	notReady  atomic.Bool   // StopReady was called
 	submitted chan struct{} // signalled by the last Submit to leave once closing
 	workers   sync.WaitGroup
@@ -151,8 +152,9 @@ type Pipeline struct {
 
 	// abortCtx is cancelled when the drain part of Close's deadline has
 	// passed: sink retries stop and what is left is dead-lettered (or, in
-	// a durable buffer, kept). killCtx is cancelled at the deadline itself:
-	// dead-letter writes stop retrying and what is still unwritten is lost.
+	// a durable buffer, kept). killCtx is cancelled when the dead-letter
+	// part has passed: dead-letter writes stop retrying and what is still
+	// unwritten is lost.
 	abortCtx context.Context
 	abort    context.CancelFunc
 	killCtx  context.Context
@@ -366,8 +368,8 @@ func (p *Pipeline) Stats() []Stats {
 //  2. The workers deliver what is buffered, retrying as usual, until nine
 //     tenths of the time left has passed.
 //  3. Then retries stop. What a memory buffer still holds is written to the
-//     dead-letter file, retrying that until the deadline; what the spool
-//     holds stays there for the next start.
+//     dead-letter file, retrying that until nineteen twentieths have
+//     passed; what the spool holds stays there for the next start.
 //  4. The spool, the sinks and the dead-letter file are closed, the sinks
 //     with ctx.
 //
@@ -377,14 +379,19 @@ func (p *Pipeline) Stats() []Stats {
 // Callers pass a fresh context: an already-cancelled one leaves no time to
 // drain.
 func (p *Pipeline) Close(ctx context.Context) error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
 	defer p.kill()
 	defer p.abort()
-	stopKill := context.AfterFunc(ctx, p.kill)
-	defer stopKill()
-	drainCtx, cancelDrain := drainContext(ctx)
+	drainCtx, cancelDrain := partOf(ctx, 9, 10)
 	defer cancelDrain()
 	stopAbort := context.AfterFunc(drainCtx, p.abort)
 	defer stopAbort()
+	deadCtx, cancelDead := partOf(ctx, 19, 20)
+	defer cancelDead()
+	stopKill := context.AfterFunc(deadCtx, p.kill)
+	defer stopKill()
 
 	var errs []error
 	p.closing.Store(true)
@@ -446,14 +453,14 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// drainContext returns the context of Close's drain: it ends when nine
-// tenths of the time left before ctx's deadline has passed, so that the
-// last tenth is there to dead-letter what the sinks did not take and to
-// close them.
-func drainContext(ctx context.Context) (context.Context, context.CancelFunc) {
+// partOf returns a context that ends when num/den of the time left before
+// ctx's deadline has passed, or with ctx when it has none. Close splits its
+// one deadline so: draining, then dead-lettering, then closing.
+func partOf(ctx context.Context, num, den int64) (context.Context, context.CancelFunc) {
 	dl, ok := ctx.Deadline()
 	if !ok {
 		return context.WithCancel(ctx)
 	}
-	return context.WithDeadline(ctx, dl.Add(-time.Until(dl)/10))
+	left := time.Until(dl)
+	return context.WithDeadline(ctx, dl.Add(-left+left*time.Duration(num)/time.Duration(den)))
 }
