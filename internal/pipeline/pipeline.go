@@ -143,7 +143,7 @@ type Pipeline struct {
 
 	inflight  atomic.Int64 // Submit calls under way
 	closing   atomic.Bool
-	closed    atomic.Bool // Close was called
+	closed    atomic.Bool   // Close was called
 	notReady  atomic.Bool   // StopReady was called
 	submitted chan struct{} // signalled by the last Submit to leave once closing
 	workers   sync.WaitGroup
