@@ -216,6 +216,9 @@ func TestFullDiskExitsNonZero(t *testing.T) {
 	if !strings.Contains(logs, `"msg":"acknowledged events were lost: neither delivered nor dead-lettered","events":7`) {
 		t.Errorf("the logs do not give the number lost (7):\n%s", logs)
 	}
+	if !strings.Contains(logs, "gotrack: ") || !strings.Contains(logs[strings.LastIndex(logs, "gotrack: "):], "7 acknowledged events lost") {
+		t.Errorf("the exit error does not name the loss:\n%s", logs)
+	}
 	if strings.Contains(logs, `"dead_lettered":7`) {
 		t.Errorf("events that could not be written are reported dead-lettered:\n%s", logs)
 	}
