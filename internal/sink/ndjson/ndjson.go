@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gotrack/gotrack/internal/event"
@@ -57,6 +58,7 @@ type Sink struct {
 	// so that Close can give up waiting for it when its context ends
 	// while a write is stuck on a slow disk.
 	lock     chan struct{}
+	closing  atomic.Bool // Close was called; writes fail from then on
 	closed   bool
 	f        *os.File  // nil for Stdout, or after a failed reopen or rotation
 	w        io.Writer // the standard output writer when Path is Stdout
@@ -101,7 +103,14 @@ func (s *Sink) open() error {
 	return nil
 }
 
-func (s *Sink) unlock() { <-s.lock }
+// unlock releases the lock. A write that held it past a Close that gave
+// up waiting finishes that Close.
+func (s *Sink) unlock() {
+	if s.closing.Load() && !s.closed {
+		_ = s.closeLocked()
+	}
+	<-s.lock
+}
 
 // lockCtx takes the lock, or gives up when ctx ends first.
 func (s *Sink) lockCtx(ctx context.Context) error {
@@ -131,6 +140,9 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("ndjson: %w", err)
+	}
+	if s.closing.Load() {
+		return errors.New("ndjson: sink is closed")
 	}
 	if err := s.lockCtx(ctx); err != nil {
 		return fmt.Errorf("ndjson: %w", err)
@@ -240,13 +252,18 @@ func (s *Sink) Reopen() error {
 }
 
 // Close syncs and closes the file. When ctx ends while a write holds the
-// file, Close returns ctx's error without waiting for it; the file is then
-// left to the process's exit.
+// file, Close returns ctx's error without waiting for it, and the write
+// closes the file when it returns. Writes fail once Close was called.
 func (s *Sink) Close(ctx context.Context) error {
+	s.closing.Store(true)
 	if err := s.lockCtx(ctx); err != nil {
 		return fmt.Errorf("ndjson: close: a write is still under way: %w", err)
 	}
 	defer s.unlock()
+	return s.closeLocked()
+}
+
+func (s *Sink) closeLocked() error {
 	s.closed = true
 	if s.f == nil {
 		return nil
