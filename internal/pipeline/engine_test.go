@@ -20,6 +20,7 @@ import (
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/spool"
 )
 
 // gauge reads one series of a gauge from reg.
@@ -279,5 +280,51 @@ func TestSinkPolicyParts(t *testing.T) {
 	}
 	if st := f.p.Stats()[0]; st.Delivered != 89 || st.DeadLettered != 1 {
 		t.Errorf("delivered %d, dead-lettered %d; want 89, 1", st.Delivered, st.DeadLettered)
+	}
+}
+
+// TestSpoolKeepsRejectedEventsItCannotDeadLetter: with a spool, a rejected
+// event whose dead-letter write keeps failing is neither lost nor skipped:
+// the batch stays in the spool, and the next start dead-letters it.
+func TestSpoolKeepsRejectedEventsItCannotDeadLetter(t *testing.T) {
+	dir := t.TempDir()
+	events := sinktest.Events(6)
+	reject := func(batch []*event.Event) error {
+		for _, e := range batch {
+			if e.EventID == events[2].EventID {
+				return sink.Permanent(errors.New("rejected"))
+			}
+		}
+		return nil
+	}
+	s := newMemSink()
+	s.fail = reject
+	sp, err := spool.Open(spool.Options{Dir: dir, Sync: spool.Sync{Always: true}, MaxBytes: 64 << 20, Readers: []string{"a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFaultyFixture(t, Options{Spool: sp, BatchSize: 6, FlushInterval: time.Hour, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond},
+		s, func() error { return errNoSpace })
+	if err := f.p.Submit(events); err != nil {
+		t.Fatal(err)
+	}
+	// Bisection writes events 0 and 1, then the worker waits on the
+	// dead-letter file for event 2.
+	eventually(t, "the events before the rejected one", func() bool { return s.count() == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := f.p.Close(ctx); err != nil {
+		t.Fatalf("Close = %v, want nil: the spool keeps the events", err)
+	}
+	if st := f.p.Stats()[0]; st.Lost != 0 || st.DeadLettered != 0 || st.Pending != 6 {
+		t.Fatalf("%+v, want nothing lost or dead-lettered, the batch of 6 pending in the spool", st)
+	}
+
+	s2 := newMemSink()
+	s2.fail = reject
+	f2 := spoolFixture(t, dir, 64<<20, Options{BatchSize: 6, FlushInterval: time.Hour}, map[string]sink.Sink{"a": s2})
+	f2.close(t, 10*time.Second)
+	if st := f2.p.Stats()[0]; st.DeadLettered != 1 || st.Delivered != 5 {
+		t.Errorf("after the restart: %+v, want 5 delivered and the rejected one dead-lettered", st)
 	}
 }

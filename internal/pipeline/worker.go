@@ -35,7 +35,11 @@ func (p *Pipeline) work(o *output) {
 				o.buf.Rewind() // delivered on the next start
 				return
 			}
-			p.deadLetter(o, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left)
+			if !p.deadLetter(o, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left) {
+				if !o.abandoned.Load() {
+					p.lose(o, int64(len(left)), errors.New("the dead-letter file could not be written by the shutdown deadline"))
+				}
+			}
 		}
 		if err := o.buf.Ack(len(batch)); err != nil {
 			p.log.Error("buffer acknowledgement not saved; the batch may be delivered again", "sink", o.name, "err", err)
@@ -44,8 +48,9 @@ func (p *Pipeline) work(o *output) {
 }
 
 // deliver writes batch, spread over up to the sink's MaxInFlight parts
-// written at once, and returns the events still unwritten when the drain
-// deadline passed (or, with a durable buffer, when stopping).
+// written at once, and returns the events neither written nor
+// dead-lettered when the drain deadline passed (or, with a durable buffer,
+// when stopping).
 func (p *Pipeline) deliver(o *output, batch []*event.Event) []*event.Event {
 	parts := min(o.policy.MaxInFlight, len(batch)/o.policy.MinPart)
 	if parts <= 1 {
@@ -68,10 +73,11 @@ func (p *Pipeline) deliver(o *output, batch []*event.Event) []*event.Event {
 
 // flush writes batch, retrying what can be retried until it is written or
 // the drain deadline passes, and dead-letters what the sink rejects. It
-// returns the events still unwritten.
+// returns the events neither written nor dead-lettered.
 func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 	sm := o.m
 	pending := batch
+	var unsaved []*event.Event // rejected, and the dead-letter file could not take them
 	backoff := p.opts.RetryMin
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt > 0 {
@@ -91,7 +97,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 		sm.flushLatency.Observe(time.Since(start).Seconds())
 		if err == nil {
 			p.written(o, len(pending))
-			return nil
+			return unsaved
 		}
 		sm.errors[sink.ErrorType(err)].Inc()
 
@@ -101,10 +107,10 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			p.written(o, len(pending)-len(be.Failed))
 			var retry []*event.Event
 			for _, f := range be.Failed {
-				if sink.IsPermanent(f.Err) {
-					p.deadLetter(o, DeadRejected, f.Err, pending[f.Index:f.Index+1])
-				} else {
+				if !sink.IsPermanent(f.Err) {
 					retry = append(retry, pending[f.Index])
+				} else if !p.deadLetter(o, DeadRejected, f.Err, pending[f.Index:f.Index+1]) {
+					unsaved = append(unsaved, pending[f.Index])
 				}
 			}
 			pending = retry
@@ -113,23 +119,25 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			}
 		case sink.IsPermanent(err):
 			if len(pending) == 1 {
-				p.deadLetter(o, DeadRejected, err, pending)
-				return nil
+				if !p.deadLetter(o, DeadRejected, err, pending) {
+					return append(unsaved, pending...)
+				}
+				return unsaved
 			}
 			// Bisect to find the events the sink rejects; the rest are written.
 			half := len(pending) / 2
 			left := p.flush(o, pending[:half])
-			return append(left, p.flush(o, pending[half:])...)
+			return append(append(unsaved, left...), p.flush(o, pending[half:])...)
 		default:
 			if o.writeOK.Swap(false) || attempt == 0 {
 				p.log.Warn("sink write failed, retrying", "sink", o.name, "events", len(pending), "err", err)
 			}
 			if o.buf.Durable() && p.closing.Load() {
-				return pending // stopping: the buffer keeps them for the next start
+				return append(unsaved, pending...) // stopping: the buffer keeps them for the next start
 			}
 		}
 	}
-	return pending
+	return append(unsaved, pending...)
 }
 
 func (p *Pipeline) written(o *output, n int) {
@@ -147,17 +155,15 @@ func (p *Pipeline) written(o *output, n int) {
 
 // deadLetter writes events to the dead-letter file, and counts them as
 // dead-lettered once they are there. It retries a failed write with
-// backoff until Close's deadline, and counts the events as lost when that
-// passes first. Meanwhile the worker waits: its buffer fills, and clients
-// get 503s rather than silent loss.
-func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*event.Event) {
+// backoff until the dead-letter part of Close's deadline has passed, and
+// reports false when that passed first: the worker then keeps the events
+// in a durable buffer, or counts them as lost. Meanwhile the worker waits:
+// its buffer fills, and clients get 503s rather than silent loss.
+func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*event.Event) bool {
 	backoff := p.opts.RetryMin
 	for attempt := 0; ; attempt++ {
-		if p.killCtx.Err() != nil { // Close gave up on this worker
-			if !o.abandoned.Load() {
-				p.lose(o, int64(len(events)), errors.New("shutdown deadline passed before the dead-letter write"))
-			}
-			return
+		if p.killCtx.Err() != nil {
+			return false
 		}
 		err := p.dead.Write(o.name, reason, cause, events)
 		if err == nil {
@@ -169,17 +175,14 @@ func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*e
 			}
 			p.log.Warn("events dead-lettered", "sink", o.name, "events", len(events), "reason", reason,
 				"path", p.dead.Path(), "err", cause)
-			return
+			return true
 		}
 		if attempt == 0 {
 			p.log.Error("the dead-letter file cannot be written; retrying until the shutdown deadline",
 				"sink", o.name, "events", len(events), "reason", reason, "err", err)
 		}
 		if !p.sleep(p.killCtx, jitter(backoff)) {
-			if !o.abandoned.Load() {
-				p.lose(o, int64(len(events)), err)
-			}
-			return
+			return false
 		}
 		backoff = min(2*backoff, p.opts.RetryMax)
 	}
