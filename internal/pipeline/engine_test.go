@@ -291,7 +291,7 @@ func TestSpoolKeepsRejectedEventsItCannotDeadLetter(t *testing.T) {
 	events := sinktest.Events(6)
 	reject := func(batch []*event.Event) error {
 		for _, e := range batch {
-			if e.EventID == events[2].EventID {
+			if e.EventID == events[5].EventID {
 				return sink.Permanent(errors.New("rejected"))
 			}
 		}
@@ -308,9 +308,9 @@ func TestSpoolKeepsRejectedEventsItCannotDeadLetter(t *testing.T) {
 	if err := f.p.Submit(events); err != nil {
 		t.Fatal(err)
 	}
-	// Bisection writes events 0 and 1, then the worker waits on the
-	// dead-letter file for event 2.
-	eventually(t, "the events before the rejected one", func() bool { return s.count() == 2 })
+	// Bisection writes events 0 to 4, then the worker waits on the
+	// dead-letter file for event 5.
+	eventually(t, "the events before the rejected one", func() bool { return s.count() == 5 })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := f.p.Close(ctx); err != nil {
