@@ -26,9 +26,10 @@ import (
 // replayCmd is `gotrack replay [--sink NAME] FILE...`: it delivers the
 // events of NDJSON event logs or dead-letter files to the configured sinks.
 // A dead-letter line goes back to the sink it failed in, unless --sink
-// names another. Delivery is idempotent in PostgreSQL and keyed by event_id
-// in Kafka, so running it twice is harmless there; the NDJSON sink appends
-// the events again.
+// names another. Running it twice is harmless in PostgreSQL, which writes
+// each event_id once; Kafka and the NDJSON sink store the events again
+// (Kafka's records are keyed by event_id, for consumers that dedupe). It
+// closes every file, sink and pipeline it opened, on every path.
 func replayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gotrack replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
