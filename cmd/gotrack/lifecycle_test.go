@@ -65,6 +65,13 @@ func TestFailedStartClosesEverything(t *testing.T) {
 				if aerr := sp.Append(sinktest.Events(1)); !errors.Is(aerr, spool.ErrClosed) {
 					t.Errorf("spool Append after the failed start = %v, want ErrClosed", aerr)
 				}
+				// Another process could take the spool over now (its lock is free).
+				again, oerr := spool.Open(spool.Options{Dir: env["SPOOL_DIR"], MaxBytes: 1 << 20, Readers: []string{"log"}})
+				if oerr != nil {
+					t.Errorf("the spool cannot be opened again after the failed start: %v", oerr)
+				} else if cerr := again.Close(); cerr != nil {
+					t.Error(cerr)
+				}
 			} else if failAt != "sinks" && failAt != "pipeline metrics" {
 				t.Error("the spool was not reported opened")
 			}

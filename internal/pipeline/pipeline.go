@@ -424,9 +424,11 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	for _, o := range p.outs {
 		if o.buf.Durable() {
 			kept += int64(o.buf.Lag())
-		} else if abandon {
+		} else if n := int64(o.buf.Lag()); abandon || n > 0 {
+			// The worker is stuck in a write, or gone with events still
+			// buffered (put by a Submit that outlived the deadline).
 			o.abandoned.Store(true)
-			if n := int64(o.buf.Lag()); n > 0 {
+			if n > 0 {
 				p.lose(o, n, errors.New("still buffered or being written at the shutdown deadline"))
 			}
 		}

@@ -303,7 +303,11 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		return fmt.Errorf("kafka: produce %d records to %s: %w", len(records), s.topic, ctx.Err())
+		select {
+		case <-done: // every result came in: they decide, not ctx
+		default:
+			return fmt.Errorf("kafka: produce %d records to %s: %w", len(records), s.topic, ctx.Err())
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
