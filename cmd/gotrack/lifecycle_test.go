@@ -66,7 +66,7 @@ func TestFailedStartClosesEverything(t *testing.T) {
 					t.Errorf("spool Append after the failed start = %v, want ErrClosed", aerr)
 				}
 				// Another process could take the spool over now (its lock is free).
-				again, oerr := spool.Open(spool.Options{Dir: env["SPOOL_DIR"], MaxBytes: 1 << 20, Readers: []string{"log"}})
+				again, oerr := spool.Open(spool.Options{Dir: env["SPOOL_DIR"], Sync: spool.Sync{Always: true}, MaxBytes: 1 << 20, Readers: []string{"log"}})
 				if oerr != nil {
 					t.Errorf("the spool cannot be opened again after the failed start: %v", oerr)
 				} else if cerr := again.Close(); cerr != nil {
