@@ -110,18 +110,19 @@ func TestConformance(t *testing.T) {
 			return func() { down.Store(false) }
 		},
 		// A broker that takes produce requests and never answers them.
-		Stall: func(t *testing.T) (sink.Sink, func()) {
+		Stall: func(t *testing.T) (sink.Sink, <-chan struct{}, func()) {
 			c := newCluster(t, 3)
-			release := make(chan struct{})
+			release, stuck := make(chan struct{}), make(chan struct{})
+			var stuckOnce, once sync.Once
 			c.Control(func(req kmsg.Request) (kmsg.Response, error, bool) {
 				c.KeepControl()
 				if req.Key() == int16(kmsg.Produce) {
+					stuckOnce.Do(func() { close(stuck) })
 					<-release
 				}
 				return nil, nil, false
 			})
-			var once sync.Once
-			return open(t, c, KeyEventID), func() { once.Do(func() { close(release) }) }
+			return open(t, c, KeyEventID), stuck, func() { once.Do(func() { close(release) }) }
 		},
 	})
 }

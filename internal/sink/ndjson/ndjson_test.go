@@ -66,22 +66,27 @@ func TestConformance(t *testing.T) {
 			}
 		},
 		// A standard output whose reader stopped reading.
-		Stall: func(t *testing.T) (sink.Sink, func()) {
-			w := &stuckWriter{release: make(chan struct{})}
+		Stall: func(t *testing.T) (sink.Sink, <-chan struct{}, func()) {
+			w := &stuckWriter{release: make(chan struct{}), stuck: make(chan struct{})}
 			s, err := Open(Options{Path: Stdout, Stdout: w})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var once sync.Once
-			return s, func() { once.Do(func() { close(w.release) }) }
+			return s, w.stuck, func() { once.Do(func() { close(w.release) }) }
 		},
 	})
 }
 
-// stuckWriter blocks every Write until release is closed.
-type stuckWriter struct{ release chan struct{} }
+// stuckWriter blocks every Write until release is closed, and closes
+// stuck when the first one arrives.
+type stuckWriter struct {
+	release, stuck chan struct{}
+	once           sync.Once
+}
 
 func (w *stuckWriter) Write(b []byte) (int, error) {
+	w.once.Do(func() { close(w.stuck) })
 	<-w.release
 	return len(b), nil
 }

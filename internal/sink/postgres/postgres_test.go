@@ -66,7 +66,7 @@ func TestConformance(t *testing.T) {
 			return func() { rename(table+"_away", table) }
 		},
 		// A table locked by another transaction: every COPY waits.
-		Stall: func(t *testing.T) (sink.Sink, func()) {
+		Stall: func(t *testing.T) (sink.Sink, <-chan struct{}, func()) {
 			table := pgtest.Table(t)
 			s := open(t, table)
 			tx, err := pgtest.Conn(t).Begin(t.Context())
@@ -76,8 +76,21 @@ func TestConformance(t *testing.T) {
 			if _, err := tx.Exec(t.Context(), `LOCK TABLE `+pgx.Identifier{table}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
 				t.Fatal(err)
 			}
+			// Stuck once a session waits for the lock.
+			stuck := make(chan struct{})
+			watch := pgtest.Conn(t)
+			go func() {
+				defer close(stuck)
+				for range 3000 {
+					var n int
+					if err := watch.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE NOT granted`).Scan(&n); err != nil || n > 0 {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
 			var once sync.Once
-			return s, func() { once.Do(func() { tx.Rollback(context.Background()) }) }
+			return s, stuck, func() { once.Do(func() { tx.Rollback(context.Background()) }) }
 		},
 	})
 }

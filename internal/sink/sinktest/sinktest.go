@@ -37,8 +37,9 @@ type Harness struct {
 	// outage does, until repair is called.
 	Break func(t *testing.T, s sink.Sink) (repair func())
 	// Stall opens a sink over empty storage whose destination hangs every
-	// write until release is called, as a stuck disk or server does.
-	Stall func(t *testing.T) (s sink.Sink, release func())
+	// write until release is called, as a stuck disk or server does; stuck
+	// is closed once a write hangs there.
+	Stall func(t *testing.T) (s sink.Sink, stuck <-chan struct{}, release func())
 }
 
 // Events returns n sealed events with distinct ids and varied content: empty
@@ -200,11 +201,12 @@ func Run(t *testing.T, h Harness) {
 		if h.Stall == nil {
 			t.Fatal("the harness has no Stall: every sink must show a stuck write stops")
 		}
-		s, release := h.Stall(t)
+		s, stuck, release := h.Stall(t)
 		defer release()
 		first := make(chan error, 1)
-		go func() { first <- s.WriteBatch(context.WithoutCancel(t.Context()), Events(2000)) }()
-		time.Sleep(100 * time.Millisecond) // let the first write get stuck
+		events := Events(2000)
+		go func() { first <- s.WriteBatch(context.WithoutCancel(t.Context()), events) }()
+		waitStuck(t, stuck)
 		ctx, cancel := context.WithCancel(t.Context())
 		second := make(chan error, 1)
 		go func() { second <- s.WriteBatch(ctx, Events(10)) }()
@@ -226,13 +228,14 @@ func Run(t *testing.T, h Harness) {
 		if h.Stall == nil {
 			t.Fatal("the harness has no Stall: every sink must show Close returns during a stuck write")
 		}
-		s, release := h.Stall(t)
+		s, stuck, release := h.Stall(t)
 		defer release()
 		first := make(chan error, 1)
 		wctx, wcancel := context.WithCancel(context.WithoutCancel(t.Context()))
 		defer wcancel()
-		go func() { first <- s.WriteBatch(wctx, Events(2000)) }()
-		time.Sleep(100 * time.Millisecond) // let the write get stuck
+		events := Events(2000)
+		go func() { first <- s.WriteBatch(wctx, events) }()
+		waitStuck(t, stuck)
 		ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 		defer cancel()
 		done := make(chan struct{})
@@ -273,6 +276,15 @@ func Run(t *testing.T, h Harness) {
 			t.Fatal("Close with a cancelled context did not return")
 		}
 	})
+}
+
+func waitStuck(t *testing.T, stuck <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-stuck:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the write never reached the stalled destination")
+	}
 }
 
 func anyPermanent(be *sink.BatchError) bool {
