@@ -230,3 +230,13 @@ func TestFullDiskExitsNonZero(t *testing.T) {
 		t.Errorf("events that could not be written are reported dead-lettered:\n%s", logs)
 	}
 }
+
+// TestDrainDelayWithinTimeout: SHUTDOWN_TIMEOUT bounds the whole stop, so
+// a drain delay that does not fit in it is refused at start.
+func TestDrainDelayWithinTimeout(t *testing.T) {
+	env := map[string]string{"SHUTDOWN_DRAIN_DELAY": "30s", "SHUTDOWN_TIMEOUT": "30s", "SERVER_ADDR": "127.0.0.1:0"}
+	err := run(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "SHUTDOWN_DRAIN_DELAY=30s is not shorter than SHUTDOWN_TIMEOUT=30s") {
+		t.Fatalf("run = %v, want the drain delay refused", err)
+	}
+}
