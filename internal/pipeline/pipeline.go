@@ -415,8 +415,12 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	select {
 	case <-drained:
 	case <-ctx.Done():
-		abandon = true
-		errs = append(errs, errors.New("pipeline: a worker was still writing at the shutdown deadline"))
+		select {
+		case <-drained: // they finished just in time
+		default:
+			abandon = true
+			errs = append(errs, errors.New("pipeline: a worker was still writing at the shutdown deadline"))
+		}
 	}
 	close(p.stopPing)
 
