@@ -226,12 +226,15 @@ func TestCloseBoundedByItsDeadline(t *testing.T) {
 	}
 }
 
-// partsSink declares writes in flight and records how many overlap.
+// partsSink declares writes in flight and records how many overlap: each
+// of the first MaxInFlight writes waits until all of them have started.
 type partsSink struct {
 	*memSink
 	policy   sink.Policy
 	mu       sync.Mutex
 	now, top int
+	arrived  int
+	all      chan struct{} // closed once MaxInFlight writes have started
 	parts    []int
 }
 
@@ -242,8 +245,14 @@ func (s *partsSink) WriteBatch(ctx context.Context, batch []*event.Event) error 
 	s.now++
 	s.top = max(s.top, s.now)
 	s.parts = append(s.parts, len(batch))
+	if s.arrived++; s.arrived == s.policy.MaxInFlight {
+		close(s.all)
+	}
 	s.mu.Unlock()
-	time.Sleep(20 * time.Millisecond) // long enough for the parts to overlap
+	select {
+	case <-s.all:
+	case <-time.After(5 * time.Second): // they never came: top stays below MaxInFlight
+	}
 	defer func() {
 		s.mu.Lock()
 		s.now--
@@ -258,7 +267,7 @@ func (s *partsSink) WriteBatch(ctx context.Context, batch []*event.Event) error 
 func TestSinkPolicyParts(t *testing.T) {
 	events := sinktest.Events(90)
 	poison := events[70].EventID
-	s := &partsSink{memSink: newMemSink(), policy: sink.Policy{BatchEvents: 90, MaxInFlight: 3, MinPart: 30}}
+	s := &partsSink{memSink: newMemSink(), all: make(chan struct{}), policy: sink.Policy{BatchEvents: 90, MaxInFlight: 3, MinPart: 30}}
 	s.fail = func(batch []*event.Event) error {
 		for _, e := range batch {
 			if e.EventID == poison {
