@@ -31,7 +31,9 @@ type Sink interface {
 	// acknowledged). The events must not be modified. An error wrapped with
 	// Permanent says the batch will never be accepted as it is; a
 	// *BatchError says which events failed while the others were written.
-	// WriteBatch returns soon after ctx is done.
+	// WriteBatch returns soon after ctx is done, except from a system call
+	// that cannot be interrupted (a file write on a hung disk); Close
+	// still returns by its own deadline then.
 	WriteBatch(ctx context.Context, batch []*event.Event) error
 
 	// Close releases the sink. It does not write anything queued elsewhere:
