@@ -202,9 +202,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	handler, err := ingest.NewHandler(ingest.Options{
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		MaxBatchEvents: cfg.MaxBatchEvents,
-		CORSOrigins:    cfg.CORSOrigins,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxBatchEvents:   cfg.MaxBatchEvents,
+		CORSOrigins:      cfg.CORSOrigins,
+		MaxInflightBytes: cfg.MaxInflightBytes,
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {
 		return err
@@ -233,6 +234,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	started = true
 	pipe.Start()
 	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
+	ln = ingest.LimitListener(ln, cfg.MaxConnections, srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
