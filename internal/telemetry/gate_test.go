@@ -1,0 +1,96 @@
+package telemetry
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// TestGateTakesClientsInTurn: a client with every slot and a full queue
+// cannot keep a second client waiting for more than one released slot, and
+// attempts beyond a client's queue are refused at once.
+func TestGateTakesClientsInTurn(t *testing.T) {
+	g := newBcryptGate(2, 4, 8)
+	bg := context.Background()
+	for range 2 {
+		if !g.acquire(bg, "flood") {
+			t.Fatal("a free slot was refused")
+		}
+	}
+	got := make(chan string, 8)
+	queued := func(n int) {
+		t.Helper()
+		waitFor(t, func() bool {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			total := 0
+			for _, q := range g.waiting {
+				total += len(q)
+			}
+			return total == n
+		}, "waiters to queue")
+	}
+	for i := range 4 {
+		go func() {
+			if g.acquire(bg, "flood") {
+				got <- "flood"
+			}
+		}()
+		queued(i + 1)
+	}
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	if g.acquire(ctx, "flood") || ctx.Err() != nil {
+		t.Error("a fifth waiting attempt of one client was queued, not refused at once")
+	}
+	go func() {
+		if g.acquire(bg, "scraper") {
+			got <- "scraper"
+		}
+	}()
+	queued(5)
+
+	g.release()
+	if who := <-got; who != "flood" {
+		t.Fatalf("first slot went to %s, want the flood, which queued first", who)
+	}
+	g.release()
+	if who := <-got; who != "scraper" {
+		t.Fatalf("second slot went to %s, want the scraper: clients take turns", who)
+	}
+}
+
+// TestGateGivesUpWithTheContext: a waiter whose context ends leaves the
+// queue, and a slot handed over as it gives up is passed on, not lost.
+func TestGateGivesUpWithTheContext(t *testing.T) {
+	g := newBcryptGate(1, 4, 8)
+	if !g.acquire(context.Background(), "a") {
+		t.Fatal("a free slot was refused")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if g.acquire(ctx, "b") {
+		t.Fatal("a waiter whose context ended got a slot")
+	}
+	if len(g.waiting) != 0 || len(g.turn) != 0 {
+		t.Fatalf("the waiter that gave up is still queued: %v %v", g.waiting, g.turn)
+	}
+	g.release()
+	if !g.acquire(context.Background(), "c") {
+		t.Fatal("the released slot was lost")
+	}
+}
+
+func TestClientKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.7:443":               "192.0.2.7",
+		"[2001:db8:1:2:3:4:5:6]:9090": "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:1":    "2001:db8:1:2::/64",
+		"[::ffff:192.0.2.7]:80":       "192.0.2.7",
+		"@":                           "@",
+	} {
+		if got := clientKey(in); got != want {
+			t.Errorf("clientKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
