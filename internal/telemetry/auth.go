@@ -139,8 +139,9 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 }
 
 // Authentication failure reasons, the reason label of
-// gotrack_metrics_auth_failures_total.
-var authFailureReasons = []string{"missing", "invalid", "busy"}
+// gotrack_metrics_auth_failures_total. client_cert counts mTLS handshakes
+// refused by verifyClient.
+var authFailureReasons = []string{"missing", "invalid", "busy", "client_cert"}
 
 // check returns "" for an authenticated request, else why not.
 func (a *authenticator) check(r *http.Request) string {
@@ -174,6 +175,10 @@ func (a *authenticator) check(r *http.Request) string {
 	defer cancel()
 	if !a.gate.acquire(ctx, clientKey(r.RemoteAddr)) {
 		return "busy"
+	}
+	if a.failed.has(attempt) { // refused while this one waited its turn
+		a.gate.release()
+		return "invalid"
 	}
 	hash, known := a.users[user]
 	if !known {
