@@ -42,20 +42,24 @@ type authenticator struct {
 	// and again is refused without another bcrypt comparison and without
 	// taking a turn from anyone.
 	failed *failureCache
+
+	delay time.Duration // before a refusal other than "missing" is answered
 }
 
 // Limits of the work that wrong passwords can cause.
 const (
-	bcryptSlots      = 2               // comparisons under way at once
-	bcryptPerClient  = 4               // attempts one client address may have waiting
-	bcryptClients    = 64              // client addresses that may wait at once
-	bcryptWait       = 2 * time.Second // longest wait for a turn, within the request's own deadline
-	failureCacheSize = 4096            // recent wrong attempts remembered
+	bcryptSlots      = 2                      // comparisons under way at once
+	bcryptPerClient  = 4                      // attempts one client address may have waiting
+	bcryptClients    = 64                     // client addresses that may wait at once
+	bcryptWait       = 2 * time.Second        // longest wait for a turn, within the request's own deadline
+	failureCacheSize = 4096                   // recent wrong attempts remembered
+	failureDelay     = 500 * time.Millisecond // before answering a wrong or unchecked attempt
 )
 
 func newAuthenticator(tokenFile, htpasswdFile string, failures *prometheus.CounterVec) (*authenticator, error) {
 	a := &authenticator{failures: failures, cache: map[string][sha256.Size]byte{},
-		gate: newBcryptGate(bcryptSlots, bcryptPerClient, bcryptClients), failed: newFailureCache(failureCacheSize)}
+		gate: newBcryptGate(bcryptSlots, bcryptPerClient, bcryptClients), failed: newFailureCache(failureCacheSize),
+		delay: failureDelay}
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
 		if err != nil {
@@ -134,6 +138,18 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 			return
 		}
 		a.failures.WithLabelValues(reason).Inc()
+		if reason != "missing" {
+			// Answer a wrong or unchecked attempt late. It holds no bcrypt
+			// slot meanwhile, but each connection of a flood can then try
+			// only a few times a second, which leaves the CPU to the real
+			// scraper's own bcrypt check.
+			t := time.NewTimer(a.delay)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+			}
+		}
 		w.Header()["WWW-Authenticate"] = challenge
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 	})

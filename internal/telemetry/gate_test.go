@@ -2,8 +2,12 @@ package telemetry
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestGateTakesClientsInTurn: a client with every slot and a full queue
@@ -92,5 +96,42 @@ func TestClientKey(t *testing.T) {
 		if got := clientKey(in); got != want {
 			t.Errorf("clientKey(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestRefusalIsAnsweredLate: a wrong password is answered only after the
+// delay, or when the client gives up, so each connection of a flood gets
+// few tries a second; missing credentials are answered at once.
+func TestRefusalIsAnsweredLate(t *testing.T) {
+	failures := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f", Help: "f"}, []string{"reason"})
+	a, err := newAuthenticator("", htpasswd(t, t.TempDir(), "prom", "pw"), failures)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.delay = time.Hour
+	a.failed.add(a.failed.key("prom", "wrong")) // refused at once, without bcrypt's own time
+	h := a.wrap(http.NotFoundHandler())
+
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	if w.Code != 401 {
+		t.Fatalf("no credentials: %d", w.Code)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequest("GET", "/metrics", nil).WithContext(ctx)
+	req.SetBasicAuth("prom", "wrong")
+	w = httptest.NewRecorder()
+	done := make(chan struct{})
+	go func() { h.ServeHTTP(w, req); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("a wrong password was answered before the delay")
+	case <-time.After(300 * time.Millisecond): // a wrong answer could come only sooner
+	}
+	cancel()
+	<-done
+	if w.Code != 401 {
+		t.Errorf("wrong password: %d, want 401", w.Code)
 	}
 }
