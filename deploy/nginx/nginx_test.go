@@ -224,6 +224,11 @@ http {
 		}
 		if conn, err := net.Dial("tcp", addr); err == nil {
 			conn.Close()
+			for _, f := range []string{"nginx.pid", "error.log", "access.log", "client_body", "proxy"} {
+				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+					t.Errorf("nginx keeps %s outside the test's directory: %v", f, err)
+				}
+			}
 			return
 		}
 		if time.Now().After(deadline) {
