@@ -30,7 +30,8 @@ import (
 
 // TestNginxBasicAuthProxy: with the shipped configuration, the right
 // password scrapes GoTrack's metrics through nginx; a wrong password, an
-// unknown user or none gets 401 and never reaches GoTrack.
+// unknown user or none gets 401 and never reaches GoTrack; a burst of
+// guesses is cut off with 429.
 func TestNginxBasicAuthProxy(t *testing.T) {
 	bin := nginxPath(t)
 	dir := t.TempDir()
@@ -118,6 +119,29 @@ func TestNginxBasicAuthProxy(t *testing.T) {
 	}
 	if got := scrapesServed(t, reg); got != 1 {
 		t.Errorf("GoTrack served %v scrapes, want 1: refused requests must not reach it", got)
+	}
+
+	// Guessing is rate-limited per address (5 a second, burst 10) before
+	// nginx's blocking bcrypt. 200 attempts on one connection would have to
+	// take over 38 s to stay under the limit.
+	fast := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+	limited := false
+	for range 200 {
+		req, _ := http.NewRequest("GET", url+"/metrics", nil)
+		req.SetBasicAuth("prometheus", "guess")
+		resp, err := fast.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Error("200 guesses in a row were never answered 429")
 	}
 }
 
