@@ -2,8 +2,11 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -133,5 +136,34 @@ func TestRefusalIsAnsweredLate(t *testing.T) {
 	<-done
 	if w.Code != 401 {
 		t.Errorf("wrong password: %d, want 401", w.Code)
+	}
+}
+
+// TestGateLosesNoSlot: many clients acquiring, giving up and releasing at
+// once leave every slot free and no one queued.
+func TestGateLosesNoSlot(t *testing.T) {
+	g := newBcryptGate(2, 4, 8)
+	var wg sync.WaitGroup
+	for w := range 64 {
+		wg.Go(func() {
+			for n := range 50 {
+				// Some give up at once, some while a slot is being handed
+				// to them, some never.
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n%4)*20*time.Microsecond)
+				if n%4 == 3 {
+					// Waits as long as a lost slot takes to show.
+					ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+				}
+				if g.acquire(ctx, fmt.Sprint("client-", w%10)) {
+					runtime.Gosched()
+					g.release()
+				}
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if g.free != 2 || len(g.waiting) != 0 || len(g.turn) != 0 {
+		t.Errorf("after the storm: %d free, %d clients waiting, turn %v; want 2, 0, none", g.free, len(g.waiting), g.turn)
 	}
 }
