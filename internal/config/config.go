@@ -319,7 +319,7 @@ func settings(c *Config) []setting {
 
 	m := &c.Metrics
 	add("METRICS_ENABLED", "false", "serve Prometheus metrics on their own listener", boolean(&m.Enabled))
-	add("METRICS_ADDR", "127.0.0.1:9090", "address of the metrics listener (/metrics, /healthz); loopback unless TLS or auth is on", str(&m.Addr))
+	add("METRICS_ADDR", "127.0.0.1:9090", "address of the metrics listener (/metrics, /healthz); loopback unless scrapers authenticate (mTLS, token or basic auth) or METRICS_ALLOW_INSECURE=true", str(&m.Addr))
 	add("METRICS_TLS_CERT", "", "PEM certificate for the metrics listener; reloaded when the file changes", str(&m.TLSCert))
 	add("METRICS_TLS_KEY", "", "PEM private key for METRICS_TLS_CERT", str(&m.TLSKey))
 	add("METRICS_TLS_RELOAD_INTERVAL", "5s", "how often, at most, the certificate files are checked for changes", duration(&m.TLSReloadInterval, 0, time.Hour))
@@ -328,7 +328,7 @@ func settings(c *Config) []setting {
 	add("METRICS_CLIENT_ALLOWED_SANS", "", "comma list of client certificate SANs (DNS, URI, email or IP) allowed; empty allows any the CA signed", list(&m.ClientAllowedSANs))
 	add("METRICS_BEARER_TOKEN_FILE", "", "file holding the bearer token scrapers must send", str(&m.BearerTokenFile))
 	add("METRICS_BASIC_AUTH_FILE", "", "htpasswd file of bcrypt users (htpasswd -nBC 10 user) for basic auth", str(&m.BasicAuthFile))
-	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR with neither TLS nor authentication", boolean(&m.AllowInsecure))
+	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR without mTLS, bearer token or basic auth (TLS alone does not count)", boolean(&m.AllowInsecure))
 	add("METRICS_MAX_SCRAPES", "4", "concurrent /metrics requests served; more get 503", integer(&m.MaxScrapes, 1, 1000))
 	add("METRICS_SCRAPE_TIMEOUT", "10s", "time limit of one /metrics response", duration(&m.ScrapeTimeout, 100*time.Millisecond, 5*time.Minute))
 	return s
@@ -518,11 +518,13 @@ func (m Metrics) check(serverAddr string) []error {
 	}
 	errs = append(errs, checkFiles(map[string]string{"METRICS_TLS_CERT": m.TLSCert, "METRICS_TLS_KEY": m.TLSKey,
 		"METRICS_CLIENT_CA": m.ClientCA, "METRICS_BEARER_TOKEN_FILE": m.BearerTokenFile, "METRICS_BASIC_AUTH_FILE": m.BasicAuthFile})...)
-	if err == nil && !isLoopback(host) && !m.TLS() && !m.Auth() && !m.AllowInsecure {
-		bad("METRICS_ADDR=%q listens beyond loopback with neither TLS nor authentication; "+
-			"anyone who can reach it could read GoTrack's metrics. Set METRICS_TLS_CERT/KEY and "+
-			"METRICS_CLIENT_CA, METRICS_BEARER_TOKEN_FILE or METRICS_BASIC_AUTH_FILE, bind to 127.0.0.1, "+
-			"or set METRICS_ALLOW_INSECURE=true if a network policy protects it", m.Addr)
+	if err == nil && !isLoopback(host) && !m.Auth() && !m.AllowInsecure {
+		// TLS alone hides the metrics on the wire but lets anyone who can
+		// connect read them, so it does not count as protection here.
+		bad("METRICS_ADDR=%q listens beyond loopback and scrapers are not authenticated, so anyone who can reach it "+
+			"could read GoTrack's metrics. Set one of METRICS_CLIENT_CA (mTLS, with METRICS_TLS_CERT and METRICS_TLS_KEY), "+
+			"METRICS_BEARER_TOKEN_FILE or METRICS_BASIC_AUTH_FILE; or bind METRICS_ADDR to 127.0.0.1; "+
+			"or set METRICS_ALLOW_INSECURE=true if the network alone keeps others out", m.Addr)
 	}
 	return errs
 }
