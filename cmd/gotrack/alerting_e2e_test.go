@@ -1,0 +1,285 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gotrack/gotrack/internal/pgtest"
+	"github.com/gotrack/gotrack/internal/testpki"
+)
+
+// startServer runs a server a test needs (Prometheus, Alertmanager...) with
+// its logs kept for a failure report, and kills it when the test ends. Its
+// state must live in the test's temporary directory: args say where.
+func startServer(t *testing.T, name, bin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var logs syncBuffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", name, logs.String())
+		}
+	})
+}
+
+// waitReady polls url until it answers 200.
+func waitReady(t *testing.T, what, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never got ready at %s (last error %v)", what, url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// shippedRulesFastFor returns the shipped alert rules with every `for:`
+// shortened to 1s, so that an end-to-end test sees an alert fire in seconds.
+// Everything else, the expressions above all, is the shipped text.
+func shippedRulesFastFor(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forLine := regexp.MustCompile(`(?m)^(\s+for:)\s+\S+\s*$`)
+	if n := len(forLine.FindAll(b, -1)); n < 5 {
+		t.Fatalf("found %d `for:` lines in alerts.yml; has its layout changed?", n)
+	}
+	return forLine.ReplaceAll(b, []byte("${1} 1s"))
+}
+
+// webhookAlert is one alert of an Alertmanager webhook notification.
+type webhookAlert struct {
+	Status      string            `json:"status"`
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+// alertSink is the webhook receiver: it keeps every alert Alertmanager
+// delivered.
+type alertSink struct {
+	mu     sync.Mutex
+	alerts []webhookAlert
+}
+
+func (s *alertSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var n struct {
+		Alerts []webhookAlert `json:"alerts"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&n); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	s.alerts = append(s.alerts, n.Alerts...)
+	s.mu.Unlock()
+}
+
+// firing returns the first firing alert delivered with the given labels.
+func (s *alertSink) firing(labels map[string]string) (webhookAlert, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+next:
+	for _, a := range s.alerts {
+		if a.Status != "firing" {
+			continue
+		}
+		for k, v := range labels {
+			if a.Labels[k] != v {
+				continue next
+			}
+		}
+		return a, true
+	}
+	return webhookAlert{}, false
+}
+
+func (s *alertSink) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n []string
+	for _, a := range s.alerts {
+		n = append(n, a.Labels["alertname"]+"/"+a.Status)
+	}
+	return n
+}
+
+// TestAlertsReachAlertmanager proves the shipped alert rules end to end: a
+// real Prometheus scrapes GoTrack under a job not called "gotrack" and
+// evaluates the shipped rules (their `for:` shortened), a real Alertmanager
+// routes what fires to a webhook in this test. Stopping PostgreSQL under
+// traffic must deliver GoTrackSinkDown; stopping GoTrack, GoTrackDown.
+func TestAlertsReachAlertmanager(t *testing.T) {
+	promBin := requireTool(t, "prometheus")
+	amBin := requireTool(t, "prometheus-alertmanager")
+	pgtest.Controllable(t)
+	table := pgtest.Table(t)
+	dir := t.TempDir()
+
+	hooks := &alertSink{}
+	hook := httptest.NewServer(hooks)
+	t.Cleanup(hook.Close)
+
+	amAddr := freePort(t)
+	amCfg := fmt.Sprintf(`route:
+  receiver: test
+  group_by: [alertname, job, instance, sink]
+  group_wait: 0s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: test
+    webhook_configs:
+      - url: %s
+        send_resolved: true
+`, hook.URL)
+	testpki.WriteFile(t, filepath.Join(dir, "alertmanager.yml"), []byte(amCfg))
+	startServer(t, "alertmanager", amBin,
+		"--config.file="+filepath.Join(dir, "alertmanager.yml"),
+		"--storage.path="+filepath.Join(dir, "alertmanager-data"),
+		"--web.listen-address="+amAddr,
+		"--cluster.listen-address=", // no gossip: a single, private instance
+		"--log.level=warn")
+	waitReady(t, "Alertmanager", "http://"+amAddr+"/-/ready")
+
+	p := startGotrack(t, "OUTPUTS=postgres", "PG_DSN="+pgtest.DSN(t), "PG_TABLE="+table,
+		"METRICS_ENABLED=true", "METRICS_ADDR=127.0.0.1:0",
+		"FLUSH_INTERVAL=10ms", "RETRY_MAX_BACKOFF=200ms", "ENQUEUE_TIMEOUT=20ms")
+	metrics, err := url.Parse(p.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	testpki.WriteFile(t, filepath.Join(dir, "alerts.yml"), shippedRulesFastFor(t))
+	promCfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - alerts.yml
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["%s"]
+scrape_configs:
+  - job_name: collector
+    static_configs:
+      - targets: ["%s"]
+`, amAddr, metrics.Host)
+	testpki.WriteFile(t, filepath.Join(dir, "prometheus.yml"), []byte(promCfg))
+	promAddr := freePort(t)
+	startServer(t, "prometheus", promBin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "prometheus-data"),
+		"--web.listen-address="+promAddr,
+		"--rules.alert.resend-delay=1s",
+		"--log.level=warn")
+	waitReady(t, "Prometheus", "http://"+promAddr+"/-/ready")
+
+	// Traffic until the test says stop: a /collect of 5 events every 20ms,
+	// whatever the answer (503 once the queue is full).
+	stop := make(chan struct{})
+	var traffic sync.WaitGroup
+	traffic.Add(1)
+	go func() {
+		defer traffic.Done()
+		client := &http.Client{Timeout: 5 * time.Second}
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			resp, err := client.Post("http://"+p.ingest+"/collect", "application/json",
+				strings.NewReader(`[{"type":"a"},{"type":"b"},{"type":"c"},{"type":"d"},{"type":"e"}]`))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	stopTraffic := sync.OnceFunc(func() { close(stop); traffic.Wait() })
+	t.Cleanup(stopTraffic)
+
+	// Prometheus must know the target as GoTrack's (gotrack_build_info seen)
+	// before the outage, or gotrack:up would not select it.
+	waitAlert := func(what string, labels map[string]string) webhookAlert {
+		t.Helper()
+		deadline := time.Now().Add(45 * time.Second)
+		for time.Now().Before(deadline) {
+			if a, ok := hooks.firing(labels); ok {
+				return a
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s: no firing alert %v reached the webhook; it got %v", what, labels, hooks.names())
+		return webhookAlert{}
+	}
+	waitForQuery(t, promAddr, `gotrack:up{job="collector"} == 1`)
+
+	restart := pgtest.Outage(t)
+	a := waitAlert("PostgreSQL stopped", map[string]string{"alertname": "GoTrackSinkDown", "job": "collector", "sink": "postgres", "instance": metrics.Host})
+	if !strings.HasSuffix(a.Annotations["runbook_url"], "docs/runbook.md#gotracksinkdown") {
+		t.Errorf("GoTrackSinkDown's runbook_url = %q", a.Annotations["runbook_url"])
+	}
+	restart()
+	stopTraffic()
+
+	if _, ok := hooks.firing(map[string]string{"alertname": "GoTrackDown"}); ok {
+		t.Fatal("GoTrackDown fired while GoTrack was running")
+	}
+	p.stop(t)
+	a = waitAlert("GoTrack stopped", map[string]string{"alertname": "GoTrackDown", "job": "collector", "instance": metrics.Host})
+	if !strings.HasSuffix(a.Annotations["runbook_url"], "docs/runbook.md#gotrackdown") {
+		t.Errorf("GoTrackDown's runbook_url = %q", a.Annotations["runbook_url"])
+	}
+}
+
+// waitForQuery waits until an instant query through Prometheus's API
+// returns at least one series.
+func waitForQuery(t *testing.T, promAddr, q string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err == nil {
+			var r struct {
+				Data struct {
+					Result []json.RawMessage `json:"result"`
+				} `json:"data"`
+			}
+			json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if len(r.Data.Result) > 0 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("Prometheus never answered %s", q)
+}
