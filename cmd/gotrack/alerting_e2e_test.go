@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,9 +20,12 @@ import (
 	"github.com/gotrack/gotrack/internal/testpki"
 )
 
-// startServer runs a server a test needs (Prometheus, Alertmanager...) with
-// its logs kept for a failure report, and kills it when the test ends. Its
-// state must live in the test's temporary directory: args say where.
+// startServer runs a server a test needs (Prometheus, Alertmanager, the
+// Pushgateway) with its logs kept for a failure report, and stops it when
+// the test ends: SIGTERM, so that it writes its state as it would in
+// production, then SIGKILL after 10s. Its state must live in the test's
+// temporary directory (issue 17): args must say where, since the Debian
+// packages default to /var/lib/prometheus, shared by every run.
 func startServer(t *testing.T, name, bin string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -30,9 +34,16 @@ func startServer(t *testing.T, name, bin string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
 		if t.Failed() {
 			t.Logf("%s logs:\n%s", name, logs.String())
 		}
@@ -282,4 +293,31 @@ func waitForQuery(t *testing.T, promAddr, q string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("Prometheus never answered %s", q)
+}
+
+// TestPushgatewayStartsEmpty pushes a series to one test Pushgateway, stops
+// it gracefully (when it writes its persistence file), and checks that the
+// next test's Pushgateway does not have it: each keeps its state in its
+// own test's temporary directory (issue 17).
+func TestPushgatewayStartsEmpty(t *testing.T) {
+	const series = "gotrack_test_leak_probe"
+	t.Run("push", func(t *testing.T) {
+		gw := startPushgateway(t)
+		req, _ := http.NewRequest("PUT", gw+"/metrics/job/gotrack_test", strings.NewReader(series+" 1\n"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("push: %d", resp.StatusCode)
+		}
+		if _, ok := pushed(t, gw, series+`{instance="",job="gotrack_test"}`); !ok {
+			t.Fatal("the pushed series is not there")
+		}
+	})
+	gw := startPushgateway(t)
+	if v, ok := pushed(t, gw, series+`{instance="",job="gotrack_test"}`); ok {
+		t.Fatalf("a new Pushgateway holds %s = %s, pushed by an earlier one", series, v)
+	}
 }
