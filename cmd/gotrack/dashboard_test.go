@@ -273,7 +273,7 @@ func shippedQueries(t *testing.T) (queries []shippedQuery, recorded map[string]b
 			Name  string
 			Rules []struct {
 				Alert, Record, Expr, For string
-				Labels, Annotations  map[string]string
+				Labels, Annotations      map[string]string
 			}
 		}
 	}
