@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/gotrack/gotrack/internal/config"
 )
 
 // knownSettings returns GoTrack's settings, read from the README's table,
@@ -53,6 +56,23 @@ func checkEnvNames(t *testing.T, where string, names []string) {
 	for _, n := range names {
 		if !known[n] && !runtimeEnv[n] {
 			t.Errorf("%s sets %s, which is not a GoTrack setting", where, n)
+		}
+	}
+}
+
+// checkEnvValues loads GoTrack's configuration from env, as GoTrack would
+// at start, and reports every problem but files that do not exist on this
+// machine (certificates, token files: they exist where the file deploys).
+func checkEnvValues(t *testing.T, where string, env map[string]string) {
+	t.Helper()
+	_, err := config.Load(func(k string) string { return env[k] })
+	if err == nil {
+		return
+	}
+	for line := range strings.Lines(err.Error()) {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "- ") && !strings.Contains(line, "no such file or directory") {
+			t.Errorf("%s: GoTrack would refuse this configuration: %s", where, strings.TrimPrefix(line, "- "))
 		}
 	}
 }
@@ -226,6 +246,7 @@ func TestKubernetesManifests(t *testing.T) {
 		names = append(names, e.Name)
 	}
 	checkEnvNames(t, "statefulset.yaml", names)
+	checkEnvValues(t, "statefulset.yaml", env)
 
 	// Non-root, read-only root file system, no privilege escalation.
 	psc, sc := pod.Spec.SecurityContext, c.SecurityContext
@@ -518,6 +539,7 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 	checkEnvNames(t, unit, names)
+	checkEnvValues(t, unit, env)
 	stopTimeout := duration(t, "TimeoutStopSec", keys["TimeoutStopSec"][0])
 	shutdown := duration(t, "SHUTDOWN_TIMEOUT", env["SHUTDOWN_TIMEOUT"])
 	var drain time.Duration
@@ -611,6 +633,9 @@ func TestComposeFile(t *testing.T) {
 		names = append(names, n)
 	}
 	checkEnvNames(t, "compose.yaml", names)
+	composeEnv := maps.Clone(g.Environment)
+	composeEnv["SPOOL_DIR"] = "/var/lib/gotrack/spool" // the Containerfile's
+	checkEnvValues(t, "compose.yaml", composeEnv)
 	if g.Build == nil {
 		t.Fatal("the gotrack service is not built from the Containerfile")
 	}
