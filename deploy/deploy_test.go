@@ -471,16 +471,28 @@ func requireTool(t *testing.T, name string) string {
 
 // TestPrometheusConfigs checks every shipped Prometheus configuration with
 // promtool: the example, the compose one, and the kubernetes_sd_configs job.
+// Debian's promtool is built without Kubernetes service discovery, so for
+// the last one scripts/test.sh builds an upstream promtool and names it in
+// GOTRACK_PROMTOOL_K8S.
 func TestPrometheusConfigs(t *testing.T) {
 	promtool := requireTool(t, "promtool")
 	for _, f := range []string{"prometheus/prometheus.yml", "compose/prometheus.yml", "kubernetes/prometheus-kubernetes-sd.yml"} {
 		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
-			out, err := exec.Command(promtool, "check", "config", "--syntax-only", f).CombinedOutput()
-			if err != nil {
-				if bytes.Contains(out, []byte("field kubernetes_sd_configs not found")) {
-					t.Fatalf("this promtool was built without Kubernetes service discovery (Debian's is); "+
-						"scripts/test.sh builds an upstream one into .tools/bin:\n%s", out)
+			bin := promtool
+			if k8s := os.Getenv("GOTRACK_PROMTOOL_K8S"); k8s != "" && strings.HasPrefix(f, "kubernetes/") {
+				bin = k8s
+			}
+			// --syntax-only: the credential files exist only where Prometheus runs.
+			out, err := exec.Command(bin, "check", "config", "--syntax-only", f).CombinedOutput()
+			if err != nil && bytes.Contains(out, []byte("field kubernetes_sd_configs not found")) {
+				msg := fmt.Sprintf("%s was built without Kubernetes service discovery (Debian's is); "+
+					"scripts/test.sh builds an upstream promtool and sets GOTRACK_PROMTOOL_K8S", bin)
+				if os.Getenv("CI") != "" || os.Getenv("GOTRACK_TEST_STRICT") != "" {
+					t.Fatal(msg)
 				}
+				t.Skip(msg)
+			}
+			if err != nil {
 				t.Errorf("promtool check config %s: %v\n%s", f, err, out)
 			}
 		})
