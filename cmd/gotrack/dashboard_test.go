@@ -364,3 +364,44 @@ func TestDashboardAndAlertsQueryExposedMetrics(t *testing.T) {
 		t.Error(m)
 	}
 }
+
+// TestEveryAlertIsUnitTested fails when an alert of alerts.yml has no
+// firing case in alerts_test.yml, which promtool test rules runs.
+func TestEveryAlertIsUnitTested(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/prometheus/alerts_test.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tests struct {
+		Tests []struct {
+			AlertRuleTest []struct {
+				Alertname string `json:"alertname"`
+				ExpAlerts []any  `json:"exp_alerts"`
+			} `json:"alert_rule_test"`
+		} `json:"tests"`
+	}
+	if err := yaml.Unmarshal(b, &tests); err != nil {
+		t.Fatal(err)
+	}
+	fires := map[string]bool{}
+	for _, tc := range tests.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				fires[a.Alertname] = true
+			}
+		}
+	}
+	queries, _ := shippedQueries(t)
+	n := 0
+	for _, q := range queries {
+		if name, ok := strings.CutPrefix(q.where, "alert "); ok {
+			n++
+			if !fires[name] {
+				t.Errorf("alerts_test.yml never sees %s fire", name)
+			}
+		}
+	}
+	if n < 14 {
+		t.Errorf("only %d alerts in alerts.yml", n)
+	}
+}
