@@ -120,8 +120,20 @@ type certificate struct {
 	} `json:"spec"`
 }
 
+// kustomization is the part of kustomize's Kustomization the directory
+// uses (kustomize's Go types are not worth a module for three fields).
+type kustomization struct {
+	APIVersion string   `json:"apiVersion"`
+	Kind       string   `json:"kind"`
+	Namespace  string   `json:"namespace"`
+	Resources  []string `json:"resources"`
+}
+
 // manifests is every object of deploy/kubernetes, decoded.
 type manifests struct {
+	files           []string
+	kustomizations  []*kustomization
+	namespaces      []*corev1.Namespace
 	serviceAccounts []*corev1.ServiceAccount
 	statefulSets    []*appsv1.StatefulSet
 	services        []*corev1.Service
@@ -142,6 +154,7 @@ func decodeManifests(t *testing.T, dir string) *manifests {
 	}
 	m := &manifests{}
 	for _, f := range files {
+		m.files = append(m.files, filepath.Base(f))
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -158,6 +171,12 @@ func decodeManifests(t *testing.T, dir string) *manifests {
 			}
 			var obj any
 			switch head.APIVersion + " " + head.Kind {
+			case "kustomize.config.k8s.io/v1beta1 Kustomization":
+				o := &kustomization{}
+				m.kustomizations, obj = append(m.kustomizations, o), o
+			case "v1 Namespace":
+				o := &corev1.Namespace{}
+				m.namespaces, obj = append(m.namespaces, o), o
 			case "v1 ServiceAccount":
 				o := &corev1.ServiceAccount{}
 				m.serviceAccounts, obj = append(m.serviceAccounts, o), o
@@ -228,6 +247,42 @@ func TestKubernetesManifests(t *testing.T) {
 		len(m.pdbs) != 1 || len(m.certificates) != 1 || len(m.services) != 2 {
 		t.Fatalf("want 1 StatefulSet, 2 Services, 1 ServiceMonitor, 1 NetworkPolicy, 1 PodDisruptionBudget, 1 Certificate; got %d, %d, %d, %d, %d, %d",
 			len(m.statefulSets), len(m.services), len(m.serviceMonitors), len(m.networkPolicies), len(m.pdbs), len(m.certificates))
+	}
+	// kubectl apply -k applies every other file, in the namespace it creates.
+	if len(m.kustomizations) != 1 || len(m.namespaces) != 1 {
+		t.Fatal("want one kustomization.yaml and one Namespace")
+	}
+	k := m.kustomizations[0]
+	others := slices.DeleteFunc(slices.Clone(m.files), func(f string) bool { return f == "kustomization.yaml" })
+	if !slices.Equal(slices.Sorted(slices.Values(k.Resources)), others) {
+		t.Errorf("kustomization.yaml lists %v, the directory holds %v", k.Resources, others)
+	}
+	if k.Namespace != m.namespaces[0].Name {
+		t.Errorf("kustomization.yaml's namespace %q is not the Namespace %q", k.Namespace, m.namespaces[0].Name)
+	}
+	nsOf := map[string]string{"certificate " + m.certificates[0].ObjectMeta.Name: m.certificates[0].ObjectMeta.Namespace}
+	for _, o := range m.statefulSets {
+		nsOf["statefulset "+o.Name] = o.Namespace
+	}
+	for _, o := range m.services {
+		nsOf["service "+o.Name] = o.Namespace
+	}
+	for _, o := range m.serviceMonitors {
+		nsOf["servicemonitor "+o.Name] = o.Namespace
+	}
+	for _, o := range m.networkPolicies {
+		nsOf["networkpolicy "+o.Name] = o.Namespace
+	}
+	for _, o := range m.pdbs {
+		nsOf["poddisruptionbudget "+o.Name] = o.Namespace
+	}
+	for _, o := range m.serviceAccounts {
+		nsOf["serviceaccount "+o.Name] = o.Namespace
+	}
+	for obj, ns := range nsOf {
+		if ns != k.Namespace {
+			t.Errorf("%s is in namespace %q, not %q", obj, ns, k.Namespace)
+		}
 	}
 	sts := m.statefulSets[0]
 	pod := sts.Spec.Template
@@ -476,10 +531,10 @@ func requireTool(t *testing.T, name string) string {
 // GOTRACK_PROMTOOL_K8S.
 func TestPrometheusConfigs(t *testing.T) {
 	promtool := requireTool(t, "promtool")
-	for _, f := range []string{"prometheus/prometheus.yml", "compose/prometheus.yml", "kubernetes/prometheus-kubernetes-sd.yml"} {
-		t.Run(filepath.Base(filepath.Dir(f)), func(t *testing.T) {
+	for _, f := range []string{"prometheus/prometheus.yml", "compose/prometheus.yml", "prometheus/kubernetes-sd.yml"} {
+		t.Run(strings.ReplaceAll(f, "/", "_"), func(t *testing.T) {
 			bin := promtool
-			if k8s := os.Getenv("GOTRACK_PROMTOOL_K8S"); k8s != "" && strings.HasPrefix(f, "kubernetes/") {
+			if k8s := os.Getenv("GOTRACK_PROMTOOL_K8S"); k8s != "" && strings.HasSuffix(f, "kubernetes-sd.yml") {
 				bin = k8s
 			}
 			// --syntax-only: the credential files exist only where Prometheus runs.

@@ -24,7 +24,7 @@ fi
 # Debian's promtool is built without Kubernetes service discovery; the
 # kubernetes_sd_configs example is checked with an upstream one, built once
 # into .tools/bin (a few minutes the first time).
-if ! promtool check config --syntax-only deploy/kubernetes/prometheus-kubernetes-sd.yml >/dev/null 2>&1; then
+if ! promtool check config --syntax-only deploy/prometheus/kubernetes-sd.yml >/dev/null 2>&1; then
   if [ ! -x .tools/bin/promtool ]; then
     echo "test.sh: building an upstream promtool with Kubernetes service discovery" >&2
     GOBIN="$PWD/.tools/bin" go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
