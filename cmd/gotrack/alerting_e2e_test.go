@@ -114,11 +114,17 @@ func (s *alertSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // firing returns the first firing alert delivered with the given labels.
 func (s *alertSink) firing(labels map[string]string) (webhookAlert, bool) {
+	return s.delivered("firing", labels)
+}
+
+// delivered returns the first alert delivered with the status ("firing"
+// or "resolved") and the labels.
+func (s *alertSink) delivered(status string, labels map[string]string) (webhookAlert, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 next:
 	for _, a := range s.alerts {
-		if a.Status != "firing" {
+		if a.Status != status {
 			continue
 		}
 		for k, v := range labels {
@@ -145,7 +151,8 @@ func (s *alertSink) names() []string {
 // real Prometheus scrapes GoTrack under a job not called "gotrack" and
 // evaluates the shipped rules (their `for:` shortened), a real Alertmanager
 // routes what fires to a webhook in this test. Stopping PostgreSQL under
-// traffic must deliver GoTrackSinkDown; stopping GoTrack, GoTrackDown.
+// traffic must deliver GoTrackSinkDown, and starting it again its
+// resolution; stopping GoTrack, GoTrackDown.
 func TestAlertsReachAlertmanager(t *testing.T) {
 	promBin := requireTool(t, "prometheus")
 	amBin := requireTool(t, "prometheus-alertmanager")
@@ -239,17 +246,21 @@ scrape_configs:
 
 	// Prometheus must know the target as GoTrack's (gotrack_build_info seen)
 	// before the outage, or gotrack:up would not select it.
-	waitAlert := func(what string, labels map[string]string) webhookAlert {
+	waitStatus := func(what, status string, labels map[string]string) webhookAlert {
 		t.Helper()
 		deadline := time.Now().Add(45 * time.Second)
 		for time.Now().Before(deadline) {
-			if a, ok := hooks.firing(labels); ok {
+			if a, ok := hooks.delivered(status, labels); ok {
 				return a
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		t.Fatalf("%s: no firing alert %v reached the webhook; it got %v", what, labels, hooks.names())
+		t.Fatalf("%s: no %s alert %v reached the webhook; it got %v", what, status, labels, hooks.names())
 		return webhookAlert{}
+	}
+	waitAlert := func(what string, labels map[string]string) webhookAlert {
+		t.Helper()
+		return waitStatus(what, "firing", labels)
 	}
 	waitForQuery(t, promAddr, `gotrack:up{job="collector"} == 1`)
 
@@ -259,6 +270,8 @@ scrape_configs:
 		t.Errorf("GoTrackSinkDown's runbook_url = %q", a.Annotations["runbook_url"])
 	}
 	restart()
+	// Traffic goes on: the next write succeeds and the alert resolves.
+	waitStatus("PostgreSQL restarted", "resolved", map[string]string{"alertname": "GoTrackSinkDown", "job": "collector", "sink": "postgres"})
 	stopTraffic()
 
 	if _, ok := hooks.firing(map[string]string{"alertname": "GoTrackDown"}); ok {
