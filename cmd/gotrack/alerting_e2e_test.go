@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/gotrack/gotrack/internal/pgtest"
+	"github.com/gotrack/gotrack/internal/replay"
 	"github.com/gotrack/gotrack/internal/testpki"
 )
 
@@ -152,7 +155,8 @@ func (s *alertSink) names() []string {
 // evaluates the shipped rules (their `for:` shortened), a real Alertmanager
 // routes what fires to a webhook in this test. Stopping PostgreSQL under
 // traffic must deliver GoTrackSinkDown, and starting it again its
-// resolution; stopping GoTrack, GoTrackDown.
+// resolution; stopping GoTrack, GoTrackDown; and a failed `gotrack replay`
+// pushed to a Pushgateway scraped by the shipped job, GoTrackReplayFailed.
 func TestAlertsReachAlertmanager(t *testing.T) {
 	promBin := requireTool(t, "prometheus")
 	amBin := requireTool(t, "prometheus-alertmanager")
@@ -194,6 +198,7 @@ receivers:
 		t.Fatal(err)
 	}
 
+	gw := startPushgateway(t)
 	testpki.WriteFile(t, filepath.Join(dir, "alerts.yml"), shippedRulesFastFor(t))
 	promCfg := fmt.Sprintf(`global:
   scrape_interval: 1s
@@ -209,7 +214,8 @@ scrape_configs:
   - job_name: collector
     static_configs:
       - targets: ["%s"]
-`, amAddr, metrics.Host)
+  - %s
+`, amAddr, metrics.Host, shippedPushgatewayJob(t, strings.TrimPrefix(gw, "http://")))
 	testpki.WriteFile(t, filepath.Join(dir, "prometheus.yml"), []byte(promCfg))
 	promAddr := freePort(t)
 	startServer(t, "prometheus", promBin,
@@ -282,6 +288,41 @@ scrape_configs:
 	if !strings.HasSuffix(a.Annotations["runbook_url"], "docs/runbook.md#gotrackdown") {
 		t.Errorf("GoTrackDown's runbook_url = %q", a.Annotations["runbook_url"])
 	}
+
+	// A failed replay run, pushed as `gotrack replay` pushes it, reaches the
+	// Alertmanager through the shipped Pushgateway scrape job.
+	if err := replay.Push(replay.PushOptions{URL: gw}, replay.Counts{Replayed: 10, Failed: 2}, time.Second, false); err != nil {
+		t.Fatal(err)
+	}
+	waitAlert("a failed replay pushed", map[string]string{"alertname": "GoTrackReplayFailed", "job": "gotrack_replay"})
+}
+
+// shippedPushgatewayJob returns the Pushgateway scrape job of the shipped
+// prometheus.yml, as one line of YAML (JSON), pointed at target.
+func shippedPushgatewayJob(t *testing.T, target string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../deploy/prometheus/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ScrapeConfigs []map[string]any `json:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, job := range cfg.ScrapeConfigs {
+		if job["job_name"] == "pushgateway" {
+			job["static_configs"] = []any{map[string]any{"targets": []string{target}}}
+			j, err := json.Marshal(job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(j)
+		}
+	}
+	t.Fatal("the shipped prometheus.yml has no pushgateway job")
+	return ""
 }
 
 // waitForQuery waits until an instant query through Prometheus's API
