@@ -250,8 +250,6 @@ scrape_configs:
 	stopTraffic := sync.OnceFunc(func() { close(stop); traffic.Wait() })
 	t.Cleanup(stopTraffic)
 
-	// Prometheus must know the target as GoTrack's (gotrack_build_info seen)
-	// before the outage, or gotrack:up would not select it.
 	waitStatus := func(what, status string, labels map[string]string) webhookAlert {
 		t.Helper()
 		deadline := time.Now().Add(45 * time.Second)
@@ -268,6 +266,8 @@ scrape_configs:
 		t.Helper()
 		return waitStatus(what, "firing", labels)
 	}
+	// Prometheus must know the target as GoTrack's (gotrack_build_info seen)
+	// before the outage, or gotrack:up would not select it.
 	waitForQuery(t, promAddr, `gotrack:up{job="collector"} == 1`)
 
 	restart := pgtest.Outage(t)
