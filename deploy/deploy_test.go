@@ -788,6 +788,7 @@ func TestContainerfile(t *testing.T) {
 	var stages []string
 	var user, health string
 	var envNames []string
+	imageEnv := map[string]string{}
 	for _, line := range strings.Split(strings.ReplaceAll(text, "\\\n", " "), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
@@ -802,8 +803,9 @@ func TestContainerfile(t *testing.T) {
 			health = line
 		case "ENV":
 			for _, kv := range f[1:] {
-				if n, _, ok := strings.Cut(kv, "="); ok {
+				if n, v, ok := strings.Cut(kv, "="); ok {
 					envNames = append(envNames, n)
+					imageEnv[n] = v
 				}
 			}
 		}
@@ -818,9 +820,11 @@ func TestContainerfile(t *testing.T) {
 	if uid, _, _ := strings.Cut(user, ":"); uid == "" || uid == "0" || uid == "root" {
 		t.Errorf("USER %q: the image runs as root", user)
 	}
-	if !strings.Contains(health, "/healthz") || !strings.Contains(health, "healthcheck") {
-		t.Errorf("no HEALTHCHECK against /healthz: %q", health)
+	_, port, _ := strings.Cut(imageEnv["SERVER_ADDR"], ":")
+	if port == "" || !strings.Contains(health, ":"+port+"/healthz") || !strings.Contains(health, "healthcheck") {
+		t.Errorf("no HEALTHCHECK against /healthz on SERVER_ADDR's port %q: %q", port, health)
 	}
+	checkEnvValues(t, "Containerfile", imageEnv)
 	for _, tool := range []string{"podman", "docker", "buildah"} {
 		bin, err := exec.LookPath(tool)
 		if err != nil {
