@@ -180,6 +180,19 @@ func TestRunbookURLsResolve(t *testing.T) {
 			t.Errorf("alert %s: docs/runbook.md has no section #%s", a[1], urls[i][1])
 		}
 	}
+	// Each section says what the alert means, how to confirm it, what to do.
+	sections := strings.Split(string(rb), "\n## ")[1:]
+	if len(sections) != len(alerts) {
+		t.Errorf("docs/runbook.md has %d sections for %d alerts", len(sections), len(alerts))
+	}
+	for _, sec := range sections {
+		title, _, _ := strings.Cut(sec, "\n")
+		for _, part := range []string{"**Meaning.**", "**Confirm.**", "**Act.**"} {
+			if !strings.Contains(sec, part) {
+				t.Errorf("runbook section %s lacks %s", title, part)
+			}
+		}
+	}
 }
 
 func TestSlug(t *testing.T) {
