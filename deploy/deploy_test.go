@@ -618,6 +618,18 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("TimeoutStopSec=%v leaves no margin over SHUTDOWN_TIMEOUT %v: systemd would SIGKILL a draining GoTrack", stopTimeout, shutdown)
 	}
 
+	// Each ingest connection is a file descriptor (README, MAX_CONNECTIONS).
+	maxConns := 1024
+	if v := env["MAX_CONNECTIONS"]; v != "" {
+		fmt.Sscan(v, &maxConns)
+	}
+	var nofile int
+	if len(keys["LimitNOFILE"]) == 0 {
+		t.Error("no LimitNOFILE")
+	} else if fmt.Sscan(keys["LimitNOFILE"][0], &nofile); nofile < maxConns+1024 {
+		t.Errorf("LimitNOFILE=%d leaves too little room over MAX_CONNECTIONS %d", nofile, maxConns)
+	}
+
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze is not installed; the unit's settings were checked above")
