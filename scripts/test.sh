@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs GoTrack's whole test suite on a Debian machine with Go installed.
 # It installs what the tests need when it is missing (Prometheus, promtool,
-# the Pushgateway and PostgreSQL, from Debian's packages), starts a throwaway PostgreSQL
+# the Pushgateway, the Alertmanager and PostgreSQL, from Debian's packages),
+# starts a throwaway PostgreSQL
 # cluster unless PG_TEST_DSN names a server, then runs gofmt, vet and the
 # race-enabled tests. Extra arguments go to go test (say, -run Postgres).
 set -euo pipefail
@@ -14,12 +15,25 @@ command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushg
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
 if ((${#packages[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "test.sh: installing ${packages[*]} from Debian's packages" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+
+# Debian's promtool is built without Kubernetes service discovery; the
+# kubernetes_sd_configs example is checked with an upstream one, built once
+# into .tools/bin (a few minutes the first time).
+if ! promtool check config --syntax-only deploy/prometheus/kubernetes-sd.yml >/dev/null 2>&1; then
+  if [ ! -x .tools/bin/promtool ]; then
+    echo "test.sh: building an upstream promtool with Kubernetes service discovery" >&2
+    GOBIN="$PWD/.tools/bin" go install github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+  fi
+  export GOTRACK_PROMTOOL_K8S="$PWD/.tools/bin/promtool"
 fi
 
 # The real JavaScript clients the tests drive (Segment's and RudderStack's

@@ -1,7 +1,9 @@
 // Command pgsink measures the PostgreSQL sink against its practical limit:
-// it writes N new events through postgres.Sink in batches, then the same
-// events again as a replay would (every one a conflict), then COPYs the same
-// rows in one stream into an unindexed table, and prints the rates.
+// it writes N new events through postgres.Sink in batches, driven by the
+// pipeline as GoTrack drives it (so a large batch is spread over the
+// sink's PG_PARALLEL connections), then the same events again as a replay
+// would (every one a conflict), then COPYs the same rows in one stream into
+// an unindexed table, and prints the rates.
 //
 //	go run ./bench/pgsink -dsn "$PG_TEST_DSN" -events 1000000 -batch 500
 //
@@ -13,13 +15,17 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
 )
 
@@ -32,6 +38,45 @@ func main() {
 		fmt.Fprintln(os.Stderr, "pgsink:", err)
 		os.Exit(1)
 	}
+}
+
+// writeAll opens the sink and delivers events to it through a pipeline in
+// batches of batch events, and returns the time it took, the sink's close
+// included.
+func writeAll(ctx context.Context, dsn, table string, events []*event.Event, batch int) (time.Duration, error) {
+	s, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Table: table})
+	if err != nil {
+		return 0, err
+	}
+	reg := prometheus.NewRegistry()
+	m, err := pipeline.NewMetrics(reg, []string{"postgres"})
+	if err != nil {
+		return 0, err
+	}
+	dead := deadletter.New(os.DevNull)
+	p, err := pipeline.New([]pipeline.Output{{Name: "postgres", Sink: s}},
+		pipeline.Options{QueueSize: 4 * batch, BatchSize: batch, BatchBytes: 1 << 30, FlushInterval: 10 * time.Millisecond,
+			EnqueueTimeout: time.Minute}, m, reg, dead, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	p.Start()
+	for i := 0; i < len(events); i += batch {
+		if err := p.Submit(events[i:min(i+batch, len(events))]); err != nil {
+			return 0, err
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Hour)
+	defer cancel()
+	if err := p.Close(cctx); err != nil {
+		return 0, err
+	}
+	took := time.Since(start)
+	if st := p.Stats()[0]; st.Delivered != int64(len(events)) {
+		return 0, fmt.Errorf("the pipeline delivered %d events of %d (%d dead-lettered)", st.Delivered, len(events), st.DeadLettered)
+	}
+	return took, nil
 }
 
 // pixelEvents makes events shaped like pixel traffic: about 330 bytes of JSON each.
@@ -67,34 +112,21 @@ func run(dsn string, n, batch int) error {
 	defer conn.Close(ctx)
 	defer conn.Exec(ctx, "DROP TABLE IF EXISTS "+sinkTable+", "+plainTable)
 
-	s, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Table: sinkTable})
+	sinkTime, err := writeAll(ctx, dsn, sinkTable, events, batch)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	for i := 0; i < n; i += batch {
-		if err := s.WriteBatch(ctx, events[i:min(i+batch, n)]); err != nil {
-			return err
-		}
-	}
-	sinkTime := time.Since(start)
 	// The same events again, as a replay would send them: every one is a
 	// conflict, so every batch takes the staging path.
-	start = time.Now()
-	for i := 0; i < n; i += batch {
-		if err := s.WriteBatch(ctx, events[i:min(i+batch, n)]); err != nil {
-			return err
-		}
-	}
-	replayTime := time.Since(start)
-	if err := s.Close(ctx); err != nil {
+	replayTime, err := writeAll(ctx, dsn, sinkTable, events, batch)
+	if err != nil {
 		return err
 	}
 
 	if _, err := conn.Exec(ctx, `CREATE TABLE `+plainTable+` (event_id uuid, received_at timestamptz, type text, source text, payload jsonb)`); err != nil {
 		return err
 	}
-	start = time.Now()
+	start := time.Now()
 	_, err = conn.CopyFrom(ctx, pgx.Identifier{plainTable}, []string{"event_id", "received_at", "type", "source", "payload"},
 		pgx.CopyFromSlice(n, func(i int) ([]any, error) {
 			e := events[i]

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/internal/config"
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
@@ -40,6 +41,8 @@ import (
 )
 
 func main() {
+	// SIGINT and SIGTERM cancel ctx, and run catches SIGHUP, before
+	// anything slow happens.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
@@ -53,13 +56,20 @@ func main() {
 // streams so that tests can run it in-process. It returns when ctx is
 // cancelled and the graceful stop is done.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	// SIGHUP is caught from the first line: its default action kills the
+	// process, and logrotate may send it while a start is slow (PostgreSQL
+	// slow to answer, say). Until the sinks are open it is ignored.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "serve":
-		return serve(ctx, args, getenv, stdout, stderr)
+		return serve(ctx, args, getenv, stdout, stderr, hup, startHooks{})
 	case "replay":
 		return replayCmd(ctx, args, getenv, stdout, stderr)
 	case "spool":
@@ -71,7 +81,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return fmt.Errorf("unknown command %q (want serve, replay or version; -h for help)", cmd)
 }
 
-func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+// startHooks let tests fail a start after any step and see what it opened.
+type startHooks struct {
+	fail   func(step string) error
+	opened func(outputs []pipeline.Output, sp *spool.Spool) // after the sinks, and after the spool
+}
+
+// startSteps names the steps of a start, in order, as startHooks.fail sees them.
+var startSteps = []string{"sinks", "pipeline metrics", "spool", "pipeline", "handler", "metrics listener", "ingest listener"}
+
+func (h startHooks) after(step string) error {
+	if h.fail == nil {
+		return nil
+	}
+	return h.fail(step)
+}
+
+// serve runs the collector. Whatever it opened before a failing step, it
+// closes before it returns, within SHUTDOWN_TIMEOUT.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hup <-chan os.Signal, hooks startHooks) (err error) {
 	fs := flag.NewFlagSet("gotrack", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { config.Usage(stdout) }
@@ -93,13 +121,57 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		// measurably less CPU (bench: /collect 187k -> 225k events/s).
 		debug.SetGCPercent(200)
 	}
-
 	norm, err := event.NewNormalizer(cfg.Privacy)
 	if err != nil {
 		return err
 	}
-	outputs, err := openSinks(ctx, cfg, reg)
-	if err != nil {
+
+	// What is open so far, closed in reverse order when a step fails. Once
+	// the pipeline exists it owns the sinks, the spool and the dead-letter
+	// file.
+	var (
+		outputs []pipeline.Output
+		sp      *spool.Spool
+		pipe    *pipeline.Pipeline
+		metrics *telemetry.MetricsServer
+		ln      net.Listener
+		started bool // from then on, shutdown closes everything
+	)
+	defer func() {
+		if err == nil || started {
+			return
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		var errs []error
+		if ln != nil {
+			errs = append(errs, ln.Close())
+		}
+		if metrics != nil {
+			errs = append(errs, metrics.Shutdown(cctx))
+		}
+		if pipe != nil {
+			errs = append(errs, pipe.Close(cctx))
+		} else {
+			if sp != nil {
+				errs = append(errs, sp.Close())
+			}
+			errs = append(errs, closeSinks(cctx, outputs))
+		}
+		err = errors.Join(err, errors.Join(errs...))
+	}()
+	step := func(name string, err error) error {
+		if err != nil {
+			return err
+		}
+		return hooks.after(name)
+	}
+
+	outputs, err = openSinks(ctx, cfg, reg)
+	if err == nil && hooks.opened != nil {
+		hooks.opened(outputs, nil)
+	}
+	if err := step("sinks", err); err != nil {
 		return err
 	}
 	names := make([]string, len(outputs))
@@ -107,23 +179,27 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		names[i] = o.Name
 	}
 	pm, err := pipeline.NewMetrics(reg, names)
-	if err != nil {
-		return errors.Join(err, closeSinks(outputs))
+	if err := step("pipeline metrics", err); err != nil {
+		return err
 	}
 	popts := cfg.Pipeline
 	if cfg.Spool.Dir != "" {
 		sm, err := spool.NewMetrics(reg, names)
 		if err == nil {
-			popts.Spool, err = spool.Open(spool.Options{Dir: cfg.Spool.Dir, Sync: cfg.Spool.Sync, MaxBytes: cfg.Spool.MaxBytes,
+			sp, err = spool.Open(spool.Options{Dir: cfg.Spool.Dir, Sync: cfg.Spool.Sync, MaxBytes: cfg.Spool.MaxBytes,
 				Readers: names, Metrics: sm, Log: log})
 		}
-		if err != nil {
-			return errors.Join(err, closeSinks(outputs))
+		if err == nil && hooks.opened != nil {
+			hooks.opened(outputs, sp)
 		}
+		if err := step("spool", err); err != nil {
+			return err
+		}
+		popts.Spool = sp
 	}
-	pipe, err := pipeline.New(outputs, popts, pm, reg, pipeline.NewDeadLetter(cfg.DeadLetterPath), log)
-	if err != nil {
-		return errors.Join(err, closeSinks(outputs))
+	pipe, err = pipeline.New(outputs, popts, pm, reg, deadletter.New(cfg.DeadLetterPath), log)
+	if err := step("pipeline", err); err != nil {
+		return err
 	}
 	handler, err := ingest.NewHandler(ingest.Options{
 		MaxBodyBytes:     cfg.MaxBodyBytes,
@@ -132,39 +208,36 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxInflightBytes: cfg.MaxInflightBytes,
 		RoutePrefix:      cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
-	if err != nil {
+	if err := step("handler", err); err != nil {
 		return err
 	}
 
-	var metrics *telemetry.MetricsServer
 	metricsAddr := "disabled"
 	if cfg.Metrics.Enabled {
 		if metrics, err = telemetry.NewMetricsServer(cfg.Metrics, reg, log); err == nil {
-			err = metrics.Start()
+			if err = metrics.Start(); err != nil {
+				metrics = nil
+			}
 		}
-		if err != nil {
-			return errors.Join(err, closeSinks(outputs))
+		if err := step("metrics listener", err); err != nil {
+			return err
 		}
 		metricsAddr = metrics.Scheme() + "://" + metrics.Addr() + "/metrics"
 	}
-	ln, err := net.Listen("tcp", cfg.ServerAddr)
+	ln, err = net.Listen("tcp", cfg.ServerAddr)
 	if err != nil {
 		err = fmt.Errorf("ingest listener: listen on SERVER_ADDR=%s: %w", cfg.ServerAddr, err)
-		if metrics != nil {
-			err = errors.Join(err, metrics.Shutdown(context.Background()))
-		}
-		return errors.Join(err, closeSinks(outputs))
+	}
+	if err := step("ingest listener", err); err != nil {
+		return err
 	}
 
+	started = true
 	pipe.Start()
 	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
 	ln = ingest.LimitListener(ln, cfg.MaxConnections, srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
-
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 
 	log.Info("gotrack started",
 		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
@@ -198,14 +271,34 @@ func spoolDesc(cfg *config.Config) string {
 	return cfg.Spool.Dir + " (fsync every " + cfg.Spool.Sync.Interval.String() + ")"
 }
 
-// shutdown stops in order, within SHUTDOWN_TIMEOUT: stop accepting and
-// finish the requests under way, drain every queue into its sink and close
-// the sinks, then stop the metrics listener. The deadline is fresh: ctx is
-// already cancelled when a signal brought us here.
+// shutdown stops in order, all within SHUTDOWN_TIMEOUT, the one deadline
+// passed down to every step:
+//
+//  1. for SHUTDOWN_DRAIN_DELAY, /readyz answers 503 while requests are
+//     still served, so that load balancers stop sending;
+//  2. the ingest listener stops accepting and finishes the requests under
+//     way;
+//  3. the pipeline drains every buffer into its sink, dead-letters what a
+//     sink cannot take in time (a spool keeps it instead), and closes the
+//     spool, the sinks and the dead-letter file (see pipeline.Close);
+//  4. the metrics listener stops.
+//
+// The deadline is fresh: ctx is already cancelled when a signal brought us
+// here. Acknowledged events that were lost make the error non-nil, and so
+// the exit status non-zero.
 func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *pipeline.Pipeline, metrics *telemetry.MetricsServer, log *slog.Logger) error {
-	log.Info("gotrack stopping", "timeout", cfg.ShutdownTimeout.String())
+	log.Info("gotrack stopping", "timeout", cfg.ShutdownTimeout.String(), "drain_delay", cfg.ShutdownDrainDelay.String())
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
+	if d := cfg.ShutdownDrainDelay; d > 0 {
+		pipe.StopReady()
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-sctx.Done():
+		}
+		t.Stop()
+	}
 	var errs []error
 	if err := srv.Shutdown(sctx); err != nil {
 		errs = append(errs, fmt.Errorf("ingest listener: %w", err))
@@ -214,14 +307,12 @@ func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *p
 		errs = append(errs, err)
 	}
 	for _, st := range pipe.Stats() {
-		log.Info("sink delivered", "sink", st.Sink, "events", st.Delivered, "dead_lettered", st.DeadLettered)
+		log.Info("sink delivered", "sink", st.Sink, "events", st.Delivered, "dead_lettered", st.DeadLettered, "lost", st.Lost)
 	}
 	if metrics != nil {
-		mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := metrics.Shutdown(mctx); err != nil {
+		if err := metrics.Shutdown(sctx); err != nil {
 			errs = append(errs, err)
 		}
-		mcancel()
 	}
 	err := errors.Join(errs...)
 	if err != nil {
@@ -246,8 +337,9 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		case config.OutputLog:
 			s, err = ndjson.Open(cfg.Log)
 		case config.OutputPostgres:
-			s, err = postgres.Open(ctx, cfg.Postgres)
-			out.BatchSize, out.BatchBytes = cfg.PostgresBatch.Size, cfg.PostgresBatch.Bytes
+			o := cfg.Postgres
+			o.BatchEvents, o.BatchBytes = cfg.PostgresBatch.Size, cfg.PostgresBatch.Bytes
+			s, err = postgres.Open(ctx, o)
 		case config.OutputKafka:
 			o := cfg.Kafka
 			o.MaxBufferedRecords = cfg.Pipeline.QueueSize
@@ -259,7 +351,9 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 			err = fmt.Errorf("sink %q is not available in this build", name)
 		}
 		if err != nil {
-			return nil, errors.Join(fmt.Errorf("open sink %s: %w", name, err), closeSinks(outputs))
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+			defer cancel()
+			return nil, errors.Join(fmt.Errorf("open sink %s: %w", name, err), closeSinks(cctx, outputs))
 		}
 		out.Sink = s
 		outputs = append(outputs, out)
@@ -267,12 +361,13 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 	return outputs, nil
 }
 
-func closeSinks(outputs []pipeline.Output) error {
+// closeSinks closes the sinks by ctx's deadline.
+func closeSinks(ctx context.Context, outputs []pipeline.Output) error {
 	var errs []error
 	for _, o := range outputs {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, o.Sink.Close(ctx))
-		cancel()
+		if err := o.Sink.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close sink %s: %w", o.Name, err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/internal/config"
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/replay"
@@ -25,9 +26,10 @@ import (
 // replayCmd is `gotrack replay [--sink NAME] FILE...`: it delivers the
 // events of NDJSON event logs or dead-letter files to the configured sinks.
 // A dead-letter line goes back to the sink it failed in, unless --sink
-// names another. Delivery is idempotent in PostgreSQL and keyed by event_id
-// in Kafka, so running it twice is harmless there; the NDJSON sink appends
-// the events again.
+// names another. Running it twice is harmless in PostgreSQL, which writes
+// each event_id once; Kafka and the NDJSON sink store the events again
+// (Kafka's records are keyed by event_id, for consumers that dedupe). It
+// closes every file, sink and pipeline it opened, on every path.
 func replayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gotrack replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -63,6 +65,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}
+	defer in.Close()
 	// Events that fail again must not be appended to a file being read.
 	deadPath := cfg.DeadLetterPath
 	if st, err := os.Stat(deadPath); err == nil {
@@ -74,7 +77,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 			}
 		}
 	}
-	dead := pipeline.NewDeadLetter(deadPath)
+	dead := deadletter.New(deadPath)
 
 	outputs, err := openSinks(ctx, cfg, nil)
 	if err != nil {
@@ -83,17 +86,27 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	// One pipeline per sink, so that a dead-letter line reaches its own sink
 	// only. Their queues wait for room rather than drop.
 	pipes := map[string]*pipeline.Pipeline{}
+	closeTimeout := max(cfg.ShutdownTimeout, 10*time.Minute)
 	opts := cfg.Pipeline
 	opts.FullPolicy, opts.EnqueueTimeout = pipeline.Block, 10*time.Minute
-	for _, o := range outputs {
+	for i, o := range outputs {
 		reg := prometheus.NewRegistry()
 		m, err := pipeline.NewMetrics(reg, []string{o.Name})
-		if err != nil {
-			return err
+		var p *pipeline.Pipeline
+		if err == nil {
+			p, err = pipeline.New([]pipeline.Output{o}, opts, m, reg, dead, log)
 		}
-		p, err := pipeline.New([]pipeline.Output{o}, opts, m, reg, dead, log)
 		if err != nil {
-			return err
+			// Close what is open: the pipelines started (each closes its
+			// sink), and the sinks not yet handed to one.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+			defer cancel()
+			errs := []error{err}
+			for _, p := range pipes {
+				errs = append(errs, p.Close(cctx))
+			}
+			errs = append(errs, closeSinks(cctx, outputs[i:]), dead.Close())
+			return errors.Join(errs...)
 		}
 		p.Start()
 		pipes[o.Name] = p
@@ -145,7 +158,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 		submit(name, true)
 	}
 	var errs []error
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(cfg.ShutdownTimeout, 10*time.Minute))
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	defer cancel()
 	for name, p := range pipes {
 		if err := p.Close(cctx); err != nil {
@@ -153,7 +166,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 		}
 		for _, st := range p.Stats() {
 			counts.Replayed += st.Delivered
-			counts.Failed += st.DeadLettered
+			counts.Failed += st.DeadLettered + st.Lost
 			if st.DeadLettered > 0 {
 				fmt.Fprintf(stderr, "replay: %d events failed again in %s; see %s\n", st.DeadLettered, name, deadPath)
 			}

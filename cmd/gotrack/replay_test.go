@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,19 +19,10 @@ func startPushgateway(t *testing.T) string {
 	t.Helper()
 	bin := requireTool(t, "prometheus-pushgateway")
 	addr := freePort(t)
-	cmd := exec.Command(bin, "--web.listen-address="+addr)
-	var logs syncBuffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("pushgateway logs:\n%s", logs.String())
-		}
-	})
+	// Debian's Pushgateway persists to /var/lib/prometheus/pushgateway.data
+	// unless told otherwise, which leaks pushes from one run into the next.
+	startServer(t, "pushgateway", bin, "--web.listen-address="+addr,
+		"--persistence.file="+filepath.Join(t.TempDir(), "pushgateway.data"))
 	waitFor(t, "the Pushgateway", func() bool {
 		resp, err := http.Get("http://" + addr + "/-/ready")
 		if err == nil {

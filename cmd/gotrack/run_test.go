@@ -105,7 +105,7 @@ func TestMetricsConfigMatrix(t *testing.T) {
 			"METRICS_BEARER_TOKEN_FILE", token), client: tlsClient(good), auth: []string{"Authorization", "Bearer matrix-token-0123456789"}, scheme: "https"},
 		{name: "basic auth", env: with("METRICS_BASIC_AUTH_FILE", htpasswd), client: plain,
 			auth: []string{"Authorization", "Basic cHJvbTpwdw=="}, scheme: "http"},
-		{name: "public without TLS or auth", env: with("METRICS_ADDR", "0.0.0.0:0"), refusal: "neither TLS nor authentication"},
+		{name: "public without TLS or auth", env: with("METRICS_ADDR", "0.0.0.0:0"), refusal: "scrapers are not authenticated"},
 		{name: "TLS required but missing", env: with("METRICS_REQUIRE_TLS", "true"), refusal: "METRICS_REQUIRE_TLS=true"},
 		{name: "unusable certificate", env: with("METRICS_TLS_CERT", caFile, "METRICS_TLS_KEY", key, "METRICS_REQUIRE_TLS", "true"),
 			refusal: "METRICS_TLS_CERT and METRICS_TLS_KEY"},

@@ -1,7 +1,8 @@
 // Command myapp is the exercise of seed 003 built on the httpmetrics
 // package: /work sleeps for a random time and answers 200 or 500 at random,
 // and /metrics exposes myapp_processed_ops_total{status} and
-// myapp_request_duration_seconds.
+// myapp_request_duration_seconds, with the Go runtime (go_*) and process
+// (process_*) metrics.
 //
 //	go run ./examples/myapp -addr 127.0.0.1:8080 -max-sleep 2s -error-rate 0.2
 //	curl localhost:8080/work; curl localhost:8080/metrics | grep myapp_
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gotrack/gotrack/httpmetrics"
@@ -61,6 +63,22 @@ func parseFlags(args []string, out io.Writer) (options, error) {
 	return o, nil
 }
 
+// newRegistry returns the app's own registry, carrying the Go runtime
+// (go_*) and process (process_*) collectors. Seed 003's promhttp.Handler()
+// serves the global default registry, which registers both by itself; a
+// registry of our own starts empty, so without these two lines /metrics
+// would lose the memory, GC, goroutine, CPU and file-descriptor series that
+// dashboards expect. A registry of our own is still the better choice: no
+// package-level state, and tests build a fresh one each time.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return reg
+}
+
 // newHandler returns the app's routes with /work instrumented on reg.
 func newHandler(o options, reg *prometheus.Registry) (http.Handler, error) {
 	m, err := httpmetrics.New(reg, httpmetrics.Opts{
@@ -94,7 +112,9 @@ func newHandler(o options, reg *prometheus.Registry) (http.Handler, error) {
 	})
 	mux := http.NewServeMux()
 	mux.Handle("GET /work", m.Wrap(work))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// InstrumentMetricHandler adds the promhttp_metric_handler_* series that
+	// promhttp.Handler() would have brought too.
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	return mux, nil
 }
 
@@ -106,7 +126,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		return err
 	}
-	h, err := newHandler(o, prometheus.NewRegistry())
+	h, err := newHandler(o, newRegistry())
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,27 @@ func TestWorkIsCounted(t *testing.T) {
 	}
 }
 
+// TestRuntimeAndProcessMetrics: the registry run uses serves the Go runtime
+// and process series that seed 003's promhttp.Handler() would have, and the
+// scrape handler's own.
+func TestRuntimeAndProcessMetrics(t *testing.T) {
+	h, err := newHandler(options{}, newRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		"\ngo_goroutines ", "\ngo_memstats_alloc_bytes ", "\ngo_gc_duration_seconds{",
+		"\nprocess_cpu_seconds_total ", "\nprocess_resident_memory_bytes ", "\nprocess_open_fds ",
+		"\npromhttp_metric_handler_requests_total{",
+	} {
+		if !strings.Contains(w.Body.String(), want) {
+			t.Errorf("/metrics lacks %q", strings.TrimPrefix(want, "\n"))
+		}
+	}
+}
+
 func TestFlagsValidated(t *testing.T) {
 	for _, args := range [][]string{{"-error-rate", "2"}, {"-min-sleep", "2s", "-max-sleep", "1s"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {

@@ -44,6 +44,9 @@ type Config struct {
 	CORSOrigins     []string // empty means any origin
 	RoutePrefix     string   // ROUTE_PREFIX; "" serves the routes at the root
 	ShutdownTimeout time.Duration
+	// ShutdownDrainDelay is how long /readyz answers 503 while the
+	// listener still serves, before the stop; part of ShutdownTimeout.
+	ShutdownDrainDelay time.Duration
 
 	// MaxInflightBytes and MaxConnections bound the ingest listener's
 	// memory; see ingest.Options and ingest.LimitListener.
@@ -261,6 +264,7 @@ func settings(c *Config) []setting {
 	add("PUSHGATEWAY_PASSWORD_FILE", "", "file holding the Pushgateway basic auth password", str(&c.Pushgateway.PasswordFile))
 	add("DEAD_LETTER_PATH", "./dead-letter.ndjson", "NDJSON file for events a sink rejects or cannot take before the shutdown deadline", str(&c.DeadLetterPath))
 	add("SHUTDOWN_TIMEOUT", "30s", "on SIGTERM/SIGINT: time to finish requests, drain queues and close sinks", duration(&c.ShutdownTimeout, time.Second, time.Hour))
+	add("SHUTDOWN_DRAIN_DELAY", "0s", "on SIGTERM/SIGINT: time /readyz answers 503 while requests are still served, before the stop; part of SHUTDOWN_TIMEOUT", duration(&c.ShutdownDrainDelay, 0, time.Hour))
 	add("LOG_FORMAT", "json", "format of GoTrack's own logs on stderr: json or text", func(v string) error {
 		if v != "json" && v != "text" {
 			return errors.New("is not json or text")
@@ -324,7 +328,7 @@ func settings(c *Config) []setting {
 
 	m := &c.Metrics
 	add("METRICS_ENABLED", "false", "serve Prometheus metrics on their own listener", boolean(&m.Enabled))
-	add("METRICS_ADDR", "127.0.0.1:9090", "address of the metrics listener (/metrics, /healthz); loopback unless TLS or auth is on", str(&m.Addr))
+	add("METRICS_ADDR", "127.0.0.1:9090", "address of the metrics listener (/metrics, /healthz); loopback unless scrapers authenticate (mTLS, token or basic auth) or METRICS_ALLOW_INSECURE=true", str(&m.Addr))
 	add("METRICS_TLS_CERT", "", "PEM certificate for the metrics listener; reloaded when the file changes", str(&m.TLSCert))
 	add("METRICS_TLS_KEY", "", "PEM private key for METRICS_TLS_CERT", str(&m.TLSKey))
 	add("METRICS_TLS_RELOAD_INTERVAL", "5s", "how often, at most, the certificate files are checked for changes", duration(&m.TLSReloadInterval, 0, time.Hour))
@@ -333,7 +337,7 @@ func settings(c *Config) []setting {
 	add("METRICS_CLIENT_ALLOWED_SANS", "", "comma list of client certificate SANs (DNS, URI, email or IP) allowed; empty allows any the CA signed", list(&m.ClientAllowedSANs))
 	add("METRICS_BEARER_TOKEN_FILE", "", "file holding the bearer token scrapers must send", str(&m.BearerTokenFile))
 	add("METRICS_BASIC_AUTH_FILE", "", "htpasswd file of bcrypt users (htpasswd -nBC 10 user) for basic auth", str(&m.BasicAuthFile))
-	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR with neither TLS nor authentication", boolean(&m.AllowInsecure))
+	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR without mTLS, bearer token or basic auth (TLS alone does not count)", boolean(&m.AllowInsecure))
 	add("METRICS_MAX_SCRAPES", "4", "concurrent /metrics requests served; more get 503", integer(&m.MaxScrapes, 1, 1000))
 	add("METRICS_SCRAPE_TIMEOUT", "10s", "time limit of one /metrics response", duration(&m.ScrapeTimeout, 100*time.Millisecond, 5*time.Minute))
 	return s
@@ -407,6 +411,9 @@ func (c *Config) check() []error {
 	}
 	if seen[OutputKafka] {
 		errs = append(errs, checkKafka(c.Kafka)...)
+	}
+	if c.ShutdownDrainDelay > 0 && c.ShutdownDrainDelay >= c.ShutdownTimeout {
+		bad("SHUTDOWN_DRAIN_DELAY=%s is not shorter than SHUTDOWN_TIMEOUT=%s, which bounds the whole stop, drain delay included", c.ShutdownDrainDelay, c.ShutdownTimeout)
 	}
 	if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
 		bad("SERVER_ADDR=%q is not host:port: %v", c.ServerAddr, err)
@@ -520,11 +527,13 @@ func (m Metrics) check(serverAddr string) []error {
 	}
 	errs = append(errs, checkFiles(map[string]string{"METRICS_TLS_CERT": m.TLSCert, "METRICS_TLS_KEY": m.TLSKey,
 		"METRICS_CLIENT_CA": m.ClientCA, "METRICS_BEARER_TOKEN_FILE": m.BearerTokenFile, "METRICS_BASIC_AUTH_FILE": m.BasicAuthFile})...)
-	if err == nil && !isLoopback(host) && !m.TLS() && !m.Auth() && !m.AllowInsecure {
-		bad("METRICS_ADDR=%q listens beyond loopback with neither TLS nor authentication; "+
-			"anyone who can reach it could read GoTrack's metrics. Set METRICS_TLS_CERT/KEY and "+
-			"METRICS_CLIENT_CA, METRICS_BEARER_TOKEN_FILE or METRICS_BASIC_AUTH_FILE, bind to 127.0.0.1, "+
-			"or set METRICS_ALLOW_INSECURE=true if a network policy protects it", m.Addr)
+	if err == nil && !isLoopback(host) && !m.Auth() && !m.AllowInsecure {
+		// TLS alone hides the metrics on the wire but lets anyone who can
+		// connect read them, so it does not count as protection here.
+		bad("METRICS_ADDR=%q listens beyond loopback and scrapers are not authenticated, so anyone who can reach it "+
+			"could read GoTrack's metrics. Set one of METRICS_CLIENT_CA (mTLS, with METRICS_TLS_CERT and METRICS_TLS_KEY), "+
+			"METRICS_BEARER_TOKEN_FILE or METRICS_BASIC_AUTH_FILE; or bind METRICS_ADDR to 127.0.0.1; "+
+			"or set METRICS_ALLOW_INSECURE=true if the network alone keeps others out", m.Addr)
 	}
 	return errs
 }

@@ -113,6 +113,35 @@ func TestMetricsExposure(t *testing.T) {
 	}
 }
 
+// TestMetricsTLSAloneIsNotAuth: TLS without client authentication on a
+// non-loopback address is refused, and the refusal names every way out.
+func TestMetricsTLSAloneIsNotAuth(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "pem")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tlsOnly := []string{"METRICS_ENABLED", "true", "METRICS_ADDR", "0.0.0.0:9443", "METRICS_TLS_CERT", file, "METRICS_TLS_KEY", file}
+	_, err := Load(env(tlsOnly...))
+	if err == nil {
+		t.Fatal("TLS without client authentication on 0.0.0.0 was accepted")
+	}
+	for _, want := range []string{"METRICS_CLIENT_CA", "METRICS_BEARER_TOKEN_FILE", "METRICS_BASIC_AUTH_FILE", "METRICS_ALLOW_INSECURE=true", "127.0.0.1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal does not name %s: %v", want, err)
+		}
+	}
+	for _, extra := range [][]string{
+		{"METRICS_CLIENT_CA", file},
+		{"METRICS_BASIC_AUTH_FILE", file},
+		{"METRICS_ALLOW_INSECURE", "true"},
+	} {
+		if _, err := Load(env(append(extra, tlsOnly...)...)); err != nil {
+			t.Errorf("TLS with %s=%s: %v", extra[0], extra[1], err)
+		}
+	}
+}
+
 var update = flag.Bool("update", false, "rewrite the README's configuration table")
 
 // TestREADMETable keeps the README's configuration table, between its

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 )
@@ -23,7 +24,7 @@ func BenchmarkSubmit(b *testing.B) {
 	reg := prometheus.NewRegistry()
 	m, _ := NewMetrics(reg, []string{"a", "b"})
 	p, err := New([]Output{{Name: "a", Sink: discardSink{}}, {Name: "b", Sink: discardSink{}}}, Options{QueueSize: 100000},
-		m, reg, NewDeadLetter(b.TempDir()+"/dead"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		m, reg, deadletter.New(b.TempDir()+"/dead"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func BenchmarkSubmitEach(b *testing.B) {
 	reg := prometheus.NewRegistry()
 	m, _ := NewMetrics(reg, []string{"a"})
 	p, err := New([]Output{{Name: "a", Sink: discardSink{}}}, Options{QueueSize: 100000},
-		m, reg, NewDeadLetter(b.TempDir()+"/dead"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		m, reg, deadletter.New(b.TempDir()+"/dead"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -38,6 +38,7 @@ type Metrics struct {
 	lastFlush    *prometheus.GaugeVec
 	dropped      *prometheus.CounterVec
 	deadLettered *prometheus.CounterVec
+	lost         *prometheus.CounterVec
 }
 
 // NewMetrics creates the pipeline's metrics on reg, with every series of
@@ -78,9 +79,13 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 			Name: "gotrack_events_dead_lettered_total",
 			Help: "Events written to the dead-letter file instead of the sink, by reason (rejected, shutdown).",
 		}, []string{"sink", "reason"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gotrack_events_lost_total",
+			Help: "Acknowledged events GoTrack gave up without delivering them or writing them to the dead-letter file.",
+		}, []string{"sink"}),
 	}
 	for _, c := range []prometheus.Collector{m.ingested, m.sinkErrors, m.flushLatency, m.batchSize,
-		m.retries, m.lastFlush, m.dropped, m.deadLettered} {
+		m.retries, m.lastFlush, m.dropped, m.deadLettered, m.lost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -100,6 +105,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 		m.dropped.WithLabelValues(s, DropQueueFull)
 		m.deadLettered.WithLabelValues(s, DeadRejected)
 		m.deadLettered.WithLabelValues(s, DeadShutdown)
+		m.lost.WithLabelValues(s)
 	}
 	return m, nil
 }
@@ -115,6 +121,7 @@ type sinkMetrics struct {
 	queueFull    prometheus.Counter
 	deadRejected prometheus.Counter
 	deadShutdown prometheus.Counter
+	lost         prometheus.Counter
 }
 
 func (m *Metrics) forSink(name string) *sinkMetrics {
@@ -128,6 +135,7 @@ func (m *Metrics) forSink(name string) *sinkMetrics {
 		queueFull:    m.dropped.WithLabelValues(name, DropQueueFull),
 		deadRejected: m.deadLettered.WithLabelValues(name, DeadRejected),
 		deadShutdown: m.deadLettered.WithLabelValues(name, DeadShutdown),
+		lost:         m.lost.WithLabelValues(name),
 	}
 	for _, t := range sink.ErrorTypes {
 		sm.errors[t] = m.sinkErrors.WithLabelValues(name, t)
@@ -135,19 +143,21 @@ func (m *Metrics) forSink(name string) *sinkMetrics {
 	return sm
 }
 
-// stateCollector reports each queue's live depth, capacity and the sink-up
-// state at scrape time, so that nothing on the hot path updates a gauge.
+// stateCollector reports each buffer's live depth, capacity and the
+// sink-up state at scrape time, so that nothing on the hot path updates a
+// gauge.
 type stateCollector struct {
-	queues   []*queue
+	outs     []*output
 	depth    *prometheus.Desc
 	capacity *prometheus.Desc
 	up       *prometheus.Desc
 }
 
-func newStateCollector(queues []*queue) *stateCollector {
+func newStateCollector(outs []*output) *stateCollector {
 	return &stateCollector{
-		queues:   queues,
-		depth:    prometheus.NewDesc("gotrack_queue_depth", "Events waiting for the sink now: in its queue, or with a spool, in the spool.", []string{"sink"}, nil),
+		outs: outs,
+		depth: prometheus.NewDesc("gotrack_queue_depth",
+			"Events not yet delivered to the sink: in its queue, or with a spool, in the spool; the batch being written or retried included.", []string{"sink"}, nil),
 		capacity: prometheus.NewDesc("gotrack_queue_capacity", "Events the sink's queue can hold (QUEUE_SIZE).", []string{"sink"}, nil),
 		up:       prometheus.NewDesc("gotrack_sink_up", "1 when the sink's destination answers and its last write succeeded, else 0.", []string{"sink"}, nil),
 	}
@@ -160,15 +170,15 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, q := range c.queues {
+	for _, o := range c.outs {
 		up := 0.0
-		if q.isUp() {
+		if o.isUp() {
 			up = 1
 		}
-		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(q.depth()), q.name)
-		if q.reader == nil { // in spool mode the bound is SPOOL_MAX_BYTES, not a count
-			ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(q.size), q.name)
+		ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(o.buf.Lag()), o.name)
+		if n := o.buf.Capacity(); n > 0 { // the spool is bounded by SPOOL_MAX_BYTES, not a count
+			ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(n), o.name)
 		}
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, q.name)
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, o.name)
 	}
 }

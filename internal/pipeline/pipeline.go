@@ -1,22 +1,26 @@
-// Package pipeline fans accepted events out to the sinks: one bounded queue
-// and one worker per sink, batching by count, bytes and time, retrying with
-// backoff, isolating and dead-lettering events a sink rejects, and
-// accounting for every event it was given.
+// Package pipeline is GoTrack's delivery engine. It fans accepted events
+// out to the sinks, one buffer.Buffer and one worker per sink: a bounded
+// memory buffer each, or, with a spool, one durable log read through each
+// sink's cursor. The worker loop (worker.go) is the same for both: it
+// batches by count, bytes and time as the sink's Policy asks, writes up to
+// the sink's MaxInFlight parts at once, retries with backoff, isolates and
+// dead-letters events a sink rejects, and accounts for every event it was
+// given: delivered, dead-lettered, left in the spool, or counted as lost.
 package pipeline
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gotrack/gotrack/internal/buffer"
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/spool"
@@ -43,8 +47,8 @@ func ParseFullPolicy(s string) (FullPolicy, error) {
 // Options configure a Pipeline. Zero values take the documented defaults.
 type Options struct {
 	QueueSize      int           // events per sink queue; default 10000
-	BatchSize      int           // flush at this many events; default 500
-	BatchBytes     int           // flush at this many bytes of JSON; default 1 MiB
+	BatchSize      int           // flush at this many events, unless the sink's Policy says; default 500
+	BatchBytes     int           // flush at this many bytes of JSON, unless the sink's Policy says; default 1 MiB
 	FlushInterval  time.Duration // flush a batch this long after its first event; default 200ms
 	FullPolicy     FullPolicy    // default Block
 	EnqueueTimeout time.Duration // how long Block waits; default 100ms
@@ -55,8 +59,8 @@ type Options struct {
 
 	// Spool, when set, makes delivery durable: Submit appends to it before
 	// returning, and each sink's worker reads it through the sink's own
-	// cursor instead of an in-memory queue. It must have a reader named
-	// after each output. The pipeline closes it.
+	// cursor instead of a memory buffer. It must have a reader named after
+	// each output. The pipeline closes it.
 	Spool *spool.Spool
 }
 
@@ -86,14 +90,11 @@ func (o *Options) setDefaults() {
 	def(&o.PingInterval, 5*time.Second)
 }
 
-// Output is a named sink, with its own batch limits when it wants other
-// than the pipeline's (a database writes far better in large batches than
-// a file needs).
+// Output is a named sink. Its batch limits and writes in flight are the
+// sink's own declaration (sink.Policy).
 type Output struct {
-	Name       string
-	Sink       sink.Sink
-	BatchSize  int // 0 for Options.BatchSize
-	BatchBytes int // 0 for Options.BatchBytes
+	Name string
+	Sink sink.Sink
 }
 
 // Errors returned by Submit.
@@ -103,69 +104,121 @@ var (
 	ErrClosed    = errors.New("pipeline: shutting down")
 )
 
-// Pipeline delivers events to its sinks. Submit and Ready are safe for
-// concurrent use; Start and Close are called once each.
-type Pipeline struct {
-	opts    Options
-	queues  []*queue
-	metrics *Metrics
-	sm      []*sinkMetrics
-	dead    *DeadLetter
-	log     *slog.Logger
+// ErrLost is wrapped by the error Close returns when acknowledged events
+// could be neither delivered nor written to the dead-letter file.
+var ErrLost = errors.New("acknowledged events lost")
 
-	inflight atomic.Int64 // Submit calls under way
-	closing  atomic.Bool
-	workers  sync.WaitGroup
-	stopPing chan struct{}
-	stopRead chan struct{} // closed on Close: spool readers drain, then stop
+// output is one sink with its buffer and its worker's state.
+type output struct {
+	name   string
+	sink   sink.Sink
+	policy sink.Policy // with the pipeline's defaults filled in
+	buf    buffer.Buffer
+	m      *sinkMetrics
 
-	// abortCtx is cancelled when Close's deadline passes: retries stop and
-	// what is left goes to the dead-letter file.
-	abortCtx context.Context
-	abort    context.CancelFunc
+	pingOK    atomic.Bool // the last Ping succeeded (or the sink has no Ping)
+	writeOK   atomic.Bool // the last write attempt did not fail retryably
+	delivered atomic.Int64
+	deadLet   atomic.Int64
+	lost      atomic.Int64
+	// abandoned is set when Close gave up waiting for the worker and
+	// counted what its buffer held as lost; the worker then counts no more.
+	abandoned atomic.Bool
 }
 
-// New returns a pipeline over outputs. Its metrics, including live queue
+// isUp reports the sink-up state: its destination answers and its last
+// write did not fail.
+func (o *output) isUp() bool { return o.pingOK.Load() && o.writeOK.Load() }
+
+// Pipeline delivers events to its sinks. Submit, SubmitEach, Ready and
+// StopReady are safe for concurrent use; Start and Close are called once
+// each.
+type Pipeline struct {
+	opts    Options
+	outs    []*output
+	in      intake
+	metrics *Metrics
+	dead    *deadletter.File
+	log     *slog.Logger
+
+	inflight  atomic.Int64 // Submit calls under way
+	closing   atomic.Bool
+	closed    atomic.Bool   // Close was called
+	notReady  atomic.Bool   // StopReady was called
+	submitted chan struct{} // signalled by the last Submit to leave once closing
+	workers   sync.WaitGroup
+	stopPing  chan struct{}
+	stopRead  chan struct{} // closed on Close: workers drain their buffers, then stop
+
+	// abortCtx is cancelled when the drain part of Close's deadline has
+	// passed: sink retries stop and what is left is dead-lettered (or, in
+	// a durable buffer, kept). killCtx is cancelled when the dead-letter
+	// part has passed: dead-letter writes stop retrying and what is still
+	// unwritten is lost.
+	abortCtx context.Context
+	abort    context.CancelFunc
+	killCtx  context.Context
+	kill     context.CancelFunc
+}
+
+// New returns a pipeline over outputs. Its metrics, including live buffer
 // state, are registered on reg through m and the returned pipeline's
 // collector; dead receives what the sinks cannot take.
-func New(outputs []Output, opts Options, m *Metrics, reg prometheus.Registerer, dead *DeadLetter, log *slog.Logger) (*Pipeline, error) {
+func New(outputs []Output, opts Options, m *Metrics, reg prometheus.Registerer, dead *deadletter.File, log *slog.Logger) (*Pipeline, error) {
 	opts.setDefaults()
-	p := &Pipeline{opts: opts, metrics: m, dead: dead, log: log, stopPing: make(chan struct{}), stopRead: make(chan struct{})}
+	p := &Pipeline{opts: opts, metrics: m, dead: dead, log: log, stopPing: make(chan struct{}),
+		stopRead: make(chan struct{}), submitted: make(chan struct{}, 1)}
+	var mems []*buffer.Memory
 	for _, o := range outputs {
-		size := opts.QueueSize
+		out := &output{name: o.Name, sink: o.Sink, policy: sink.PolicyOf(o.Sink), m: m.forSink(o.Name)}
+		out.policy.BatchEvents = cmpOr(out.policy.BatchEvents, opts.BatchSize)
+		out.policy.BatchBytes = cmpOr(out.policy.BatchBytes, opts.BatchBytes)
+		out.policy.MaxInFlight = max(out.policy.MaxInFlight, 1)
+		out.policy.MinPart = max(out.policy.MinPart, 1)
 		if opts.Spool != nil {
-			size = 0 // the spool is the queue
-		}
-		q := newQueue(o.Name, o.Sink, size)
-		if opts.Spool != nil {
-			if q.reader = opts.Spool.Reader(o.Name); q.reader == nil {
+			r := opts.Spool.Reader(o.Name)
+			if r == nil {
 				return nil, fmt.Errorf("pipeline: the spool has no reader for sink %s", o.Name)
 			}
+			out.buf = r
+		} else {
+			mem := buffer.NewMemory(opts.QueueSize)
+			mems = append(mems, mem)
+			out.buf = mem
 		}
-		q.batchSize, q.batchBytes = cmp.Or(o.BatchSize, opts.BatchSize), cmp.Or(o.BatchBytes, opts.BatchBytes)
-		p.queues = append(p.queues, q)
-		p.sm = append(p.sm, m.forSink(o.Name))
+		out.pingOK.Store(true)
+		out.writeOK.Store(true)
+		p.outs = append(p.outs, out)
 	}
-	if err := reg.Register(newStateCollector(p.queues)); err != nil {
+	if opts.Spool != nil {
+		p.in = &spoolIntake{p: p, sp: opts.Spool}
+	} else {
+		p.in = &memIntake{p: p, mems: mems}
+	}
+	if err := reg.Register(newStateCollector(p.outs)); err != nil {
 		return nil, err
 	}
 	p.abortCtx, p.abort = context.WithCancel(context.Background())
+	p.killCtx, p.kill = context.WithCancel(context.Background())
 	return p, nil
+}
+
+func cmpOr(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
 }
 
 // Start checks the sinks that can be pinged, then starts one worker per
 // sink and the health checks.
 func (p *Pipeline) Start() {
 	p.ping()
-	for i, q := range p.queues {
+	for _, o := range p.outs {
 		p.workers.Add(1)
 		go func() {
 			defer p.workers.Done()
-			if q.reader != nil {
-				p.workSpool(q, p.sm[i])
-			} else {
-				p.work(q, p.sm[i])
-			}
+			p.work(o)
 		}()
 	}
 	go func() {
@@ -183,110 +236,76 @@ func (p *Pipeline) Start() {
 }
 
 func (p *Pipeline) ping() {
-	for _, q := range p.queues {
-		pg, ok := q.sink.(sink.Pinger)
+	for _, o := range p.outs {
+		pg, ok := o.sink.(sink.Pinger)
 		if !ok {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(p.abortCtx, 2*time.Second)
 		err := pg.Ping(ctx)
 		cancel()
-		if was := q.pingOK.Swap(err == nil); was != (err == nil) {
+		if was := o.pingOK.Swap(err == nil); was != (err == nil) {
 			if err != nil {
-				p.log.Warn("sink is down", "sink", q.name, "err", err)
+				p.log.Warn("sink is down", "sink", o.name, "err", err)
 			} else {
-				p.log.Info("sink is up", "sink", q.name)
+				p.log.Info("sink is up", "sink", o.name)
 			}
 		}
 	}
 }
 
-// Submit hands events to every sink's queue, all or nothing: it first
-// reserves room for all of them in every queue, waiting as the full-queue
-// policy allows, and enqueues only once every reservation is held. It
-// returns ErrQueueFull or ErrClosed when nothing was enqueued. It never
-// waits for sink I/O.
+// Submit hands events to every sink, all or nothing. Without a spool it
+// first reserves room for all of them in every sink's memory buffer,
+// waiting as the full-queue policy allows, and puts them only once every
+// reservation is held; it never waits for sink I/O. With a spool it appends
+// them once, for every sink, and returns when they are on disk: under
+// SPOOL_FSYNC=always that is after the fsync of the group commit they
+// joined. It returns ErrQueueFull, ErrSpoolFull, ErrClosed, or the spool's
+// write error, when nothing was accepted.
 func (p *Pipeline) Submit(events []*event.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	p.inflight.Add(1)
-	defer p.inflight.Add(-1)
-	if p.closing.Load() {
+	if !p.enter() {
 		p.metrics.dropped.WithLabelValues(AllSinks, DropClosed).Add(float64(len(events)))
 		return ErrClosed
 	}
-	if sp := p.opts.Spool; sp != nil {
-		if err := sp.Append(events); err != nil {
-			return p.spoolError(err, len(events))
-		}
-		return nil
-	}
-	n := int64(len(events))
-	deadline := p.deadline()
-	for i, q := range p.queues {
-		if !q.reserve(n, deadline) {
-			for _, r := range p.queues[:i] {
-				r.release(len(events))
-			}
-			p.sm[i].queueFull.Add(float64(n))
-			return ErrQueueFull
-		}
-	}
-	for _, q := range p.queues {
-		for _, e := range events {
-			q.ch <- e
-		}
-	}
-	return nil
+	defer p.leave()
+	return p.in.put(events)
 }
 
-// SubmitEach enqueues one event into every queue that has room, counting a
-// drop for each that has none. It is for the pixel, whose client cannot
-// retry, so that one full sink does not cost the others the event. It
-// reports whether every sink took the event.
+// SubmitEach hands one event to every sink that has room, counting a drop
+// for each that has none. It is for the pixel, whose client cannot retry,
+// so that one full sink does not cost the others the event. It reports
+// whether every sink took the event. With a spool it is Submit of one
+// event.
 func (p *Pipeline) SubmitEach(e *event.Event) bool {
-	p.inflight.Add(1)
-	defer p.inflight.Add(-1)
-	if p.closing.Load() {
+	if !p.enter() {
 		p.metrics.dropped.WithLabelValues(AllSinks, DropClosed).Inc()
 		return false
 	}
-	if sp := p.opts.Spool; sp != nil {
-		if err := sp.Append([]*event.Event{e}); err != nil {
-			p.spoolError(err, 1)
-			return false
-		}
-		return true
-	}
-	all := true
-	deadline := time.Time{}
-	for i, q := range p.queues {
-		ok := q.tryReserve(1)
-		if !ok && p.opts.FullPolicy == Block {
-			if deadline.IsZero() {
-				deadline = p.deadline()
-			}
-			ok = q.reserve(1, deadline)
-		}
-		if !ok {
-			p.sm[i].queueFull.Inc()
-			all = false
-			continue
-		}
-		q.ch <- e
-	}
-	return all
+	defer p.leave()
+	return p.in.putEach(e)
 }
 
-// spoolError counts n events refused by the spool and says why.
-func (p *Pipeline) spoolError(err error, n int) error {
-	if errors.Is(err, spool.ErrFull) {
-		p.metrics.dropped.WithLabelValues(AllSinks, DropSpoolFull).Add(float64(n))
-		return ErrSpoolFull
+// enter counts a Submit in, unless the pipeline is closing.
+func (p *Pipeline) enter() bool {
+	p.inflight.Add(1)
+	if p.closing.Load() {
+		p.leave()
+		return false
 	}
-	p.metrics.dropped.WithLabelValues(AllSinks, DropSpoolFailed).Add(float64(n))
-	return fmt.Errorf("pipeline: %w", err)
+	return true
+}
+
+// leave counts a Submit out, and tells a waiting Close when it was the last.
+func (p *Pipeline) leave() {
+	if p.inflight.Add(-1) == 0 && p.closing.Load() {
+		select {
+		case p.submitted <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (p *Pipeline) deadline() time.Time {
@@ -301,26 +320,22 @@ func (p *Pipeline) CountDropped(reason string, n int) {
 	p.metrics.dropped.WithLabelValues(AllSinks, reason).Add(float64(n))
 }
 
+// StopReady makes Ready report "shutting down" from now on, while Submit
+// still accepts events: the drain delay before a graceful stop, during
+// which load balancers take the instance out of rotation.
+func (p *Pipeline) StopReady() { p.notReady.Store(true) }
+
 // Ready reports whether the pipeline can take events now, and if not, why:
-// a sink that is down or a queue that is full.
+// it is stopping, a sink is down, a queue or the spool is full.
 func (p *Pipeline) Ready() (bool, []string) {
 	var why []string
-	if p.closing.Load() {
+	if p.closing.Load() || p.notReady.Load() {
 		why = append(why, "shutting down")
 	}
-	if sp := p.opts.Spool; sp != nil {
-		if err := sp.Failed(); err != nil {
-			why = append(why, "the spool cannot sync: restart GoTrack")
-		} else if sp.Full() {
-			why = append(why, "the spool is full")
-		}
-	}
-	for _, q := range p.queues {
-		if !q.isUp() {
-			why = append(why, "sink "+q.name+" is down")
-		}
-		if q.reader == nil && q.full() {
-			why = append(why, "queue "+q.name+" is full")
+	why = p.in.notReady(why)
+	for _, o := range p.outs {
+		if !o.isUp() {
+			why = append(why, "sink "+o.name+" is down")
 		}
 	}
 	return len(why) == 0, why
@@ -331,254 +346,127 @@ type Stats struct {
 	Sink         string
 	Delivered    int64 // events the sink wrote
 	DeadLettered int64 // events written to the dead-letter file instead
-	Pending      int   // events still queued, or in the spool for the next start
+	Lost         int64 // acknowledged events neither delivered nor dead-lettered
+	Pending      int   // events still buffered, or in the spool for the next start
 }
 
 // Stats returns each sink's delivery counts.
 func (p *Pipeline) Stats() []Stats {
-	out := make([]Stats, len(p.queues))
-	for i, q := range p.queues {
-		out[i] = Stats{Sink: q.name, Delivered: q.delivered.Load(), DeadLettered: q.deadLet.Load(), Pending: q.depth()}
+	out := make([]Stats, len(p.outs))
+	for i, o := range p.outs {
+		out[i] = Stats{Sink: o.name, Delivered: o.delivered.Load(), DeadLettered: o.deadLet.Load(),
+			Lost: o.lost.Load(), Pending: int(o.buf.Lag())}
 	}
 	return out
 }
 
-// work is one sink's worker: it gathers batches and flushes them until its
-// queue is closed and empty.
-func (p *Pipeline) work(q *queue, sm *sinkMetrics) {
-	batch := make([]*event.Event, 0, q.batchSize)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		e, ok := <-q.ch
-		if !ok {
-			return
-		}
-		batch = append(batch[:0], e)
-		size := e.Size()
-		timer.Reset(p.opts.FlushInterval)
-		open := true
-	gather:
-		for len(batch) < q.batchSize && size < q.batchBytes {
-			select {
-			case e, ok := <-q.ch:
-				if !ok {
-					open = false
-					break gather
-				}
-				batch = append(batch, e)
-				size += e.Size()
-			case <-timer.C:
-				break gather
-			}
-		}
-		timer.Stop()
-		q.release(len(batch))
-		if left := p.flush(q, sm, batch); len(left) > 0 {
-			p.deadLetter(q, sm, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left)
-		}
-		clear(batch) // let the events go
-		if !open {
-			return
-		}
-	}
-}
-
-// flush writes batch, retrying what can be retried until it is written or
-// the shutdown deadline passes, and dead-letters what the sink rejects. It
-// returns the events still unwritten when the deadline passed.
-func (p *Pipeline) flush(q *queue, sm *sinkMetrics, batch []*event.Event) []*event.Event {
-	pending := batch
-	backoff := p.opts.RetryMin
-	for attempt := 0; len(pending) > 0; attempt++ {
-		if attempt > 0 {
-			sm.retries.Inc()
-			if !p.sleep(jitter(backoff)) {
-				break
-			}
-			backoff = min(2*backoff, p.opts.RetryMax)
-		}
-		if p.abortCtx.Err() != nil {
-			break
-		}
-		ctx, cancel := context.WithTimeout(p.abortCtx, p.opts.WriteTimeout)
-		start := time.Now()
-		err := q.sink.WriteBatch(ctx, pending)
-		cancel()
-		sm.flushLatency.Observe(time.Since(start).Seconds())
-		if err == nil {
-			p.written(q, sm, len(pending))
-			return nil
-		}
-		sm.errors[sink.ErrorType(err)].Inc()
-
-		var be *sink.BatchError
-		switch {
-		case errors.As(err, &be):
-			p.written(q, sm, len(pending)-len(be.Failed))
-			var retry []*event.Event
-			for _, f := range be.Failed {
-				if sink.IsPermanent(f.Err) {
-					p.deadLetter(q, sm, DeadRejected, f.Err, pending[f.Index:f.Index+1])
-				} else {
-					retry = append(retry, pending[f.Index])
-				}
-			}
-			pending = retry
-			if len(retry) > 0 {
-				p.log.Warn("sink write partly failed, retrying", "sink", q.name, "failed", len(retry), "err", err)
-			}
-		case sink.IsPermanent(err):
-			if len(pending) == 1 {
-				p.deadLetter(q, sm, DeadRejected, err, pending)
-				return nil
-			}
-			// Bisect to find the events the sink rejects; the rest are written.
-			half := len(pending) / 2
-			left := p.flush(q, sm, pending[:half])
-			return append(left, p.flush(q, sm, pending[half:])...)
-		default:
-			if q.writeOK.Swap(false) || attempt == 0 {
-				p.log.Warn("sink write failed, retrying", "sink", q.name, "events", len(pending), "err", err)
-			}
-			if q.reader != nil && p.closing.Load() {
-				return pending // stopping: the spool keeps them for the next start
-			}
-		}
-	}
-	return pending
-}
-
-// workSpool is one sink's worker in spool mode: it reads batches through
-// the sink's cursor and acknowledges each once the sink has it. When the
-// shutdown deadline cuts a batch short, it is not acknowledged: it stays in
-// the spool and is delivered on the next start.
-func (p *Pipeline) workSpool(q *queue, sm *sinkMetrics) {
-	for {
-		batch, err := q.reader.Read(q.batchSize, q.batchBytes, p.opts.FlushInterval, p.stopRead)
-		if err != nil {
-			p.log.Error("spool read failed", "sink", q.name, "err", err)
-			if !p.sleep(time.Second) {
-				return
-			}
-			q.reader.Rewind()
-			continue
-		}
-		if len(batch) == 0 {
-			return // stopping, and caught up
-		}
-		if left := p.flush(q, sm, batch); len(left) > 0 {
-			q.reader.Rewind()
-			return
-		}
-		if err := q.reader.Ack(len(batch)); err != nil {
-			p.log.Error("spool cursor not saved; the batch may be delivered again", "sink", q.name, "err", err)
-		}
-	}
-}
-
-func (p *Pipeline) written(q *queue, sm *sinkMetrics, n int) {
-	if n <= 0 {
-		return
-	}
-	q.delivered.Add(int64(n))
-	sm.ingested.Add(float64(n))
-	sm.batchSize.Observe(float64(n))
-	sm.lastFlush.SetToCurrentTime()
-	if !q.writeOK.Swap(true) {
-		p.log.Info("sink recovered", "sink", q.name)
-	}
-}
-
-func (p *Pipeline) deadLetter(q *queue, sm *sinkMetrics, reason string, cause error, events []*event.Event) {
-	q.deadLet.Add(int64(len(events)))
-	if reason == DeadShutdown {
-		sm.deadShutdown.Add(float64(len(events)))
-	} else {
-		sm.deadRejected.Add(float64(len(events)))
-	}
-	if err := p.dead.Write(q.name, reason, cause, events); err != nil {
-		p.log.Error("events lost: the dead-letter file could not be written",
-			"sink", q.name, "events", len(events), "reason", reason, "err", err)
-		return
-	}
-	p.log.Warn("events dead-lettered", "sink", q.name, "events", len(events), "reason", reason,
-		"path", p.dead.Path(), "err", cause)
-}
-
-// sleep waits d, or returns false at once when the shutdown deadline passes.
-func (p *Pipeline) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-p.abortCtx.Done():
-		return false
-	}
-}
-
-// jitter spreads a backoff uniformly over [d/2, d).
-func jitter(d time.Duration) time.Duration {
-	return d/2 + rand.N(d/2+1)
-}
-
-// Close stops taking events, lets every worker drain its queue into its sink
-// and closes the sinks. When ctx expires first, what is still undelivered
-// goes to the dead-letter file. Close does not use ctx for the writes
-// themselves, so an already-cancelled parent context does not abort the
-// drain: callers pass a fresh context with the shutdown deadline.
+// Close stops taking events, lets every worker drain its buffer into its
+// sink, and closes the spool, the sinks and the dead-letter file, all by
+// ctx's deadline, which is the one bound of the whole stop:
+//
+//  1. Submit refuses new events; Close waits for the calls under way.
+//  2. The workers deliver what is buffered, retrying as usual, until nine
+//     tenths of the time left has passed.
+//  3. Then retries stop. What a memory buffer still holds is written to the
+//     dead-letter file, retrying that until nineteen twentieths have
+//     passed; what the spool holds stays there for the next start.
+//  4. The spool, the sinks and the dead-letter file are closed, the sinks
+//     with ctx.
+//
+// Events that were neither delivered, nor dead-lettered, nor kept in the
+// spool are lost: each sink's number is logged and counted in
+// gotrack_events_lost_total, and Close returns an error wrapping ErrLost.
+// Callers pass a fresh context: an already-cancelled one leaves no time to
+// drain.
 func (p *Pipeline) Close(ctx context.Context) error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	defer p.kill()
+	defer p.abort()
+	drainCtx, cancelDrain := partOf(ctx, 9, 10)
+	defer cancelDrain()
+	stopAbort := context.AfterFunc(drainCtx, p.abort)
+	defer stopAbort()
+	deadCtx, cancelDead := partOf(ctx, 19, 20)
+	defer cancelDead()
+	stopKill := context.AfterFunc(deadCtx, p.kill)
+	defer stopKill()
+
+	var errs []error
 	p.closing.Store(true)
 	for p.inflight.Load() > 0 { // Submit calls that passed the closing check
-		time.Sleep(time.Millisecond)
-	}
-	for _, q := range p.queues {
-		close(q.ch)
+		select {
+		case <-p.submitted:
+		case <-ctx.Done():
+			errs = append(errs, errors.New("pipeline: Submit calls still under way at the shutdown deadline"))
+		}
+		if ctx.Err() != nil {
+			break
+		}
 	}
 	close(p.stopRead)
-	stop := context.AfterFunc(ctx, p.abort)
-	defer stop()
 	drained := make(chan struct{})
 	go func() {
 		p.workers.Wait()
 		close(drained)
 	}()
-	var errs []error
+	abandon := false
 	select {
 	case <-drained:
 	case <-ctx.Done():
-		// The workers are dead-lettering; a sink stuck in a write past its
-		// timeout is waited for only briefly.
 		select {
-		case <-drained:
-		case <-time.After(5 * time.Second):
-			errs = append(errs, errors.New("pipeline: a sink did not return from its write after the shutdown deadline"))
+		case <-drained: // they finished just in time
+		default:
+			abandon = true
+			errs = append(errs, errors.New("pipeline: a worker was still writing at the shutdown deadline"))
 		}
 	}
 	close(p.stopPing)
-	if sp := p.opts.Spool; sp != nil {
-		var left uint64
-		for _, q := range p.queues {
-			left += q.reader.Lag()
+
+	var lost, kept int64
+	for _, o := range p.outs {
+		if o.buf.Durable() {
+			kept += int64(o.buf.Lag())
+		} else if n := int64(o.buf.Lag()); abandon || n > 0 {
+			// The worker is stuck in a write, or gone with events still
+			// buffered (put by a Submit that outlived the deadline).
+			o.abandoned.Store(true)
+			if n > 0 {
+				p.lose(o, n, errors.New("still buffered or being written at the shutdown deadline"))
+			}
 		}
-		if err := sp.Close(); err != nil {
-			errs = append(errs, err)
-		}
-		if left > 0 {
-			p.log.Warn("events left in the spool for the next start", "events", left)
-		}
+		lost += o.lost.Load()
 	}
-	for _, q := range p.queues {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		if err := q.sink.Close(cctx); err != nil {
-			errs = append(errs, fmt.Errorf("close sink %s: %w", q.name, err))
+	if err := p.in.close(); err != nil {
+		errs = append(errs, err)
+	}
+	if kept > 0 {
+		p.log.Warn("events left in the spool for the next start", "events", kept)
+	}
+	for _, o := range p.outs {
+		if err := o.sink.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close sink %s: %w", o.name, err))
 		}
-		cancel()
 	}
 	if err := p.dead.Close(); err != nil {
 		errs = append(errs, err)
 	}
-	p.abort()
+	if lost > 0 {
+		p.log.Error("acknowledged events were lost: neither delivered nor dead-lettered", "events", lost)
+		errs = append(errs, fmt.Errorf("pipeline: %d %w", lost, ErrLost))
+	}
 	return errors.Join(errs...)
+}
+
+// partOf returns a context that ends when num/den of the time left before
+// ctx's deadline has passed, or with ctx when it has none. Close splits its
+// one deadline so: draining, then dead-lettering, then closing.
+func partOf(ctx context.Context, num, den int64) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	left := time.Until(dl)
+	return context.WithDeadline(ctx, dl.Add(-left+left*time.Duration(num)/time.Duration(den)))
 }

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/gotrack/gotrack/internal/buffer"
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
@@ -110,7 +112,7 @@ func newFixture(t *testing.T, opts Options, sinks map[string]sink.Sink) *fixture
 		t.Fatal(err)
 	}
 	dead := filepath.Join(t.TempDir(), "dead.ndjson")
-	p, err := New(outs, opts, m, reg, NewDeadLetter(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, err := New(outs, opts, m, reg, deadletter.New(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func (f *fixture) close(t *testing.T, d time.Duration) {
 	}
 }
 
-func (f *fixture) deadLines(t *testing.T) []deadLine {
+func (f *fixture) deadLines(t *testing.T) []deadletter.Line {
 	t.Helper()
 	file, err := os.Open(f.dead)
 	if errors.Is(err, os.ErrNotExist) {
@@ -137,10 +139,10 @@ func (f *fixture) deadLines(t *testing.T) []deadLine {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	var out []deadLine
+	var out []deadletter.Line
 	sc := bufio.NewScanner(file)
 	for sc.Scan() {
-		var l deadLine
+		var l deadletter.Line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatalf("bad dead-letter line %q: %v", sc.Text(), err)
 		}
@@ -234,7 +236,14 @@ func fillBlocked(t *testing.T, policy FullPolicy, extra map[string]sink.Sink) (*
 	f := newFixture(t, Options{QueueSize: 4, BatchSize: 1, FullPolicy: policy, EnqueueTimeout: 30 * time.Millisecond}, sinks)
 	events := sinktest.Events(5)
 	submitAll(t, f.p, events[:1])
-	eventually(t, "the worker to take the first event", func() bool { return f.p.queues[0].reserved.Load() == 0 })
+	eventually(t, "the workers to take the first event", func() bool {
+		for _, o := range f.p.outs {
+			if o.buf.(*buffer.Memory).Waiting() != 0 {
+				return false
+			}
+		}
+		return true
+	})
 	submitAll(t, f.p, events[1:])
 	return f, a
 }
@@ -272,7 +281,7 @@ func TestQueueFullDropPolicy(t *testing.T) {
 		t.Fatalf("Submit = %v, want ErrQueueFull at once", err)
 	}
 	// The pixel path: b takes it, a counts a drop.
-	eventually(t, "sink b to drain", func() bool { return f.p.queues[1].reserved.Load() == 0 })
+	eventually(t, "sink b to drain", func() bool { return f.p.outs[1].buf.(*buffer.Memory).Waiting() == 0 })
 	if f.p.SubmitEach(sinktest.Events(1)[0]) {
 		t.Error("SubmitEach reported every sink took the event")
 	}
@@ -387,15 +396,23 @@ func TestFailingSinkDoesNotStallOthers(t *testing.T) {
 		eventually(t, "sink b to take every event", func() bool { return ok.count() == i+50 })
 	}
 	eventually(t, "sink a to be reported down", func() bool { r, _ := f.p.Ready(); return !r })
-	f.close(t, 50*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := f.p.Close(ctx); err != nil && !errors.Is(err, ErrLost) {
+		t.Fatal(err)
+	}
 
 	// Nothing is silently lost: a's events were delivered, dead-lettered at
-	// the deadline, or counted as dropped when its queue was full.
+	// the deadline, counted as dropped when its queue was full, or (if the
+	// dead-letter file was too slow for the deadline) counted as lost.
 	st := f.p.Stats()[0]
 	drops := testutil.ToFloat64(f.p.metrics.dropped.WithLabelValues("a", DropQueueFull))
-	if got := st.Delivered + st.DeadLettered + int64(drops); got != 500 {
-		t.Errorf("sink a: delivered %d + dead-lettered %d + dropped %v = %d, want 500",
-			st.Delivered, st.DeadLettered, drops, got)
+	if got := st.Delivered + st.DeadLettered + st.Lost + int64(drops); got != 500 {
+		t.Errorf("sink a: delivered %d + dead-lettered %d + lost %d + dropped %v = %d, want 500",
+			st.Delivered, st.DeadLettered, st.Lost, drops, got)
+	}
+	if v := testutil.ToFloat64(f.p.metrics.lost.WithLabelValues("a")); int64(v) != st.Lost {
+		t.Errorf("gotrack_events_lost_total = %v, stats say %d", v, st.Lost)
 	}
 	if len(f.deadLines(t)) != int(st.DeadLettered) || st.DeadLettered == 0 {
 		t.Errorf("dead-letter file has %d lines, stats say %d", len(f.deadLines(t)), st.DeadLettered)

@@ -7,11 +7,11 @@ package replay
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
 )
 
@@ -24,25 +24,17 @@ type Line struct {
 	Sink  string // "" for a plain event line: every sink
 }
 
-// deadLine is the shape of a dead-letter line (see pipeline.DeadLetter).
-type deadLine struct {
-	Sink  string          `json:"sink"`
-	Event json.RawMessage `json:"event"`
-}
-
 // Parse reads one line: an event as GoTrack writes it, or a dead-letter
-// line wrapping one. Blank lines give a nil event and no error.
+// line wrapping one (told apart by decoding it as a deadletter.Line).
+// Blank lines give a nil event and no error.
 func Parse(b []byte) (*event.Event, string, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 {
 		return nil, "", nil
 	}
-	if bytes.Contains(b, []byte(`"event":`)) {
-		var d deadLine
-		if err := json.Unmarshal(b, &d); err == nil && len(d.Event) > 0 {
-			e, err := event.Decode(d.Event)
-			return e, d.Sink, err
-		}
+	if d, err := deadletter.Decode(b); err == nil {
+		e, err := event.Decode(d.Event)
+		return e, d.Sink, err
 	}
 	e, err := event.Decode(b)
 	return e, "", err
@@ -74,6 +66,17 @@ func NewReader(files []string) (*Reader, error) {
 	return r, nil
 }
 
+// Close closes the file being read, if any. Next after Close starts the
+// next file.
+func (r *Reader) Close() error {
+	if r.f == nil {
+		return nil
+	}
+	err := r.f.Close()
+	r.f, r.sc = nil, nil
+	return err
+}
+
 // Total returns the bytes to read; Done, the bytes read so far.
 func (r *Reader) Total() int64 { return r.total }
 
@@ -99,7 +102,7 @@ func (r *Reader) Next() (Line, error) {
 		if !r.sc.Scan() {
 			err := r.sc.Err()
 			r.f.Close()
-			r.sc = nil
+			r.f, r.sc = nil, nil
 			if err != nil {
 				return Line{File: r.file, No: r.no + 1}, fmt.Errorf("%s: %w", r.file, err)
 			}

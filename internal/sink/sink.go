@@ -15,22 +15,62 @@ import (
 
 // Sink writes batches of events to one destination.
 //
-// The pipeline calls WriteBatch from a single goroutine per sink, never
-// concurrently, and retries the whole batch on any error that is not
-// permanent, so WriteBatch must be safe to repeat: an idempotent sink
-// (PostgreSQL, Kafka) writes each event_id once however often it is called;
-// the NDJSON sink never leaves a partial batch behind.
+// The pipeline calls WriteBatch from one worker per sink: never
+// concurrently, unless the sink's Policy allows more writes in flight. On
+// an error that is not permanent it retries the batch with backoff; on a
+// *BatchError it retries only the events named in Failed (the others are
+// written). So WriteBatch must be safe to repeat. Whether a repeat can
+// store an event twice is the sink's Policy.Idempotent: PostgreSQL writes
+// each event_id once however often it is given; Kafka and the NDJSON file
+// may store a retried event again (the NDJSON sink never leaves a torn or
+// partial batch behind, but a batch written and then reported failed, by a
+// timeout for example, is written again).
 type Sink interface {
 	// WriteBatch writes every event of batch and returns nil only once they
 	// are durable by the sink's own standard (fsynced, committed,
 	// acknowledged). The events must not be modified. An error wrapped with
 	// Permanent says the batch will never be accepted as it is; a
 	// *BatchError says which events failed while the others were written.
+	// WriteBatch returns soon after ctx is done, except from a system call
+	// that cannot be interrupted (a file write on a hung disk); Close
+	// still returns by its own deadline then.
 	WriteBatch(ctx context.Context, batch []*event.Event) error
 
 	// Close releases the sink. It does not write anything queued elsewhere:
-	// the pipeline drains first. Close must return by ctx's deadline.
+	// the pipeline drains first. Close returns by ctx's deadline, even
+	// while a WriteBatch is stuck, and WriteBatch fails after Close.
 	Close(ctx context.Context) error
+}
+
+// Policy is what a sink declares about how the pipeline should drive it,
+// as Benthos outputs declare their batching and max_in_flight.
+type Policy struct {
+	// BatchEvents and BatchBytes bound each batch; 0 takes the pipeline's
+	// BATCH_SIZE and BATCH_BYTES.
+	BatchEvents, BatchBytes int
+	// MaxInFlight is how many WriteBatch calls may run at once: a batch of
+	// at least 2*MinPart events is split into up to MaxInFlight parts of at
+	// least MinPart events each, written concurrently, each retried and
+	// dead-lettered on its own. 0 or 1: one write at a time.
+	MaxInFlight int
+	MinPart     int
+	// Idempotent says that writing an event again stores it once (by
+	// event_id), so retries and replays cause no duplicates.
+	Idempotent bool
+}
+
+// Policied is implemented by sinks that declare a Policy; others get the
+// zero Policy: pipeline batch limits, one write at a time, not idempotent.
+type Policied interface {
+	Policy() Policy
+}
+
+// PolicyOf returns s's declared Policy, or the zero Policy.
+func PolicyOf(s Sink) Policy {
+	if p, ok := s.(Policied); ok {
+		return p.Policy()
+	}
+	return Policy{}
 }
 
 // Pinger is implemented by sinks whose backend can be unreachable. Ping
@@ -53,7 +93,8 @@ func (e *permanentError) Unwrap() error { return e.err }
 
 // Permanent marks err as one that retrying the same events cannot cure: the
 // destination rejected their content. The pipeline then isolates the
-// offending events and dead-letters them. Permanent(nil) is nil.
+// offending events by bisecting the batch, and dead-letters them.
+// Permanent(nil) is nil.
 func Permanent(err error) error {
 	if err == nil {
 		return nil
@@ -89,7 +130,8 @@ type Failure struct {
 }
 
 // BatchError reports a batch that was partly written: every event not named
-// in Failed is durable.
+// in Failed is durable. The pipeline dead-letters the permanent failures and
+// retries only the others.
 type BatchError struct {
 	Failed []Failure
 }

@@ -14,12 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gotrack/gotrack/internal/buffer"
 	"github.com/gotrack/gotrack/internal/event"
 )
 
-// Reader is one sink's view of the spool: it reads records from its cursor
-// on, and Ack moves the cursor past what the sink has written. A Reader is
-// used by one goroutine.
+// Reader is one sink's view of the spool, and the durable buffer.Buffer the
+// pipeline's worker reads: it reads records from its cursor on, and Ack
+// moves the cursor past what the sink has written. A Reader is used by one
+// goroutine; Lag and Cursor are safe to call from any.
 type Reader struct {
 	s          *Spool
 	name       string
@@ -80,6 +82,16 @@ func (r *Reader) Lag() uint64 {
 	r.s.mu.Unlock()
 	return next - min(next, r.Cursor())
 }
+
+// Capacity implements buffer.Buffer: the spool is bounded by bytes
+// (SPOOL_MAX_BYTES), not by a count of events.
+func (r *Reader) Capacity() int { return 0 }
+
+// Durable implements buffer.Buffer: what is not acknowledged is read again
+// after a restart.
+func (r *Reader) Durable() bool { return true }
+
+var _ buffer.Buffer = (*Reader)(nil)
 
 // Read returns the next records, at most maxEvents and about maxBytes: it
 // waits until at least one is there (or stop is closed), then gathers what

@@ -3,6 +3,9 @@ package telemetry
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
@@ -10,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
@@ -30,14 +34,32 @@ type authenticator struct {
 	mu    sync.RWMutex
 	cache map[string][sha256.Size]byte
 
-	// bcryptSlots bounds the bcrypt comparisons under way. When they are all
-	// taken (a password-guessing flood), further uncached attempts are
-	// refused at once rather than queued, so cached scrapes never wait.
-	bcryptSlots chan struct{}
+	// gate bounds the bcrypt comparisons under way and shares them fairly
+	// among client addresses; see bcryptGate.
+	gate *bcryptGate
+
+	// failed remembers recent wrong attempts, so that a password sent again
+	// and again is refused without another bcrypt comparison and without
+	// taking a turn from anyone.
+	failed *failureCache
+
+	delay time.Duration // before a refusal other than "missing" is answered
 }
 
+// Limits of the work that wrong passwords can cause.
+const (
+	bcryptSlots      = 2                      // comparisons under way at once
+	bcryptPerClient  = 4                      // attempts one client address may have waiting
+	bcryptClients    = 64                     // client addresses that may wait at once
+	bcryptWait       = 2 * time.Second        // longest wait for a turn, within the request's own deadline
+	failureCacheSize = 4096                   // recent wrong attempts remembered
+	failureDelay     = 500 * time.Millisecond // before answering a wrong or unchecked attempt
+)
+
 func newAuthenticator(tokenFile, htpasswdFile string, failures *prometheus.CounterVec) (*authenticator, error) {
-	a := &authenticator{failures: failures, cache: map[string][sha256.Size]byte{}, bcryptSlots: make(chan struct{}, 2)}
+	a := &authenticator{failures: failures, cache: map[string][sha256.Size]byte{},
+		gate: newBcryptGate(bcryptSlots, bcryptPerClient, bcryptClients), failed: newFailureCache(failureCacheSize),
+		delay: failureDelay}
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
 		if err != nil {
@@ -56,7 +78,14 @@ func newAuthenticator(tokenFile, htpasswdFile string, failures *prometheus.Count
 			return nil, err
 		}
 		a.users = users
-		a.dummy, _ = bcrypt.GenerateFromPassword([]byte("gotrack-dummy"), bcrypt.DefaultCost)
+		// The dummy costs as much as the dearest real hash, so that an
+		// unknown user is neither faster nor slower to refuse.
+		cost := bcrypt.MinCost
+		for _, h := range users {
+			c, _ := bcrypt.Cost(h) // readHtpasswd checked every hash
+			cost = max(cost, c)
+		}
+		a.dummy, _ = bcrypt.GenerateFromPassword([]byte("gotrack-dummy"), cost)
 	}
 	return a, nil
 }
@@ -109,14 +138,27 @@ func (a *authenticator) wrap(next http.Handler) http.Handler {
 			return
 		}
 		a.failures.WithLabelValues(reason).Inc()
+		if reason != "missing" {
+			// Answer a wrong or unchecked attempt late. It holds no bcrypt
+			// slot meanwhile, but each connection of a flood can then try
+			// only a few times a second, which leaves the CPU to the real
+			// scraper's own bcrypt check.
+			t := time.NewTimer(a.delay)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+			}
+		}
 		w.Header()["WWW-Authenticate"] = challenge
 		http.Error(w, "unauthorized", http.StatusUnauthorized)
 	})
 }
 
 // Authentication failure reasons, the reason label of
-// gotrack_metrics_auth_failures_total.
-var authFailureReasons = []string{"missing", "invalid", "busy"}
+// gotrack_metrics_auth_failures_total. client_cert counts mTLS handshakes
+// refused by verifyClient.
+var authFailureReasons = []string{"missing", "invalid", "busy", "client_cert"}
 
 // check returns "" for an authenticated request, else why not.
 func (a *authenticator) check(r *http.Request) string {
@@ -142,22 +184,82 @@ func (a *authenticator) check(r *http.Request) string {
 	if hit && subtle.ConstantTimeCompare(sum[:], cached[:]) == 1 {
 		return ""
 	}
-	select {
-	case a.bcryptSlots <- struct{}{}:
-	default:
+	attempt := a.failed.key(user, pass)
+	if a.failed.has(attempt) {
+		return "invalid"
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), bcryptWait)
+	defer cancel()
+	if !a.gate.acquire(ctx, clientKey(r.RemoteAddr)) {
 		return "busy"
+	}
+	if a.failed.has(attempt) { // refused while this one waited its turn
+		a.gate.release()
+		return "invalid"
 	}
 	hash, known := a.users[user]
 	if !known {
 		hash = a.dummy
 	}
 	err := bcrypt.CompareHashAndPassword(hash, []byte(pass))
-	<-a.bcryptSlots
+	a.gate.release()
 	if err != nil || !known {
+		a.failed.add(attempt)
 		return "invalid"
 	}
 	a.mu.Lock()
 	a.cache[user] = sum
 	a.mu.Unlock()
 	return ""
+}
+
+// failureCache is a bounded set of recent wrong attempts, each kept as an
+// HMAC of user and password under a key drawn at start: the set never holds
+// a password, nor a plain hash of one that could be looked up offline. When
+// full, the oldest entry goes.
+type failureCache struct {
+	secret [32]byte
+	mu     sync.Mutex
+	set    map[[sha256.Size]byte]struct{}
+	ring   [][sha256.Size]byte // insertion order, for eviction
+	next   int
+}
+
+func newFailureCache(size int) *failureCache {
+	c := &failureCache{set: make(map[[sha256.Size]byte]struct{}, size), ring: make([][sha256.Size]byte, 0, size)}
+	rand.Read(c.secret[:])
+	return c
+}
+
+func (c *failureCache) key(user, pass string) [sha256.Size]byte {
+	m := hmac.New(sha256.New, c.secret[:])
+	m.Write([]byte(user))
+	m.Write([]byte{0})
+	m.Write([]byte(pass))
+	var k [sha256.Size]byte
+	m.Sum(k[:0])
+	return k
+}
+
+func (c *failureCache) has(k [sha256.Size]byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.set[k]
+	return ok
+}
+
+func (c *failureCache) add(k [sha256.Size]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.set[k]; ok {
+		return
+	}
+	if len(c.ring) < cap(c.ring) {
+		c.ring = append(c.ring, k)
+	} else {
+		delete(c.set, c.ring[c.next])
+		c.ring[c.next] = k
+		c.next = (c.next + 1) % len(c.ring)
+	}
+	c.set[k] = struct{}{}
 }

@@ -45,10 +45,11 @@ func newCertReloader(certPath, keyPath string, interval time.Duration, log *slog
 	if err != nil {
 		return nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	cert, err := loadPair(certPath, keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("load METRICS_TLS_CERT and METRICS_TLS_KEY: %w", err)
 	}
+	r.warnValidity(cert.Leaf, "loaded")
 	r.cert.Store(&cert)
 	r.loaded = st
 	r.lastCheck.Store(time.Now().UnixNano())
@@ -84,18 +85,46 @@ func (r *certReloader) reload() {
 	if err != nil || st == r.loaded || st == r.failed {
 		return
 	}
-	cert, err := tls.LoadX509KeyPair(r.certPath, r.keyPath)
+	cert, err := loadPair(r.certPath, r.keyPath)
 	if err != nil {
 		r.failed = st
 		r.failures.Inc()
 		r.log.Error("metrics TLS certificate reload failed; keeping the previous one", "err", err)
 		return
 	}
+	r.warnValidity(cert.Leaf, "reloaded")
 	r.cert.Store(&cert)
 	r.loaded, r.failed = st, fileState{}
 	r.reloads.Inc()
 	r.log.Info("metrics TLS certificate reloaded", "cert", r.certPath)
 }
+
+// loadPair loads a certificate and key pair with its Leaf parsed.
+func loadPair(certPath, keyPath string) (tls.Certificate, error) {
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err == nil && cert.Leaf == nil { // filled in by LoadX509KeyPair unless GODEBUG x509keypairleaf=0
+		cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0])
+	}
+	return cert, err
+}
+
+// warnValidity logs at WARN a certificate that is served although it has
+// expired or is not valid yet: clients will refuse it, and only the log
+// says why scrapes start failing.
+func (r *certReloader) warnValidity(leaf *x509.Certificate, how string) {
+	now := time.Now()
+	switch {
+	case now.After(leaf.NotAfter):
+		r.log.Warn("metrics TLS certificate "+how+" has expired; scrapers will refuse it",
+			"cert", r.certPath, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(leaf.NotBefore):
+		r.log.Warn("metrics TLS certificate "+how+" is not valid yet; scrapers will refuse it",
+			"cert", r.certPath, "not_before", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+}
+
+// notAfter returns the expiry of the certificate in service.
+func (r *certReloader) notAfter() time.Time { return r.cert.Load().Leaf.NotAfter }
 
 // loadCAPool reads a PEM bundle that must hold at least one certificate.
 func loadCAPool(path string) (*x509.CertPool, error) {
@@ -108,6 +137,53 @@ func loadCAPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("METRICS_CLIENT_CA: %s holds no PEM certificate", path)
 	}
 	return pool, nil
+}
+
+// verifyClient returns the tls.Config.VerifyConnection hook of mTLS. The
+// listener asks for a client certificate with tls.RequestClientCert, which
+// leaves every check to this hook (presence, chain to the CA bundle,
+// client-auth usage, validity, and the SAN allow-list when set), so that each
+// rejection passes through one place where rejected sees it. The chain is
+// checked as crypto/tls would with RequireAndVerifyClientCert; the hook runs
+// on resumed sessions too, so those are checked again, at the current time.
+func verifyClient(pool *x509.CertPool, allowedSANs []string, rejected func(kind string)) func(tls.ConnectionState) error {
+	var sans func(tls.ConnectionState) error
+	if len(allowedSANs) > 0 {
+		sans = verifySANs(allowedSANs)
+	}
+	return func(cs tls.ConnectionState) error {
+		kind, err := checkClient(cs, pool, sans)
+		if err != nil {
+			rejected(kind)
+		}
+		return err
+	}
+}
+
+// checkClient returns nil for an acceptable client certificate, else why
+// not, and a kind from a fixed set for logs: missing, expired, untrusted or
+// san_not_allowed. The error goes to the client only.
+func checkClient(cs tls.ConnectionState, pool *x509.CertPool, sans func(tls.ConnectionState) error) (string, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return "missing", errors.New("metrics: no client certificate")
+	}
+	opts := x509.VerifyOptions{Roots: pool, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
+			return "expired", fmt.Errorf("metrics: client certificate: %w", err)
+		}
+		return "untrusted", fmt.Errorf("metrics: client certificate not accepted by METRICS_CLIENT_CA: %w", err)
+	}
+	if sans != nil {
+		if err := sans(cs); err != nil {
+			return "san_not_allowed", err
+		}
+	}
+	return "", nil
 }
 
 // verifySANs returns a tls.Config.VerifyConnection hook that accepts a

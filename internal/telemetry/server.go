@@ -17,6 +17,10 @@ import (
 	"github.com/gotrack/gotrack/internal/config"
 )
 
+// rejectLogInterval is the least time between two log lines about rejected
+// client certificates; the rejections in between are counted in the next.
+const rejectLogInterval = time.Minute
+
 // MetricsServer is the metrics listener: /metrics and /healthz on an address
 // of their own, optionally behind TLS, mTLS and authentication.
 type MetricsServer struct {
@@ -42,7 +46,7 @@ func NewMetricsServer(cfg config.Metrics, reg *prometheus.Registry, log *slog.Lo
 	})
 	authFailures := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gotrack_metrics_auth_failures_total",
-		Help: "Scrapes refused for want of valid credentials, by reason (missing, invalid, busy).",
+		Help: "Scrapes refused for want of valid credentials, by reason (missing, invalid, busy, client_cert).",
 	}, []string{"reason"})
 	var errs []error
 	for _, c := range []prometheus.Collector{tlsFailures, tlsReloads, authFailures} {
@@ -62,17 +66,31 @@ func NewMetricsServer(cfg config.Metrics, reg *prometheus.Registry, log *slog.Lo
 			errs = append(errs, err)
 		} else {
 			tlsConfig.GetCertificate = cr.GetCertificate
+			expiry := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "gotrack_metrics_tls_cert_expiry_timestamp_seconds",
+				Help: "Expiry (NotAfter) of the certificate the metrics listener serves, in unix seconds.",
+			}, func() float64 { return float64(cr.notAfter().Unix()) })
+			if err := reg.Register(expiry); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		if cfg.ClientCA != "" {
 			pool, err := loadCAPool(cfg.ClientCA)
 			if err != nil {
 				errs = append(errs, err)
 			}
+			// The CA bundle is still named in the handshake, but verifyClient
+			// does the checking, so that every rejection is counted and logged.
 			tlsConfig.ClientCAs = pool
-			tlsConfig.ClientAuth = tls.RequireAndVerifyClientCert
-			if len(cfg.ClientAllowedSANs) > 0 {
-				tlsConfig.VerifyConnection = verifySANs(cfg.ClientAllowedSANs)
-			}
+			tlsConfig.ClientAuth = tls.RequestClientCert
+			logEvery := &sometimes{interval: rejectLogInterval, now: time.Now}
+			tlsConfig.VerifyConnection = verifyClient(pool, cfg.ClientAllowedSANs, func(kind string) {
+				authFailures.WithLabelValues("client_cert").Inc()
+				if ok, held := logEvery.allow(); ok {
+					log.Warn("metrics scrape refused: client certificate rejected in the TLS handshake",
+						"kind", kind, "rejections_not_logged", held)
+				}
+			})
 		}
 	}
 	auth, err := newAuthenticator(cfg.BearerTokenFile, cfg.BasicAuthFile, authFailures)

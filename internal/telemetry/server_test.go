@@ -316,10 +316,11 @@ func basic(user, pass string) string {
 	return r.Header.Get("Authorization")
 }
 
-// TestPasswordFloodCannotStallScrapes fills every bcrypt slot, as a flood of
-// guesses would, and checks that a scraper whose password is cached still
-// gets in at once while uncached guesses are turned away, and that the
-// flood leaves the cached entry alone.
+// TestPasswordFloodCannotStallScrapes takes every bcrypt slot, as a flood
+// of guesses would, and checks that a scraper whose password is cached still
+// gets in at once, that a guess already refused is refused again without
+// waiting for a slot, that a new guess gives up when its request does, and
+// that the flood leaves the cached entry alone.
 func TestPasswordFloodCannotStallScrapes(t *testing.T) {
 	dir := t.TempDir()
 	failures := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "f", Help: "f"}, []string{"reason"})
@@ -330,6 +331,7 @@ func TestPasswordFloodCannotStallScrapes(t *testing.T) {
 	req := func(user, pass string) *http.Request {
 		r, _ := http.NewRequest("GET", "/metrics", nil)
 		r.SetBasicAuth(user, pass)
+		r.RemoteAddr = "192.0.2.1:1234"
 		return r
 	}
 	if why := a.check(req("prom", "pw")); why != "" {
@@ -340,14 +342,21 @@ func TestPasswordFloodCannotStallScrapes(t *testing.T) {
 		wg.Go(func() { a.check(req("prom", "guess")) })
 	}
 	wg.Wait()
-	for range cap(a.bcryptSlots) { // a flood in progress holds every slot
-		a.bcryptSlots <- struct{}{}
+	for range bcryptSlots { // a flood in progress holds every slot
+		if !a.gate.acquire(context.Background(), "flood") {
+			t.Fatal("no free slot")
+		}
 	}
 	if why := a.check(req("prom", "pw")); why != "" {
 		t.Errorf("cached scraper refused during a flood: %q", why)
 	}
-	if why := a.check(req("prom", "guess2")); why != "busy" {
-		t.Errorf("uncached guess during a flood: %q, want busy", why)
+	if why := a.check(req("prom", "guess")); why != "invalid" {
+		t.Errorf("a guess already refused, during a flood: %q, want invalid", why)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if why := a.check(req("prom", "guess2").WithContext(ctx)); why != "busy" {
+		t.Errorf("new guess whose request ended during a flood: %q, want busy", why)
 	}
 	if len(a.cache) != 1 {
 		t.Errorf("cache holds %d entries, want 1", len(a.cache))

@@ -66,6 +66,20 @@ func (ca *CA) Server(t testing.TB, cn string) *Leaf {
 	})
 }
 
+// ServerValid issues a server certificate like Server, valid from notBefore
+// to notAfter: an expired or not-yet-valid one, say.
+func (ca *CA) ServerValid(t testing.TB, cn string, notBefore, notAfter time.Time) *Leaf {
+	t.Helper()
+	return ca.issue(t, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    []string{"localhost"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore:   notBefore,
+		NotAfter:    notAfter,
+	})
+}
+
 // Client issues a client certificate whose SANs are the given DNS names.
 func (ca *CA) Client(t testing.TB, dnsNames ...string) *Leaf {
 	t.Helper()
@@ -83,8 +97,10 @@ func (ca *CA) Client(t testing.TB, dnsNames ...string) *Leaf {
 func (ca *CA) issue(t testing.TB, tmpl *x509.Certificate) *Leaf {
 	key := newKey(t)
 	tmpl.SerialNumber = serial(t)
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotBefore = time.Now().Add(-time.Hour)
+		tmpl.NotAfter = time.Now().Add(24 * time.Hour)
+	}
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
 	if err != nil {

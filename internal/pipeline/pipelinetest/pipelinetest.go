@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink"
 )
@@ -32,7 +33,7 @@ func Start(t *testing.T, name string, s sink.Sink, opts pipeline.Options) *Fixtu
 	}
 	dead := filepath.Join(t.TempDir(), "dead.ndjson")
 	p, err := pipeline.New([]pipeline.Output{{Name: name, Sink: s}}, opts, m, reg,
-		pipeline.NewDeadLetter(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		deadletter.New(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -239,8 +240,14 @@ func mechanism(o Options) (sasl.Mechanism, error) {
 	return nil, fmt.Errorf("kafka: unknown SASL mechanism %q", o.SASLMechanism)
 }
 
+// Policy declares that the sink is not idempotent: records are keyed (by
+// event_id by default), but a batch retried after a timeout or a broker
+// failure is produced again, and consumers see it twice. Consumers that
+// need exactly once deduplicate by event_id.
+func (s *Sink) Policy() sink.Policy { return sink.Policy{} }
+
 // WriteBatch produces the batch and waits until every record is
-// acknowledged (or, with acks none, sent). Records the brokers refuse for
+// acknowledged (or, with acks none, sent), or until ctx ends. Records the brokers refuse for
 // their content (too large, invalid) come back as permanent failures in a
 // *sink.BatchError while their batch-mates are delivered.
 func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
@@ -265,17 +272,45 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
 		records[i] = r
 		index[r] = i
 	}
-	var failed []sink.Failure
-	for _, res := range s.client.ProduceSync(ctx, records...) {
-		if res.Err == nil {
-			continue
+	// Produce asynchronously and wait for every result or for ctx: a record
+	// already sent cannot be called back (the idempotent producer keeps
+	// its sequence), so waiting for it would outlive ctx while a broker
+	// hangs. What is still in flight then may be delivered later, and
+	// again by the retry: the sink is not idempotent.
+	var (
+		mu      sync.Mutex
+		failed  []sink.Failure
+		pending = len(records)
+		done    = make(chan struct{})
+	)
+	promise := func(r *kgo.Record, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			err := fmt.Errorf("kafka: produce to %s: %w", s.topic, err)
+			if permanent(err) {
+				err = sink.Permanent(err)
+			}
+			failed = append(failed, sink.Failure{Index: index[r], Err: err})
 		}
-		err := fmt.Errorf("kafka: produce to %s: %w", s.topic, res.Err)
-		if permanent(res.Err) {
-			err = sink.Permanent(err)
+		if pending--; pending == 0 {
+			close(done)
 		}
-		failed = append(failed, sink.Failure{Index: index[res.Record], Err: err})
 	}
+	for _, r := range records {
+		s.client.Produce(ctx, r, promise)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		select {
+		case <-done: // every result came in: they decide, not ctx
+		default:
+			return fmt.Errorf("kafka: produce %d records to %s: %w", len(records), s.topic, ctx.Err())
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
 	if len(failed) == 0 {
 		return nil
 	}

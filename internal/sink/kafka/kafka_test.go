@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -87,6 +88,41 @@ func TestConformance(t *testing.T) {
 				out = append(out, r.Value)
 			}
 			return out
+		},
+		// Past the brokers' 1 MB default message size.
+		Poison: func() *event.Event {
+			e := sinktest.Events(1)[0]
+			e.Props = json.RawMessage(`{"blob":"` + strings.Repeat("x", 1_100_000) + `"}`)
+			e.Seal()
+			return e
+		},
+		// Brokers that drop every connection.
+		Break: func(t *testing.T, _ sink.Sink) func() {
+			var down atomic.Bool
+			down.Store(true)
+			c.Control(func(kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				if down.Load() {
+					return nil, errors.New("broker down"), true
+				}
+				return nil, nil, false
+			})
+			return func() { down.Store(false) }
+		},
+		// A broker that takes produce requests and never answers them.
+		Stall: func(t *testing.T) (sink.Sink, <-chan struct{}, func()) {
+			c := newCluster(t, 3)
+			release, stuck := make(chan struct{}), make(chan struct{})
+			var stuckOnce, once sync.Once
+			c.Control(func(req kmsg.Request) (kmsg.Response, error, bool) {
+				c.KeepControl()
+				if req.Key() == int16(kmsg.Produce) {
+					stuckOnce.Do(func() { close(stuck) })
+					<-release
+				}
+				return nil, nil, false
+			})
+			return open(t, c, KeyEventID), stuck, func() { once.Do(func() { close(release) }) }
 		},
 	})
 }

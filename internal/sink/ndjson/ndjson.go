@@ -9,10 +9,11 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/sink"
 )
 
 // FsyncPolicy says when written batches are synced to disk.
@@ -53,7 +54,11 @@ type Options struct {
 type Sink struct {
 	opts Options
 
-	mu       sync.Mutex // guards the fields below against Reopen
+	// lock, a one-slot semaphore, guards the fields below. It is a channel
+	// so that Close can give up waiting for it when its context ends
+	// while a write is stuck on a slow disk.
+	lock     chan struct{}
+	closing  atomic.Bool // Close was called; writes fail from then on
 	closed   bool
 	f        *os.File  // nil for Stdout, or after a failed reopen or rotation
 	w        io.Writer // the standard output writer when Path is Stdout
@@ -70,7 +75,7 @@ func Open(opts Options) (*Sink, error) {
 	if opts.FsyncInterval <= 0 {
 		opts.FsyncInterval = time.Second
 	}
-	s := &Sink{opts: opts}
+	s := &Sink{opts: opts, lock: make(chan struct{}, 1)}
 	if opts.Path == Stdout {
 		s.w = opts.Stdout
 		if s.w == nil {
@@ -98,13 +103,51 @@ func (s *Sink) open() error {
 	return nil
 }
 
+// unlock releases the lock. A write that held it past a Close that gave
+// up waiting finishes that Close.
+func (s *Sink) unlock() {
+	if s.closing.Load() && !s.closed {
+		_ = s.closeLocked()
+	}
+	<-s.lock
+}
+
+// lockCtx takes the lock, or gives up when ctx ends first.
+func (s *Sink) lockCtx(ctx context.Context) error {
+	select {
+	case s.lock <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.lock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Policy declares the sink not idempotent: a batch retried after a failure
+// reported late (a timeout) is appended again.
+func (s *Sink) Policy() sink.Policy { return sink.Policy{} }
+
 // WriteBatch appends the batch in one write and syncs it under the policy.
-func (s *Sink) WriteBatch(_ context.Context, batch []*event.Event) error {
+// It returns ctx's error, having written nothing, when ctx ends before it
+// could start; a write under way is not interrupted.
+func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("ndjson: %w", err)
+	}
+	if s.closing.Load() {
+		return errors.New("ndjson: sink is closed")
+	}
+	if err := s.lockCtx(ctx); err != nil {
+		return fmt.Errorf("ndjson: %w", err)
+	}
+	defer s.unlock()
 	buf := s.buf[:0]
 	for _, e := range batch {
 		buf = append(buf, e.JSON()...)
@@ -191,8 +234,8 @@ func (s *Sink) rotate() error {
 
 // Reopen closes the file and opens Path again, for logrotate's move-and-HUP.
 func (s *Sink) Reopen() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.lock <- struct{}{}
+	defer s.unlock()
 	if s.closed || s.w != nil {
 		return nil
 	}
@@ -208,10 +251,19 @@ func (s *Sink) Reopen() error {
 	return errors.Join(syncErr, closeErr)
 }
 
-// Close syncs and closes the file.
-func (s *Sink) Close(context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Close syncs and closes the file. When ctx ends while a write holds the
+// file, Close returns ctx's error without waiting for it, and the write
+// closes the file when it returns. Writes fail once Close was called.
+func (s *Sink) Close(ctx context.Context) error {
+	s.closing.Store(true)
+	if err := s.lockCtx(ctx); err != nil {
+		return fmt.Errorf("ndjson: close: a write is still under way: %w", err)
+	}
+	defer s.unlock()
+	return s.closeLocked()
+}
+
+func (s *Sink) closeLocked() error {
 	s.closed = true
 	if s.f == nil {
 		return nil

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +49,46 @@ func TestConformance(t *testing.T) {
 			return s
 		},
 		Stored: func(t *testing.T) [][]byte { return readLines(t, path) },
+		// A file on a disk that is gone: a directory where the file was,
+		// after a reopen.
+		Break: func(t *testing.T, s sink.Sink) func() {
+			if err := os.Rename(path, path+".old"); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Mkdir(path, 0o750); err != nil {
+				t.Fatal(err)
+			}
+			_ = s.(sink.Reopener).Reopen() // fails: the path is a directory now
+			return func() {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			}
+		},
+		// A standard output whose reader stopped reading.
+		Stall: func(t *testing.T) (sink.Sink, <-chan struct{}, func()) {
+			w := &stuckWriter{release: make(chan struct{}), stuck: make(chan struct{})}
+			s, err := Open(Options{Path: Stdout, Stdout: w})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var once sync.Once
+			return s, w.stuck, func() { once.Do(func() { close(w.release) }) }
+		},
 	})
+}
+
+// stuckWriter blocks every Write until release is closed, and closes
+// stuck when the first one arrives.
+type stuckWriter struct {
+	release, stuck chan struct{}
+	once           sync.Once
+}
+
+func (w *stuckWriter) Write(b []byte) (int, error) {
+	w.once.Do(func() { close(w.stuck) })
+	<-w.release
+	return len(b), nil
 }
 
 func goldenEvents() []*event.Event {

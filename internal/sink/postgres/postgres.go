@@ -17,7 +17,6 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,10 +35,15 @@ type Options struct {
 	MaxConns int32  // pool size; default 4
 	// Parallel is how many connections one batch is spread over, each
 	// writing a part of at least MinPart events in its own transaction;
-	// default min(2, MaxConns). Parts commit independently, which is safe
-	// because every write is idempotent by event_id.
+	// default min(2, MaxConns). The pipeline does the spreading (see
+	// Policy). Parts commit independently, which is safe because every
+	// write is idempotent by event_id.
 	Parallel       int
 	ConnectTimeout time.Duration // for connecting and migrating at Open; default 10s
+	// BatchEvents and BatchBytes bound the pipeline's batches for this
+	// sink, which writes far faster in large ones (PG_BATCH_SIZE,
+	// PG_BATCH_BYTES); 0 takes the pipeline's.
+	BatchEvents, BatchBytes int
 }
 
 var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
@@ -57,13 +61,13 @@ const staging = "gotrack_staging"
 
 var columns = []string{"event_id", "received_at", "type", "source", "payload"}
 
-// Sink writes events to PostgreSQL. WriteBatch is not safe for concurrent
-// use; the pipeline never calls it so.
+// Sink writes events to PostgreSQL. WriteBatch is safe for concurrent use,
+// each call on a connection of its own.
 type Sink struct {
-	pool     *pgxpool.Pool
-	table    pgx.Identifier
-	insert   string
-	parallel int
+	pool   *pgxpool.Pool
+	table  pgx.Identifier
+	insert string
+	policy sink.Policy
 }
 
 // Open connects, applies the schema migrations, and returns the sink. A
@@ -96,7 +100,10 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		) ON COMMIT DELETE ROWS`)
 		return err
 	}
-	s := &Sink{table: pgx.Identifier(strings.Split(o.Table, ".")), parallel: o.Parallel}
+	s := &Sink{table: pgx.Identifier(strings.Split(o.Table, ".")), policy: sink.Policy{
+		BatchEvents: o.BatchEvents, BatchBytes: o.BatchBytes,
+		MaxInFlight: o.Parallel, MinPart: MinPart, Idempotent: true,
+	}}
 	t := s.table.Sanitize()
 	s.insert = `INSERT INTO ` + t + ` (event_id, received_at, type, source, payload)
 		SELECT event_id, received_at, type, source, payload FROM ` + staging + `
@@ -118,53 +125,20 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 	return s, nil
 }
 
-// WriteBatch copies the batch into the staging table and inserts it into
-// the events table, in one transaction per part when the batch is large
-// enough to be spread over several connections. An event_id already in the
-// table, or twice in the batch, is written once. The error is permanent
-// only when every failed part was rejected for its content; the pipeline
-// then isolates the offending events, rewriting the good ones harmlessly.
-func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
-	parts := min(s.parallel, len(batch)/MinPart)
-	if parts <= 1 {
-		return s.write(ctx, batch)
-	}
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	size := (len(batch) + parts - 1) / parts
-	for i := range parts {
-		part := batch[i*size : min((i+1)*size, len(batch))]
-		wg.Go(func() { errs[i] = s.write(ctx, part) })
-	}
-	wg.Wait()
-	var failed []error
-	permanent := true
-	for _, err := range errs {
-		if err != nil {
-			failed = append(failed, err)
-			permanent = permanent && sink.IsPermanent(err)
-		}
-	}
-	switch {
-	case len(failed) == 0:
-		return nil
-	case permanent:
-		return sink.Permanent(errors.Join(failed...))
-	}
-	for _, err := range failed {
-		if !sink.IsPermanent(err) {
-			return err // the retryable failure decides what the pipeline does
-		}
-	}
-	return nil
-}
+// Policy declares the sink's batch limits, its writes in flight (parts of
+// at least MinPart events on connections of their own) and that it is
+// idempotent.
+func (s *Sink) Policy() sink.Policy { return s.policy }
 
-// write writes one part in one transaction. It first COPYs straight into
-// the events table, the fast path for the usual batch of new events; when
-// any event_id is already there (a retry or a replay), the primary key
-// refuses the COPY, the transaction rolls back whole, and the part is
-// written again through the staging table with ON CONFLICT DO NOTHING.
-func (s *Sink) write(ctx context.Context, batch []*event.Event) error {
+// WriteBatch writes the batch in one transaction. It first COPYs straight
+// into the events table, the fast path for the usual batch of new events;
+// when any event_id is already there (a retry or a replay), the primary key
+// refuses the COPY, the transaction rolls back whole, and the batch is
+// written again through the staging table with ON CONFLICT DO NOTHING. An
+// event_id already in the table, or twice in the batch, is written once.
+// The error is permanent when the batch was rejected for its content; the
+// pipeline then isolates the offending events.
+func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
 	if len(batch) == 0 {
 		return nil
 	}

@@ -52,8 +52,46 @@ func TestConformance(t *testing.T) {
 			table = pgtest.Table(t)
 			return open(t, table)
 		},
-		Stored:     func(t *testing.T) [][]byte { return payloads(t, table) },
-		Idempotent: true,
+		Stored: func(t *testing.T) [][]byte { return payloads(t, table) },
+		Poison: poison,
+		// The table gone for a while: a retryable error, not a rejection.
+		Break: func(t *testing.T, _ sink.Sink) func() {
+			c := pgtest.Conn(t)
+			rename := func(from, to string) {
+				if _, err := c.Exec(t.Context(), `ALTER TABLE `+pgx.Identifier{from}.Sanitize()+` RENAME TO `+pgx.Identifier{to}.Sanitize()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rename(table, table+"_away")
+			return func() { rename(table+"_away", table) }
+		},
+		// A table locked by another transaction: every COPY waits.
+		Stall: func(t *testing.T) (sink.Sink, <-chan struct{}, func()) {
+			table := pgtest.Table(t)
+			s := open(t, table)
+			tx, err := pgtest.Conn(t).Begin(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(t.Context(), `LOCK TABLE `+pgx.Identifier{table}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+				t.Fatal(err)
+			}
+			// Stuck once a session waits for the lock.
+			stuck := make(chan struct{})
+			watch := pgtest.Conn(t)
+			go func() {
+				defer close(stuck)
+				for range 3000 {
+					var n int
+					if err := watch.QueryRow(context.Background(), `SELECT count(*) FROM pg_locks WHERE NOT granted`).Scan(&n); err != nil || n > 0 {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+			var once sync.Once
+			return s, stuck, func() { once.Do(func() { tx.Rollback(context.Background()) }) }
+		},
 	})
 }
 

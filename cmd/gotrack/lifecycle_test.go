@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/spool"
+)
+
+// TestFailedStartClosesEverything fails a start after each step in turn
+// and checks that whatever was opened is closed again: the sinks, the
+// spool, and both listeners' ports.
+func TestFailedStartClosesEverything(t *testing.T) {
+	for _, failAt := range startSteps {
+		t.Run(strings.ReplaceAll(failAt, " ", "_"), func(t *testing.T) {
+			dir := t.TempDir()
+			ingestAddr, metricsAddr := freePort(t), freePort(t)
+			env := map[string]string{
+				"SERVER_ADDR":      ingestAddr,
+				"LOG_PATH":         filepath.Join(dir, "events.ndjson"),
+				"DEAD_LETTER_PATH": filepath.Join(dir, "dead.ndjson"),
+				"SPOOL_DIR":        filepath.Join(dir, "spool"),
+				"METRICS_ENABLED":  "true",
+				"METRICS_ADDR":     metricsAddr,
+			}
+			var (
+				outputs []pipeline.Output
+				sp      *spool.Spool
+				reached []string
+			)
+			errStep := errors.New("injected failure")
+			hooks := startHooks{
+				fail: func(step string) error {
+					reached = append(reached, step)
+					if step == failAt {
+						return errStep
+					}
+					return nil
+				},
+				opened: func(o []pipeline.Output, s *spool.Spool) { outputs, sp = o, s },
+			}
+			err := serve(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard, nil, hooks)
+			if !errors.Is(err, errStep) {
+				t.Fatalf("serve = %v, want the injected failure after %q (steps reached: %v)", err, failAt, reached)
+			}
+			if len(outputs) != 1 {
+				t.Fatalf("no sink was opened")
+			}
+			if werr := outputs[0].Sink.WriteBatch(t.Context(), sinktest.Events(1)); werr == nil {
+				t.Error("the log sink still writes after the failed start: it was not closed")
+			}
+			if sp != nil {
+				if aerr := sp.Append(sinktest.Events(1)); !errors.Is(aerr, spool.ErrClosed) {
+					t.Errorf("spool Append after the failed start = %v, want ErrClosed", aerr)
+				}
+				// Another process could take the spool over now (its lock is free).
+				again, oerr := spool.Open(spool.Options{Dir: env["SPOOL_DIR"], Sync: spool.Sync{Always: true}, MaxBytes: 1 << 20, Readers: []string{"log"}})
+				if oerr != nil {
+					t.Errorf("the spool cannot be opened again after the failed start: %v", oerr)
+				} else if cerr := again.Close(); cerr != nil {
+					t.Error(cerr)
+				}
+			} else if failAt != "sinks" && failAt != "pipeline metrics" {
+				t.Error("the spool was not reported opened")
+			}
+			for _, addr := range []string{ingestAddr, metricsAddr} {
+				ln, lerr := net.Listen("tcp", addr)
+				if lerr != nil {
+					t.Errorf("%s is still bound after the failed start: %v", addr, lerr)
+					continue
+				}
+				ln.Close()
+			}
+		})
+	}
+}
+
+// TestSIGHUPDuringSlowStart sends SIGHUP while the start waits for a
+// PostgreSQL server that does not answer: GoTrack must not die of it (the
+// signal's default action), and goes on to report the real problem.
+func TestSIGHUPDuringSlowStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept() // accept, then say nothing
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	dir := t.TempDir()
+	cmd := exec.Command(binPath)
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"SERVER_ADDR=127.0.0.1:0",
+		"LOG_PATH=" + filepath.Join(dir, "events.ndjson"),
+		"DEAD_LETTER_PATH=" + filepath.Join(dir, "dead.ndjson"),
+		"OUTPUTS=log,postgres",
+		"PG_DSN=postgres://gotrack@" + ln.Addr().String() + "/gotrack?sslmode=disable",
+		"PG_CONNECT_TIMEOUT=3s",
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	var conn net.Conn
+	select {
+	case conn = <-accepted: // the start is now waiting on "PostgreSQL"
+		defer conn.Close()
+	case err := <-exited:
+		t.Fatalf("gotrack exited before connecting: %v\n%s", err, stderr.String())
+	case <-time.After(15 * time.Second):
+		t.Fatal("gotrack did not connect to the silent server")
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("gotrack exited with %v, want a failed start (exit 1)", err)
+		}
+		if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
+			t.Fatalf("gotrack was killed by %v during its start", ws.Signal())
+		}
+		if !strings.Contains(stderr.String(), "open sink postgres") {
+			t.Errorf("gotrack did not report the slow server:\n%s", stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("gotrack did not give up on the silent server")
+	}
+}
+
+// TestDrainDelay: during SHUTDOWN_DRAIN_DELAY /readyz answers 503 while
+// /collect is still served; then GoTrack stops and has delivered every
+// event it accepted.
+func TestDrainDelay(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{
+		"SERVER_ADDR":          "127.0.0.1:0",
+		"LOG_PATH":             filepath.Join(dir, "events.ndjson"),
+		"DEAD_LETTER_PATH":     filepath.Join(dir, "dead.ndjson"),
+		"SHUTDOWN_DRAIN_DELAY": "2s",
+		"SHUTDOWN_TIMEOUT":     "20s",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, &stderr) }()
+	var in string
+	waitFor(t, "the start", func() bool {
+		var ok bool
+		in, _, ok = startedLine(stderr.String())
+		return ok
+	})
+	base := "http://" + in
+	if code, _ := httpGet(t, base+"/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz = %d before the stop, want 200", code)
+	}
+	cancel() // as SIGTERM does
+	waitFor(t, "/readyz to turn 503", func() bool { code, _ := httpGet(t, base+"/readyz"); return code == http.StatusServiceUnavailable })
+	sendEvents(t, in, 5) // 7 events, still served during the delay
+	if code, _ := httpGet(t, base+"/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d during the drain delay, want 200", code)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Error("the ingest listener still answers after the stop")
+	}
+	if got := len(readEvents(t, env["LOG_PATH"])); got != 7 {
+		t.Errorf("the log holds %d events, want the 7 sent during the drain delay", got)
+	}
+}
+
+// TestFullDiskExitsNonZero: with the event log and the dead-letter file on
+// a full device (/dev/full answers every write with ENOSPC), a graceful
+// stop cannot save the queued events: GoTrack logs how many it lost and
+// exits non-zero.
+func TestFullDiskExitsNonZero(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full:", err)
+	}
+	p := startGotrack(t, "LOG_PATH=/dev/full", "DEAD_LETTER_PATH=/dev/full", "SHUTDOWN_TIMEOUT=2s", "RETRY_MAX_BACKOFF=50ms")
+	sendEvents(t, p.ingest, 5) // 7 events
+	p.signal(t, syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("gotrack exited with %v, want exit status 1\n%s", err, p.stderr)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("gotrack did not stop:\n%s", p.stderr)
+	}
+	logs := p.stderr.String()
+	if !strings.Contains(logs, `"msg":"acknowledged events were lost: neither delivered nor dead-lettered","events":7`) {
+		t.Errorf("the logs do not give the number lost (7):\n%s", logs)
+	}
+	if !strings.Contains(logs, "gotrack: ") || !strings.Contains(logs[strings.LastIndex(logs, "gotrack: "):], "7 acknowledged events lost") {
+		t.Errorf("the exit error does not name the loss:\n%s", logs)
+	}
+	if strings.Contains(logs, `"dead_lettered":7`) {
+		t.Errorf("events that could not be written are reported dead-lettered:\n%s", logs)
+	}
+}
+
+// TestDrainDelayWithinTimeout: SHUTDOWN_TIMEOUT bounds the whole stop, so
+// a drain delay that does not fit in it is refused at start.
+func TestDrainDelayWithinTimeout(t *testing.T) {
+	env := map[string]string{"SHUTDOWN_DRAIN_DELAY": "30s", "SHUTDOWN_TIMEOUT": "30s", "SERVER_ADDR": "127.0.0.1:0"}
+	err := run(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "SHUTDOWN_DRAIN_DELAY=30s is not shorter than SHUTDOWN_TIMEOUT=30s") {
+		t.Fatalf("run = %v, want the drain delay refused", err)
+	}
+}
