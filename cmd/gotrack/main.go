@@ -3,7 +3,7 @@
 //	gotrack [serve]                       run the collector (the default)
 //	gotrack replay [--sink NAME] FILE...  deliver NDJSON event or dead-letter files again
 //	gotrack version                       print the version
-//	gotrack -h         list every setting with its default
+//	gotrack -h                            list the commands, and every setting with its default
 //
 // Every setting comes from the environment; see the README.
 package main
@@ -39,6 +39,13 @@ import (
 	"github.com/gotrack/gotrack/internal/telemetry"
 )
 
+// commands is every subcommand, one line each, for `gotrack -h`.
+var commands = []config.Command{
+	{Name: "serve", Help: "run the collector (the default command)"},
+	{Name: "replay [--sink NAME] FILE...", Help: "deliver NDJSON event or dead-letter files to the sinks again"},
+	{Name: "version", Help: "print the version"},
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
@@ -72,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("gotrack", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { config.Usage(stdout) }
+	fs.Usage = func() { config.Usage(stdout, commands) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -242,10 +249,9 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 			s, err = ndjson.Open(cfg.Log)
 		case config.OutputPostgres:
 			s, err = postgres.Open(ctx, cfg.Postgres)
-			out.BatchSize, out.BatchBytes = cfg.PostgresBatch.Size, cfg.PostgresBatch.Bytes
+			out.BatchSize, out.BatchBytes = cfg.Postgres.BatchSize, cfg.Postgres.BatchBytes
 		case config.OutputKafka:
 			o := cfg.Kafka
-			o.MaxBufferedRecords = cfg.Pipeline.QueueSize
 			if cfg.KafkaMetrics && reg != nil {
 				o.Metrics = reg
 			}

@@ -1,18 +1,17 @@
 package telemetry
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/gotrack/gotrack/internal/credfile"
 )
 
 // authenticator checks scrapes against a bearer token, htpasswd users, or
@@ -39,53 +38,22 @@ type authenticator struct {
 func newAuthenticator(tokenFile, htpasswdFile string, failures *prometheus.CounterVec) (*authenticator, error) {
 	a := &authenticator{failures: failures, cache: map[string][sha256.Size]byte{}, bcryptSlots: make(chan struct{}, 2)}
 	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
+		tok, err := credfile.ReadToken(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("METRICS_BEARER_TOKEN_FILE: %w", err)
-		}
-		tok := strings.TrimSpace(string(b))
-		if len(tok) < 16 {
-			return nil, fmt.Errorf("METRICS_BEARER_TOKEN_FILE: the token is shorter than 16 characters")
 		}
 		sum := sha256.Sum256([]byte(tok))
 		a.token = &sum
 	}
 	if htpasswdFile != "" {
-		users, err := readHtpasswd(htpasswdFile)
+		users, err := credfile.ReadHtpasswd(htpasswdFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE: %w", err)
 		}
 		a.users = users
 		a.dummy, _ = bcrypt.GenerateFromPassword([]byte("gotrack-dummy"), bcrypt.DefaultCost)
 	}
 	return a, nil
-}
-
-func readHtpasswd(path string) (map[string][]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE: %w", err)
-	}
-	users := map[string][]byte{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		user, hash, ok := strings.Cut(line, ":")
-		if !ok || user == "" {
-			return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE line %d: want user:bcrypt-hash", n)
-		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE line %d: user %q does not have a bcrypt hash (make one with htpasswd -nBC 10 %s)", n, user, user)
-		}
-		users[user] = []byte(hash)
-	}
-	if len(users) == 0 {
-		return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE: %s lists no user", path)
-	}
-	return users, nil
 }
 
 func (a *authenticator) enabled() bool { return a.token != nil || a.users != nil }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotrack/gotrack/internal/credfile"
 )
 
 // certReloader serves a certificate and key pair from files, reloading them
@@ -45,7 +47,7 @@ func newCertReloader(certPath, keyPath string, interval time.Duration, log *slog
 	if err != nil {
 		return nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	cert, err := credfile.LoadKeyPair(certPath, keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("load METRICS_TLS_CERT and METRICS_TLS_KEY: %w", err)
 	}
@@ -84,7 +86,7 @@ func (r *certReloader) reload() {
 	if err != nil || st == r.loaded || st == r.failed {
 		return
 	}
-	cert, err := tls.LoadX509KeyPair(r.certPath, r.keyPath)
+	cert, err := credfile.LoadKeyPair(r.certPath, r.keyPath)
 	if err != nil {
 		r.failed = st
 		r.failures.Inc()
@@ -99,13 +101,9 @@ func (r *certReloader) reload() {
 
 // loadCAPool reads a PEM bundle that must hold at least one certificate.
 func loadCAPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+	pool, err := credfile.LoadCAPool(path)
 	if err != nil {
 		return nil, fmt.Errorf("METRICS_CLIENT_CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("METRICS_CLIENT_CA: %s holds no PEM certificate", path)
 	}
 	return pool, nil
 }

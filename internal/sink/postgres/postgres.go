@@ -9,6 +9,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -29,17 +30,70 @@ import (
 	"github.com/gotrack/gotrack/internal/sink"
 )
 
-// Options configure a Sink.
+// Options configure a Sink. Zero numbers take the defaults below.
 type Options struct {
 	DSN      string // libpq URL or key=value string
 	Table    string // "events" or "schema.events"; see ValidTable
-	MaxConns int32  // pool size; default 4
+	MaxConns int32  // pool size, 1 to 1000; default 4
 	// Parallel is how many connections one batch is spread over, each
 	// writing a part of at least MinPart events in its own transaction;
-	// default min(2, MaxConns). Parts commit independently, which is safe
-	// because every write is idempotent by event_id.
+	// 1 to 64, default min(2, MaxConns). Parts commit independently, which
+	// is safe because every write is idempotent by event_id.
 	Parallel       int
-	ConnectTimeout time.Duration // for connecting and migrating at Open; default 10s
+	ConnectTimeout time.Duration // for connecting and migrating at Open, 1s to 10m; default 10s
+
+	// BatchSize and BatchBytes are this sink's batch policy, which the
+	// pipeline applies in place of its own: PostgreSQL writes far faster in
+	// large batches. 1 to 1,000,000 events and 1 KiB to 1 GiB.
+	BatchSize, BatchBytes int
+}
+
+// The defaults of Options.
+const (
+	DefaultMaxConns       = 4
+	DefaultParallel       = 2
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultBatchSize      = 5000
+	DefaultBatchBytes     = 8 << 20
+)
+
+// WithDefaults returns o with every zero number set to its default.
+func (o Options) WithDefaults() Options {
+	o.MaxConns = cmp.Or(o.MaxConns, DefaultMaxConns)
+	o.Parallel = cmp.Or(o.Parallel, DefaultParallel)
+	o.ConnectTimeout = cmp.Or(o.ConnectTimeout, DefaultConnectTimeout)
+	o.BatchSize = cmp.Or(o.BatchSize, DefaultBatchSize)
+	o.BatchBytes = cmp.Or(o.BatchBytes, DefaultBatchBytes)
+	return o
+}
+
+// Validate reports every problem with o, each a *sink.OptionError, joined.
+// A malformed DSN is reported without being echoed, since it may hold a
+// password. Validate does not connect; Open does.
+func (o Options) Validate() error {
+	errs := sink.NewOptionErrors("postgres")
+	if o.DSN == "" {
+		errs.Add("{DSN} is not set; want a libpq URL (postgres://user@host/db) or key=value string (host=... dbname=...)")
+	} else if _, err := pgxpool.ParseConfig(o.DSN); err != nil {
+		// The parse error can quote the DSN, password and all; say only what is wrong.
+		errs.Add("{DSN} is not valid; want a libpq URL (postgres://user@host/db) or key=value string (host=... dbname=...)")
+	}
+	if !ValidTable(o.Table) {
+		errs.Add(fmt.Sprintf("{Table}=%q is not an identifier; want letters, digits and _, optionally schema.table", o.Table))
+	}
+	between := func(name string, v, lo, hi int64) {
+		if v < lo || v > hi {
+			errs.Add(fmt.Sprintf("{%s}=%d is out of range; want %d to %d", name, v, lo, hi))
+		}
+	}
+	between("MaxConns", int64(o.MaxConns), 1, 1000)
+	between("Parallel", int64(o.Parallel), 1, 64)
+	between("BatchSize", int64(o.BatchSize), 1, 1_000_000)
+	between("BatchBytes", int64(o.BatchBytes), 1024, 1<<30)
+	if d := o.ConnectTimeout; d < time.Second || d > 10*time.Minute {
+		errs.Add(fmt.Sprintf("{ConnectTimeout}=%s is out of range; want 1s to 10m", d))
+	}
+	return errs.Err()
 }
 
 var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
@@ -66,27 +120,19 @@ type Sink struct {
 	parallel int
 }
 
-// Open connects, applies the schema migrations, and returns the sink. A
+// Open connects, applies the schema migrations, and returns the sink. It
+// fails with Validate's error when o, with its defaults, is not valid. A
 // wrong DSN, an unreachable server or bad credentials fail here, so that
 // GoTrack refuses to start rather than queue events it can never write.
 func Open(ctx context.Context, o Options) (*Sink, error) {
-	if !ValidTable(o.Table) {
-		return nil, fmt.Errorf("postgres: table name %q is not a valid identifier", o.Table)
-	}
-	if o.MaxConns <= 0 {
-		o.MaxConns = 4
-	}
-	if o.Parallel <= 0 {
-		o.Parallel = 2
+	o = o.WithDefaults()
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	o.Parallel = min(o.Parallel, int(o.MaxConns))
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = 10 * time.Second
-	}
 	cfg, err := pgxpool.ParseConfig(o.DSN)
 	if err != nil {
-		// The parse error can quote the DSN, password and all; say only what is wrong.
-		return nil, errors.New("postgres: PG_DSN is not a valid libpq URL or key=value string")
+		return nil, errors.New("postgres: the DSN is not valid") // Validate said more
 	}
 	cfg.MaxConns = o.MaxConns
 	cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
