@@ -91,6 +91,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	for _, w := range config.Typos(os.Environ()) {
+		log.Warn(w)
+	}
 	reg := telemetry.NewRegistry()
 	if getenv("GOGC") == "" {
 		// GoTrack's live heap is small and it allocates per request, so the
