@@ -282,3 +282,24 @@ func TestParallelParts(t *testing.T) {
 		t.Errorf("%d dead-lettered, want 1", st.DeadLettered)
 	}
 }
+
+func TestValidate(t *testing.T) {
+	if err := (Options{DSN: "postgres://localhost/db", Table: "events"}).WithDefaults().Validate(); err != nil {
+		t.Errorf("Validate of the defaults = %v", err)
+	}
+	err := Options{DSN: "postgres://u:secretpw@[::1", Table: "a.b.c", MaxConns: -1, Parallel: 65,
+		BatchSize: 2_000_000, BatchBytes: 10, ConnectTimeout: time.Millisecond}.Validate()
+	for _, want := range []string{"DSN is not valid", `Table="a.b.c" is not an identifier`, "MaxConns=-1 is out of range; want 1 to 1000",
+		"Parallel=65 is out of range; want 1 to 64", "BatchSize=2000000 is out of range", "BatchBytes=10 is out of range; want 1024 to",
+		"ConnectTimeout=1ms is out of range; want 1s to 10m"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want it to say %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("Validate echoes the DSN's password: %v", err)
+	}
+	if err := (Options{Table: "events"}).WithDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "postgres: DSN is not set") {
+		t.Errorf("Validate without a DSN = %v", err)
+	}
+}
