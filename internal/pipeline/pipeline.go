@@ -403,11 +403,11 @@ func (p *Pipeline) flush(q *queue, sm *sinkMetrics, batch []*event.Event) []*eve
 		}
 		ctx, cancel := context.WithTimeout(p.abortCtx, p.opts.WriteTimeout)
 		start := time.Now()
-		err := q.sink.WriteBatch(ctx, pending)
+		dups, err := sink.Write(ctx, q.sink, pending)
 		cancel()
 		sm.flushLatency.Observe(time.Since(start).Seconds())
 		if err == nil {
-			p.written(q, sm, len(pending))
+			p.written(q, sm, len(pending)-dups, dups)
 			return nil
 		}
 		sm.errors[sink.ErrorType(err)].Inc()
@@ -415,7 +415,7 @@ func (p *Pipeline) flush(q *queue, sm *sinkMetrics, batch []*event.Event) []*eve
 		var be *sink.BatchError
 		switch {
 		case errors.As(err, &be):
-			p.written(q, sm, len(pending)-len(be.Failed))
+			p.written(q, sm, len(pending)-len(be.Failed), 0)
 			var retry []*event.Event
 			for _, f := range be.Failed {
 				if sink.IsPermanent(f.Err) {
@@ -477,13 +477,16 @@ func (p *Pipeline) workSpool(q *queue, sm *sinkMetrics) {
 	}
 }
 
-func (p *Pipeline) written(q *queue, sm *sinkMetrics, n int) {
-	if n <= 0 {
+// written counts a successful write of n new events and dups events the
+// sink held already (see sink.Deduplicator).
+func (p *Pipeline) written(q *queue, sm *sinkMetrics, n, dups int) {
+	if n+dups <= 0 {
 		return
 	}
 	q.delivered.Add(int64(n))
 	sm.ingested.Add(float64(n))
-	sm.batchSize.Observe(float64(n))
+	sm.duplicates.Add(float64(dups))
+	sm.batchSize.Observe(float64(n + dups))
 	sm.lastFlush.SetToCurrentTime()
 	if !q.writeOK.Swap(true) {
 		p.log.Info("sink recovered", "sink", q.name)

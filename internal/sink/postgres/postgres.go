@@ -164,23 +164,31 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 	return s, nil
 }
 
-// WriteBatch copies the batch into the staging table and inserts it into
-// the events table, in one transaction per part when the batch is large
-// enough to be spread over several connections. An event_id already in the
-// table, or twice in the batch, is written once. The error is permanent
-// only when every failed part was rejected for its content; the pipeline
-// then isolates the offending events, rewriting the good ones harmlessly.
+// WriteBatch is WriteBatchDedup without the count of duplicates.
 func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
+	_, err := s.WriteBatchDedup(ctx, batch)
+	return err
+}
+
+// WriteBatchDedup copies the batch into the events table, in one
+// transaction per part when the batch is large enough to be spread over
+// several connections, and returns how many of its events were not written
+// because their event_id was in the table already, or twice in the batch.
+// The error is permanent only when every failed part was rejected for its
+// content; the pipeline then isolates the offending events, rewriting the
+// good ones harmlessly.
+func (s *Sink) WriteBatchDedup(ctx context.Context, batch []*event.Event) (duplicates int, err error) {
 	parts := min(s.parallel, len(batch)/MinPart)
 	if parts <= 1 {
 		return s.write(ctx, batch)
 	}
 	errs := make([]error, parts)
+	dups := make([]int, parts)
 	var wg sync.WaitGroup
 	size := (len(batch) + parts - 1) / parts
 	for i := range parts {
 		part := batch[i*size : min((i+1)*size, len(batch))]
-		wg.Go(func() { errs[i] = s.write(ctx, part) })
+		wg.Go(func() { dups[i], errs[i] = s.write(ctx, part) })
 	}
 	wg.Wait()
 	var failed []error
@@ -193,43 +201,53 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
 	}
 	switch {
 	case len(failed) == 0:
-		return nil
+		for _, d := range dups {
+			duplicates += d
+		}
+		return duplicates, nil
 	case permanent:
-		return sink.Permanent(errors.Join(failed...))
+		return 0, sink.Permanent(errors.Join(failed...))
 	}
 	for _, err := range failed {
 		if !sink.IsPermanent(err) {
-			return err // the retryable failure decides what the pipeline does
+			return 0, err // the retryable failure decides what the pipeline does
 		}
 	}
-	return nil
+	return 0, nil
 }
 
-// write writes one part in one transaction. It first COPYs straight into
-// the events table, the fast path for the usual batch of new events; when
-// any event_id is already there (a retry or a replay), the primary key
-// refuses the COPY, the transaction rolls back whole, and the part is
-// written again through the staging table with ON CONFLICT DO NOTHING.
-func (s *Sink) write(ctx context.Context, batch []*event.Event) error {
+// write writes one part in one transaction and returns how many of its
+// events were duplicates. It first COPYs straight into the events table,
+// the fast path for the usual batch of new events; when any event_id is
+// already there (a retry or a replay), the primary key refuses the COPY,
+// the transaction rolls back whole, and the part is written again through
+// the staging table with ON CONFLICT DO NOTHING, whose row count is the
+// number of new events.
+func (s *Sink) write(ctx context.Context, batch []*event.Event) (duplicates int, err error) {
 	if len(batch) == 0 {
-		return nil
+		return 0, nil
 	}
-	err := s.tx(ctx, func(tx pgx.Tx) error {
+	err = s.tx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, s.table, columns, rows(batch))
 		return err
 	})
 	var pe *pgconn.PgError
 	if err == nil || !errors.As(err, &pe) || pe.Code != uniqueViolation {
-		return classify(fmt.Sprintf("copy %d events", len(batch)), err)
+		return 0, classify(fmt.Sprintf("copy %d events", len(batch)), err)
 	}
+	var inserted int64
 	err = s.tx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{staging}, columns, rows(batch)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, s.insert)
+		tag, err := tx.Exec(ctx, s.insert)
+		inserted = tag.RowsAffected()
 		return err
 	})
-	return classify(fmt.Sprintf("copy %d events through staging", len(batch)), err)
+	if err != nil {
+		return 0, classify(fmt.Sprintf("copy %d events through staging", len(batch)), err)
+	}
+	return len(batch) - int(inserted), nil
 }
 
 const uniqueViolation = "23505"
