@@ -17,6 +17,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestGracefulStopLosesNothing loads the binary from concurrent clients
@@ -137,12 +138,12 @@ func TestSIGHUPReopens(t *testing.T) {
 		}
 	}
 	hit(3)
-	waitFor(t, "the first events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 3 })
+	testkit.Eventually(t, "the first events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 3 })
 	if err := os.Rename(p.path("events.ndjson"), p.path("events.ndjson.1")); err != nil {
 		t.Fatal(err)
 	}
 	p.signal(t, syscall.SIGHUP)
-	waitFor(t, "the reopen", func() bool { return strings.Contains(p.stderr.String(), "reopened on SIGHUP") })
+	testkit.Eventually(t, "the reopen", func() bool { return strings.Contains(p.stderr.String(), "reopened on SIGHUP") })
 	hit(2)
 	p.stop(t)
 	if old, cur := readEvents(t, p.path("events.ndjson.1")), readEvents(t, p.path("events.ndjson")); len(old) != 3 || len(cur) != 2 {
@@ -156,17 +157,6 @@ func readEventsQuiet(path string) []string {
 		return nil
 	}
 	return strings.Fields(string(b))
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestBadConfigListsEveryProblem(t *testing.T) {

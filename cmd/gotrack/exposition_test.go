@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -18,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/gotrack/gotrack/internal/pgtest"
-	"github.com/gotrack/gotrack/internal/testutil"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/exposition.txt from the running binary")
@@ -35,7 +34,7 @@ const goldenExposition = "testdata/exposition.txt"
 // metric, help text or label shows up as a diff in review; run
 // `go test ./cmd/gotrack -run ExpositionGolden -update` to accept it.
 func TestExpositionGolden(t *testing.T) {
-	promtool := testutil.RequireTool(t, "promtool")
+	promtool := testkit.RequireTool(t, "promtool")
 	table := pgtest.Table(t)
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "gotrack.events"))
 	if err != nil {
@@ -48,7 +47,7 @@ func TestExpositionGolden(t *testing.T) {
 		"SPOOL_DIR="+filepath.Join(t.TempDir(), "spool"), "FLUSH_INTERVAL=10ms")...)
 	sendEvents(t, p.ingest, 4) // 6 events
 	var text []byte
-	testutil.Eventually(t, 30*time.Second, "every sink to write the events", func() bool {
+	testkit.Eventually(t, "every sink to write the events", func() bool {
 		text = pki.scrape(t, p.metrics)
 		for _, s := range []string{"log", "postgres", "kafka"} {
 			if !bytes.Contains(text, []byte(`gotrack_events_ingested_total{sink="`+s+`"} 6`)) {

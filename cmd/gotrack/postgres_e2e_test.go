@@ -16,7 +16,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pgtest"
-	"github.com/gotrack/gotrack/internal/testutil"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestLogAndPostgresHoldTheSameEvents runs the binary with both sinks and
@@ -141,7 +141,7 @@ func TestDuplicatesCountedApart(t *testing.T) {
 		{[]string{c, c, b}, 3, 3}, // c is new once; its repeat and b are duplicates
 	} {
 		post(step.send...)
-		testutil.Eventually(t, 10*time.Second, "the batch to be written", func() bool {
+		testkit.Eventually(t, "the batch to be written", func() bool {
 			i, d := counts()
 			return i+d >= step.ingested+step.dup
 		})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/pgtest"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 func startPushgateway(t *testing.T) string {
@@ -33,7 +34,7 @@ func startPushgateway(t *testing.T) string {
 			t.Logf("pushgateway logs:\n%s", logs.String())
 		}
 	})
-	waitFor(t, "the Pushgateway", func() bool {
+	testkit.Eventually(t, "the Pushgateway", func() bool {
 		resp, err := http.Get("http://" + addr + "/-/ready")
 		if err == nil {
 			resp.Body.Close()

@@ -20,6 +20,7 @@ import (
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // memSink stores events in memory; fail, when set, decides each write's
@@ -149,15 +150,10 @@ func (f *fixture) deadLines(t *testing.T) []deadLine {
 	return out
 }
 
+// eventually is testutil.Eventually, under the name these tests use.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testkit.Eventually(t, what, cond)
 }
 
 func submitAll(t *testing.T, p *Pipeline, events []*event.Event) {

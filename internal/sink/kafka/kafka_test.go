@@ -24,7 +24,7 @@ import (
 	"github.com/gotrack/gotrack/internal/pipeline/pipelinetest"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
-	"github.com/gotrack/gotrack/internal/testutil"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 const topic = "gotrack.events"
@@ -219,12 +219,12 @@ func TestBrokerFailure(t *testing.T) {
 	if err := p.Submit(events[:1000]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first events", func() bool { return p.Stats()[0].Delivered == 1000 })
+	testkit.Eventually(t, "the first events", func() bool { return p.Stats()[0].Delivered == 1000 })
 	down.Store(true)
 	if err := p.Submit(events[1000:2000]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the sink to be reported down", func() bool { ready, _ := p.Ready(); return !ready })
+	testkit.Eventually(t, "the sink to be reported down", func() bool { ready, _ := p.Ready(); return !ready })
 	if d := p.Stats()[0].Delivered; d >= 2000 {
 		t.Fatalf("%d delivered while the broker was down", d)
 	}
@@ -300,17 +300,6 @@ func TestSASLAgainstCluster(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestValidate(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.pem")
@@ -348,7 +337,7 @@ func TestValidate(t *testing.T) {
 // promtool refuses, so the sink renames them. Closing the sink takes every
 // client metric away again.
 func TestClientMetricsPassPromtool(t *testing.T) {
-	promtool := testutil.RequireTool(t, "promtool")
+	promtool := testkit.RequireTool(t, "promtool")
 	c := newCluster(t, 1)
 	reg := prometheus.NewRegistry()
 	s, err := Open(Options{Brokers: c.ListenAddrs(), Topic: topic, Metrics: reg})

@@ -17,6 +17,7 @@ import (
 	"github.com/gotrack/gotrack/internal/pipeline/pipelinetest"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 func open(t *testing.T, table string) *Sink {
@@ -200,10 +201,10 @@ func TestServerRestartMidStream(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, "some events to be written", func() bool { return f.Pipe.Stats()[0].Delivered >= 1000 })
+	testkit.Eventually(t, "some events to be written", func() bool { return f.Pipe.Stats()[0].Delivered >= 1000 })
 	pgtest.Stop(t)
 	close(stopped)
-	waitFor(t, "the sink to be reported down", func() bool { ready, _ := f.Pipe.Ready(); return !ready })
+	testkit.Eventually(t, "the sink to be reported down", func() bool { ready, _ := f.Pipe.Ready(); return !ready })
 	time.Sleep(300 * time.Millisecond) // let writes fail and retry against the stopped server
 	pgtest.Start(t)
 	wg.Wait()
@@ -216,17 +217,6 @@ func TestServerRestartMidStream(t *testing.T) {
 	}
 	if st := f.Pipe.Stats()[0]; st.DeadLettered != 0 {
 		t.Errorf("%d events dead-lettered during a restart", st.DeadLettered)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

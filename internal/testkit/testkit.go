@@ -1,7 +1,7 @@
-// Package testutil holds the helpers GoTrack's tests share: waiting for a
+// Package testkit holds the helpers GoTrack's tests share: waiting for a
 // condition, and finding the real tools (promtool, prometheus) the tests
 // run against.
-package testutil
+package testkit
 
 import (
 	"os"
@@ -10,16 +10,20 @@ import (
 	"time"
 )
 
+// Patience is how long Eventually waits before it gives up: long, since it
+// only bounds a test that would otherwise hang, and the machines that run
+// the tests may be busy.
+const Patience = 30 * time.Second
+
 // Eventually polls cond every 5ms until it is true, and fails the test with
-// "timed out waiting for WHAT" when timeout passes first. It never asserts
-// on how long the wait took: timeout is only the bound after which the
-// test gives up.
-func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// "timed out waiting for WHAT" when Patience passes first. It never asserts
+// on how long the wait took.
+func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(Patience)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+			t.Fatalf("timed out after %v waiting for %s", Patience, what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
