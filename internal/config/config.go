@@ -296,7 +296,7 @@ func settings(c *Config) []setting {
 		k.Acks, err = kafka.ParseAcks(v)
 		return err
 	})
-	add("KAFKA_COMPRESSION", "zstd", "record batch compression: "+strings.Join(kafka.Compressions, ", "), func(v string) (err error) {
+	add("KAFKA_COMPRESSION", kafka.DefaultCompression, "record batch compression: "+strings.Join(kafka.Compressions(), ", "), func(v string) (err error) {
 		k.Compression, err = kafka.ParseCompression(v)
 		return err
 	})

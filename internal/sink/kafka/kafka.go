@@ -37,7 +37,7 @@ type Options struct {
 	Brokers     []string
 	Topic       string
 	Acks        Acks
-	Compression string // none, gzip, snappy, lz4, zstd
+	Compression string // one of Compressions(); "" for DefaultCompression
 	Key         Key
 	ClientID    string
 
@@ -97,24 +97,46 @@ func ParseKey(s string) (Key, error) {
 	return "", fmt.Errorf("unknown key %q (want event_id, visitor_id, session_id or none)", s)
 }
 
-// codecs maps each compression name to its codec: the one list of them.
-var codecs = map[string]func() kgo.CompressionCodec{
-	"none":   kgo.NoCompression,
-	"gzip":   kgo.GzipCompression,
-	"snappy": kgo.SnappyCompression,
-	"lz4":    kgo.Lz4Compression,
-	"zstd":   kgo.ZstdCompression,
+// codecs is the one list of compressions: each name and its codec.
+var codecs = []struct {
+	name  string
+	codec func() kgo.CompressionCodec
+}{
+	{"none", kgo.NoCompression},
+	{"gzip", kgo.GzipCompression},
+	{"snappy", kgo.SnappyCompression},
+	{"lz4", kgo.Lz4Compression},
+	{"zstd", kgo.ZstdCompression},
 }
 
-// Compressions lists the compression names ParseCompression accepts.
-var Compressions = []string{"none", "gzip", "snappy", "lz4", "zstd"}
+// DefaultCompression is the compression of Options.Compression "".
+const DefaultCompression = "zstd"
+
+// Compressions returns the compression names ParseCompression accepts.
+func Compressions() []string {
+	names := make([]string, len(codecs))
+	for i, c := range codecs {
+		names[i] = c.name
+	}
+	return names
+}
 
 // ParseCompression checks a compression codec name.
 func ParseCompression(s string) (string, error) {
-	if _, ok := codecs[s]; ok {
-		return s, nil
+	if codec(s) == nil {
+		return "", fmt.Errorf("unknown compression %q (want %s)", s, strings.Join(Compressions(), ", "))
 	}
-	return "", fmt.Errorf("unknown compression %q (want %s)", s, strings.Join(Compressions, ", "))
+	return s, nil
+}
+
+// codec returns the named codec's constructor, or nil.
+func codec(name string) func() kgo.CompressionCodec {
+	for _, c := range codecs {
+		if c.name == name {
+			return c.codec
+		}
+	}
+	return nil
 }
 
 // ParseSASLMechanism checks a SASL mechanism name.
@@ -203,7 +225,7 @@ func Open(o Options) (*Sink, error) {
 		kgo.DefaultProduceTopic(o.Topic),
 		kgo.ProducerLinger(0), // the pipeline batches already
 		kgo.RecordPartitioner(kgo.UniformBytesPartitioner(1<<20, true, true, nil)),
-		kgo.ProducerBatchCompression(codecs[cmp.Or(o.Compression, "zstd")]()),
+		kgo.ProducerBatchCompression(codec(cmp.Or(o.Compression, DefaultCompression))()),
 	}
 	if o.ClientID != "" {
 		opts = append(opts, kgo.ClientID(o.ClientID))
