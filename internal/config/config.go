@@ -571,22 +571,22 @@ func splitList(v string) []string {
 
 // parseOrigins parses CORS_ORIGINS. Each entry must be an origin exactly as
 // a browser sends it in the Origin header (scheme://host[:port], lower case,
-// no path), since the ingest compares them byte for byte: any other entry
-// would never match.
+// no path, no default port), since the ingest compares them byte for byte:
+// any other entry would never match.
 func parseOrigins(v string) ([]string, error) {
 	var out, bad []string
 	for _, item := range splitList(v) {
 		u, err := url.Parse(item)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
 			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || item != strings.ToLower(item) ||
-			item != u.Scheme+"://"+u.Host {
+			item != u.Scheme+"://"+u.Host || u.Scheme == "https" && u.Port() == "443" || u.Scheme == "http" && u.Port() == "80" {
 			bad = append(bad, item)
 			continue
 		}
 		out = append(out, item)
 	}
 	if len(bad) > 0 {
-		return nil, fmt.Errorf("has entries that are not origins: %s; want scheme://host[:port] in lower case with no path, such as https://www.example.com", strings.Join(bad, ", "))
+		return nil, fmt.Errorf("has entries that are not origins: %s; want scheme://host[:port] in lower case, with no path and no default port, such as https://www.example.com", strings.Join(bad, ", "))
 	}
 	return out, nil
 }

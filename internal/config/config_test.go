@@ -68,7 +68,7 @@ func TestEveryProblemAtOnce(t *testing.T) {
 		"IP_MODE", "hash",
 		"DNT_RESPECT", "maybe",
 		"TRUSTED_PROXIES", "10.0.0.0/8,nonsense",
-		"CORS_ORIGINS", "https://ok.example,example.com,https://x.example/path",
+		"CORS_ORIGINS", "https://ok.example,example.com,https://x.example/path,https://y.example:443,http://[::1]:8080",
 		"METRICS_ENABLED", "true",
 		"METRICS_ADDR", "0.0.0.0:9090",
 		"METRICS_TLS_CERT", garbage,
@@ -94,7 +94,7 @@ func TestEveryProblemAtOnce(t *testing.T) {
 		`unknown sink "s3"`, `names "log" twice`, `QUEUE_SIZE="ten"`, `FLUSH_INTERVAL="fast"`,
 		"IP_MODE=hash needs IP_HASH_SECRET", `DNT_RESPECT="maybe"`, "nonsense",
 		"TRUSTED_PROXIES is set but TRUST_PROXY is false",
-		`CORS_ORIGINS="https://ok.example,example.com,https://x.example/path" (environment): has entries that are not origins: example.com, https://x.example/path`,
+		`(environment): has entries that are not origins: example.com, https://x.example/path, https://y.example:443; want`,
 		"PG_PARALLEL=100 is out of range; want 1 to 64",
 		`KAFKA_BROKERS entry "broker-without-port" is not host:port`,
 		// the files
