@@ -329,7 +329,7 @@ func (p *Pipeline) Ready() (bool, []string) {
 // Stats is what one sink delivered.
 type Stats struct {
 	Sink         string
-	Delivered    int64 // events the sink wrote
+	Delivered    int64 // events the sink wrote, or held already (duplicates)
 	DeadLettered int64 // events written to the dead-letter file instead
 	Pending      int   // events still queued, or in the spool for the next start
 }
@@ -483,7 +483,7 @@ func (p *Pipeline) written(q *queue, sm *sinkMetrics, n, dups int) {
 	if n+dups <= 0 {
 		return
 	}
-	q.delivered.Add(int64(n))
+	q.delivered.Add(int64(n + dups)) // the sink holds them all: Stats and replay count both
 	sm.ingested.Add(float64(n))
 	sm.duplicates.Add(float64(dups))
 	sm.batchSize.Observe(float64(n + dups))
