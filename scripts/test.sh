@@ -42,7 +42,8 @@ fi
 
 # staticcheck, pinned: 0.8.2 is the 2026.2.2 release, which supports Go 1.26.
 staticcheck_version=v0.8.2
-gobin=$(go env GOPATH)/bin
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin=$(go env GOPATH)/bin
 if ! "$gobin/staticcheck" -version 2>/dev/null | grep -qF "(${staticcheck_version#v})"; then
   echo "test.sh: installing staticcheck $staticcheck_version" >&2
   go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
