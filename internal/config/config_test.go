@@ -110,6 +110,9 @@ func TestEveryProblemAtOnce(t *testing.T) {
 			t.Errorf("error does not mention %q:\n%s", want, msg)
 		}
 	}
+	if strings.Contains(msg, " option ") {
+		t.Errorf("a sink option is not mapped to its setting's name:\n%s", msg)
+	}
 	if strings.Contains(msg, "secretpw") {
 		t.Errorf("the error echoes PG_DSN's password:\n%s", msg)
 	}
