@@ -347,7 +347,13 @@ func TestClientMetricsPassPromtool(t *testing.T) {
 	if err := s.WriteBatch(t.Context(), sinktest.Events(3)); err != nil {
 		t.Fatal(err)
 	}
-	text := expose(t, reg)
+	var text string
+	// kprom counts a produced batch in a hook that may run just after the
+	// produce returns.
+	testkit.Eventually(t, "kprom to count the produced batch", func() bool {
+		text = expose(t, reg)
+		return strings.Contains(text, "\ngotrack_kafka_produce_bytes_total{")
+	})
 	for _, want := range []string{"\ngotrack_kafka_buffered_produce_records ", "\ngotrack_kafka_buffered_fetch_records ", "\ngotrack_kafka_produce_bytes_total{"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("exposition lacks %q:\n%s", want, text)
