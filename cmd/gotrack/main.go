@@ -69,6 +69,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, args, getenv, stdout, stderr)
 	case "replay":
 		return replayCmd(ctx, args, getenv, stdout, stderr)
+	case "spool":
+		return spoolCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "gotrack %s (%s)\n", telemetry.Version, runtime.Version())
 		return nil

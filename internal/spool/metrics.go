@@ -41,16 +41,16 @@ func NewMetrics(reg prometheus.Registerer, readers []string) (*Metrics, error) {
 func newUnregisteredMetrics() *Metrics {
 	return &Metrics{
 		appended: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gotrack_spool_appended_events_total", Help: "Events appended to the spool.",
+			Name: "gotrack_spool_appended_events_total", Help: "Events appended to the spool (stored; refused appends are not counted).",
 		}),
 		truncations: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gotrack_spool_truncations_total", Help: "Torn or corrupt segment tails cut off at start.",
+			Name: "gotrack_spool_truncations_total", Help: "Torn tails cut off the newest segment at start.",
 		}),
 		truncatedBytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gotrack_spool_truncated_bytes_total", Help: "Bytes cut off torn or corrupt segment tails at start.",
+			Name: "gotrack_spool_truncated_bytes_total", Help: "Bytes cut off torn tails of the newest segment at start.",
 		}),
 		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gotrack_spool_corrupt_records_total", Help: "Records skipped because they could not be read back.",
+			Name: "gotrack_spool_corrupt_records_total", Help: "Records lost to damage: found at start (the records around them kept), or by a reader while running.",
 		}),
 		recovered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_spool_recovered_events_total",

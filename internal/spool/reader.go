@@ -28,6 +28,7 @@ type Reader struct {
 	inflightAt atomic.Int64  // received_at (unix ns) of the oldest record read and not acked; 0 when none
 
 	pos     uint64 // the next record to read
+	skipped uint64 // records read since the last Ack that were no events (placeholders, damage)
 	f       *os.File
 	br      *bufio.Reader
 	seg     segment // the segment f reads, as last looked up
@@ -116,12 +117,14 @@ func (r *Reader) Read(maxEvents, maxBytes int, wait time.Duration, stop <-chan s
 			break
 		}
 		if r.pos < next {
+			before := r.pos
 			e, err := r.readOne()
 			if err != nil {
 				return batch, err
 			}
 			if e == nil {
-				continue // skipped a corrupt stretch
+				r.skipped += r.pos - before // the next Ack moves the cursor past them too
+				continue                    // skipped a corrupt stretch
 			}
 			if len(batch) == 0 && r.inflightAt.Load() == 0 {
 				r.inflightAt.Store(e.ReceivedAt.UnixNano())
@@ -183,6 +186,9 @@ func (r *Reader) readOne() (*event.Event, error) {
 		return r.skipSegment(errors.New("record fails its CRC"))
 	}
 	r.pos++
+	if isPlaceholder(p) {
+		return nil, nil // a record recovery found damaged, and counted then
+	}
 	e, err := event.Decode(p)
 	if err != nil {
 		r.s.m.corrupt.Inc()
@@ -200,6 +206,10 @@ func (r *Reader) skipSegment(cause error) (*event.Event, error) {
 		// The active segment is being written: the record may be there in a
 		// moment. Look again rather than skip.
 		r.closeFile()
+		return nil, nil
+	}
+	if r.s.repairClosed(r.name, r.seg.base) {
+		r.closeFile() // reopened on the repaired file, at the same record
 		return nil, nil
 	}
 	r.s.m.corrupt.Add(float64(lost))
@@ -248,8 +258,11 @@ func (r *Reader) closeFile() {
 
 // Ack records that the sink has taken the n records read since the last
 // Ack, persists the cursor, and lets the spool delete what no sink needs.
+// The cursor also passes the records Read skipped (placeholders, damage),
+// so n must be every event Read returned since the last Ack or Rewind.
 func (r *Reader) Ack(n int) error {
-	cursor := r.cursor.Add(uint64(n))
+	cursor := r.cursor.Add(uint64(n) + r.skipped)
+	r.skipped = 0
 	r.inflightAt.Store(0)
 	if err := r.persist(cursor); err != nil {
 		return err
@@ -276,6 +289,7 @@ func (r *Reader) persist(cursor uint64) error {
 // not acknowledged is read again.
 func (r *Reader) Rewind() {
 	r.pos = r.cursor.Load()
+	r.skipped = 0
 	r.inflightAt.Store(0)
 	r.closeFile()
 }

@@ -14,6 +14,12 @@
 // the sequence in its name. Each reader keeps the number of the next record
 // it has to deliver in cursor.<name>. A segment is deleted once every cursor
 // has passed its last record.
+//
+// One process at a time: Open takes an exclusive flock on the directory. A
+// record whose payload is one zero byte is a placeholder, written by
+// recovery in place of a damaged record so that the others keep their
+// numbers; copies of damaged segments, as recovery found them, are kept
+// under quarantine/.
 package spool
 
 import (
@@ -21,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -62,6 +69,8 @@ type Options struct {
 	Readers      []string
 	Metrics      *Metrics
 	Log          *slog.Logger
+
+	fs fileSystem // the file layer; osFS unless a test injects faults
 }
 
 // ErrFull is returned by Append when the events would take the spool past
@@ -70,6 +79,10 @@ var ErrFull = errors.New("spool: full (SPOOL_MAX_BYTES)")
 
 // ErrClosed is returned by Append after Close.
 var ErrClosed = errors.New("spool: closed")
+
+// ErrFailed is wrapped by the error Append returns once a write or fsync
+// has failed: the spool then refuses every event until a restart.
+var ErrFailed = errors.New("spool: write or fsync failed; refusing events until restart")
 
 const headerLen = 8
 
@@ -91,10 +104,12 @@ type Spool struct {
 	opts Options
 	m    *Metrics
 	log  *slog.Logger
+	fs   fileSystem
+	lock *os.File // holds the flock on Dir until Close
 
 	mu      sync.Mutex // guards the fields below
 	segs    []*segment // ordered by base; the last is the active one
-	active  *os.File
+	active  file
 	next    uint64 // sequence of the next record appended
 	visible uint64 // records in the segment files, which readers may read
 	bytes   int64  // in all segments, and pending
@@ -104,12 +119,16 @@ type Spool struct {
 	pending      []byte
 	pendingCount uint64
 	spare        []byte
-	roundDone    chan struct{} // closed when the pending records are on disk
+	round        *commit // the group-commit round the pending records are in
+	refused      refusals
 	closed       bool
 	readers      map[string]*Reader
 	notify       chan struct{} // closed and replaced when records are appended
 	bufs         sync.Pool
 	syncer       *syncer
+	repairMu     sync.Mutex         // one repairClosed at a time; guards the two maps
+	repaired     map[uint64]bool    // segments repairClosed repaired, by base
+	retried      map[repairKey]bool // readers repairClosed let read a segment again
 
 	// ring holds the events of the latest appends by sequence, so that a
 	// reader keeping up takes them as they are, neither reading the file
@@ -125,12 +144,19 @@ type ringEntry struct {
 // ringSize bounds the events the ring keeps alive.
 const ringSize = 8192
 
-// Open recovers the spool in opts.Dir, creating it when missing: it checks
-// every record, cuts a torn or corrupt tail off the segment that holds it,
-// reads the readers' cursors, and starts a new active segment.
+// Open locks the spool in opts.Dir, creating it when missing, and recovers
+// it: it checks every record, keeps a copy of each damaged segment under
+// quarantine/, replaces the damaged records in the middle of a segment by
+// placeholders (so every other record keeps its sequence number), cuts a
+// torn tail off the newest segment, reads the readers' cursors, and starts
+// a new active segment. It fails with ErrLocked when another process holds
+// the directory.
 func Open(o Options) (*Spool, error) {
 	if o.MaxBytes <= 0 {
 		return nil, errors.New("spool: MaxBytes must be positive")
+	}
+	if !o.Sync.Always && o.Sync.Interval <= 0 {
+		return nil, errors.New("spool: Sync wants Always or a positive Interval")
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = min(64<<20, max(o.MaxBytes/8, 64<<10))
@@ -141,26 +167,45 @@ func Open(o Options) (*Spool, error) {
 	if o.Metrics == nil {
 		o.Metrics = newUnregisteredMetrics()
 	}
-	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+	if o.fs == nil {
+		o.fs = osFS{}
+	}
+	if err := o.fs.MkdirAll(o.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &Spool{opts: o, m: o.Metrics, log: o.Log, readers: map[string]*Reader{}, notify: make(chan struct{}),
-		ring: make([]ringEntry, ringSize), roundDone: make(chan struct{})}
-	s.bufs.New = func() any { return new([]byte) }
-	if err := s.recover(); err != nil {
+	lock, err := lockDir(o.Dir, true)
+	if err != nil {
 		return nil, err
+	}
+	s := &Spool{opts: o, m: o.Metrics, log: o.Log, fs: o.fs, lock: lock, readers: map[string]*Reader{}, notify: make(chan struct{}),
+		ring: make([]ringEntry, ringSize), round: newCommit(),
+		repaired: map[uint64]bool{}, retried: map[repairKey]bool{}}
+	s.refused.every = refusalLogEvery
+	s.bufs.New = func() any { return new([]byte) }
+	fail := func(err error) (*Spool, error) {
+		for _, r := range s.readers {
+			r.closeFile()
+		}
+		if s.active != nil {
+			s.active.Close()
+		}
+		lock.Close()
+		return nil, err
+	}
+	if err := s.recover(); err != nil {
+		return fail(err)
 	}
 	for _, name := range o.Readers {
 		r, err := s.openReader(name)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		s.readers[name] = r
 	}
 	s.visible = s.next
 	s.deleteAcked()
 	if err := s.newSegment(); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	s.syncer = startSyncer(s)
 	s.m.setState(s)
@@ -175,18 +220,21 @@ func (s *Spool) recover() error {
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	slices.Sort(paths) // the zero-padded names sort by base
-	for _, p := range paths {
-		base, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "seg-"), ".log"), 10, 64)
-		if err != nil {
-			return fmt.Errorf("spool: unexpected file %s", p)
+	bases, err := segmentBases(paths)
+	if err != nil {
+		return err
+	}
+	for i, p := range paths {
+		var expect uint64
+		if i+1 < len(paths) {
+			expect = bases[i+1] - bases[i]
 		}
-		seg, err := s.scanSegment(p, base)
+		seg, err := s.recoverSegment(p, bases[i], i == len(paths)-1, expect)
 		if err != nil {
 			return err
 		}
 		if seg.count == 0 {
-			os.Remove(p)
+			s.fs.Remove(p)
 			continue
 		}
 		s.segs = append(s.segs, seg)
@@ -196,47 +244,207 @@ func (s *Spool) recover() error {
 	return nil
 }
 
-// scanSegment checks a segment record by record and truncates it at the
-// first record that is incomplete or fails its CRC: what a crash in the
-// middle of a write leaves behind.
-func (s *Spool) scanSegment(path string, base uint64) (*segment, error) {
-	b, err := os.ReadFile(path)
+// segmentBases sorts the segment paths by name, which sorts them by first
+// sequence, and returns each one's first sequence.
+func segmentBases(paths []string) ([]uint64, error) {
+	slices.Sort(paths) // the zero-padded names sort by base
+	bases := make([]uint64, len(paths))
+	for i, p := range paths {
+		base, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "seg-"), ".log"), 10, 64)
+		if err != nil || (i > 0 && base < bases[i-1]) {
+			return nil, fmt.Errorf("spool: unexpected file %s", p)
+		}
+		bases[i] = base
+	}
+	return bases, nil
+}
+
+// recoverSegment checks a segment record by record (see scanSegment) and
+// repairs it when it has to: it first keeps a copy of the damaged file
+// under quarantine/, then writes the repaired segment beside it and renames
+// it over the original, so a crash during recovery leaves one or the other.
+// expect is the number of records the segment numbers when a later segment
+// tells it, and 0 for the newest.
+func (s *Spool) recoverSegment(path string, base uint64, newest bool, expect uint64) (*segment, error) {
+	b, err := s.fs.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	seg := &segment{base: base, path: path}
-	off := 0
-	for off < len(b) {
-		if len(b)-off < headerLen {
-			break
+	sc := scanSegment(b, newest, expect)
+	seg := &segment{base: base, path: path, count: sc.total()}
+	cut := len(b) - sc.tail
+	if len(sc.damaged) > 0 || sc.tail < len(b) {
+		// A torn tail alone costs a copy of the bytes cut, not of the whole
+		// segment: they are all that changes.
+		kept, suffix := b, ""
+		if len(sc.damaged) == 0 {
+			kept, suffix = b[sc.tail:], ".tail"
 		}
+		q, err := s.quarantine(path, suffix, kept)
+		if err != nil {
+			return nil, err
+		}
+		if len(sc.damaged) == 0 {
+			if err := s.fs.Truncate(path, int64(sc.tail)); err != nil {
+				return nil, fmt.Errorf("spool: truncate %s: %w", path, err)
+			}
+			b = b[:sc.tail]
+		} else {
+			fixed := repair(b, sc)
+			tmp := path + ".repair"
+			if err := writeFileSync(s.fs, tmp, fixed); err != nil {
+				s.fs.Remove(tmp)
+				return nil, fmt.Errorf("spool: repair %s: %w", path, err)
+			}
+			if err := s.fs.Rename(tmp, path); err != nil {
+				s.fs.Remove(tmp)
+				return nil, fmt.Errorf("spool: repair %s: %w", path, err)
+			}
+			b = fixed
+		}
+		if err := s.fs.SyncDir(s.opts.Dir); err != nil {
+			return nil, fmt.Errorf("spool: sync directory: %w", err)
+		}
+		s.countDamage(path, sc, q)
+		if cut > 0 {
+			s.m.truncatedBytes.Add(float64(cut))
+			s.m.truncations.Inc()
+			s.log.Warn("spool: cut a torn tail off the newest segment, as a crash in the middle of a write leaves",
+				"segment", filepath.Base(path), "kept_records", seg.count, "cut_bytes", cut, "copy", q)
+		}
+	}
+	seg.size = int64(len(b))
+	for off := 0; off < int(seg.size); {
 		n := int(binary.LittleEndian.Uint32(b[off:]))
-		sum := binary.LittleEndian.Uint32(b[off+4:])
-		if n > len(b)-off-headerLen || crc32.Checksum(b[off+headerLen:off+headerLen+n], crcTable) != sum {
-			break
-		}
-		if seg.count == 0 {
-			if e, err := event.Decode(b[off+headerLen : off+headerLen+n]); err == nil {
+		if p := b[off+headerLen : off+headerLen+n]; !isPlaceholder(p) {
+			if e, err := event.Decode(p); err == nil {
 				seg.firstAt = e.ReceivedAt
 			}
+			break
 		}
-		seg.count++
 		off += headerLen + n
 	}
-	if off < len(b) {
-		if err := os.Truncate(path, int64(off)); err != nil {
-			return nil, fmt.Errorf("spool: truncate %s: %w", path, err)
-		}
-		s.m.truncatedBytes.Add(float64(len(b) - off))
-		s.m.truncations.Inc()
-		s.log.Warn("spool: cut a torn or corrupt tail off a segment", "segment", filepath.Base(path),
-			"kept_records", seg.count, "cut_bytes", len(b)-off)
-	}
-	seg.size = int64(off)
 	if seg.firstAt.IsZero() {
 		seg.firstAt = time.Now()
 	}
 	return seg, nil
+}
+
+// countDamage counts and logs the records a repair replaced by
+// placeholders, if any.
+func (s *Spool) countDamage(path string, sc scanned, copyPath string) {
+	if len(sc.damaged) == 0 {
+		return
+	}
+	var lost uint64
+	spans := make([]string, len(sc.damaged))
+	for i, d := range sc.damaged {
+		lost += d.records
+		spans[i] = fmt.Sprintf("%d-%d", d.off, d.end)
+	}
+	s.m.corrupt.Add(float64(lost))
+	s.log.Error("spool: skipped damaged records in a segment; the records around them are kept",
+		"segment", filepath.Base(path), "records_lost", lost, "damaged_bytes", strings.Join(spans, ","),
+		"kept_records", sc.records-sc.placeholders, "copy", copyPath)
+}
+
+// repairClosed repairs a closed segment in which the named reader found
+// damage while running, as recovery does at start: a copy under
+// quarantine/, a placeholder for each damaged record, every other record
+// kept under its number. It reports whether the reader should reopen the
+// segment and read on at the same record: the repair succeeded, now or
+// when another reader found the damage first. Otherwise (an active or
+// deleted segment, a read error rather than damaged bytes, a failed repair,
+// or a second call for the same reader and segment, so that a disk
+// returning different bytes on each read cannot loop) the reader skips the
+// rest of the segment, as before.
+func (s *Spool) repairClosed(reader string, base uint64) bool {
+	s.repairMu.Lock()
+	defer s.repairMu.Unlock()
+	key := repairKey{reader, base}
+	if s.retried[key] {
+		return false
+	}
+	s.retried[key] = true
+	if s.repaired[base] {
+		return true
+	}
+	s.mu.Lock()
+	i := slices.IndexFunc(s.segs, func(g *segment) bool { return g.base == base })
+	if i < 0 || i == len(s.segs)-1 {
+		s.mu.Unlock()
+		return false
+	}
+	path, count := s.segs[i].path, s.segs[i].count
+	s.mu.Unlock()
+
+	b, err := s.fs.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	sc := scanSegment(b, false, count)
+	if len(sc.damaged) == 0 || sc.total() != count {
+		return false
+	}
+	q, err := s.quarantine(path, "", b)
+	if err != nil {
+		s.log.Error("spool: cannot repair a damaged segment", "segment", filepath.Base(path), "err", err)
+		return false
+	}
+	fixed := repair(b, sc)
+	tmp := path + ".repair"
+	if err := writeFileSync(s.fs, tmp, fixed); err != nil {
+		s.fs.Remove(tmp)
+		s.log.Error("spool: cannot repair a damaged segment", "segment", filepath.Base(path), "err", err)
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Under mu, so that deleteAcked cannot remove the segment in between
+	// and the rename bring it back.
+	i = slices.IndexFunc(s.segs, func(g *segment) bool { return g.base == base })
+	if i < 0 {
+		s.fs.Remove(tmp)
+		return false
+	}
+	if err := s.fs.Rename(tmp, path); err != nil {
+		s.fs.Remove(tmp)
+		s.log.Error("spool: cannot repair a damaged segment", "segment", filepath.Base(path), "err", err)
+		return false
+	}
+	if err := s.fs.SyncDir(s.opts.Dir); err != nil {
+		s.log.Error("spool: sync directory after a repair", "err", err)
+	}
+	s.bytes += int64(len(fixed)) - s.segs[i].size
+	s.segs[i].size = int64(len(fixed))
+	s.repaired[base] = true
+	s.countDamage(path, sc, q)
+	return true
+}
+
+type repairKey struct {
+	reader string
+	base   uint64
+}
+
+// quarantine keeps a copy of a damaged segment, as it was found, under
+// Dir/quarantine/ for an operator to inspect (b is the whole segment, or
+// with suffix ".tail" the torn tail about to be cut), and returns its path.
+// The copy is synced before recovery touches the segment. Quarantined copies are
+// not counted in MaxBytes and are never deleted by GoTrack.
+func (s *Spool) quarantine(path, suffix string, b []byte) (string, error) {
+	dir := filepath.Join(s.opts.Dir, "quarantine")
+	if err := s.fs.MkdirAll(dir, 0o750); err != nil {
+		return "", fmt.Errorf("spool: quarantine: %w", err)
+	}
+	q := filepath.Join(dir, fmt.Sprintf("%s%s.%s", filepath.Base(path), suffix, time.Now().UTC().Format("20060102T150405.000000000Z")))
+	if err := writeFileSync(s.fs, q, b); err != nil {
+		return "", fmt.Errorf("spool: quarantine %s: %w", filepath.Base(path), err)
+	}
+	if err := s.fs.SyncDir(dir); err != nil {
+		return "", fmt.Errorf("spool: quarantine: %w", err)
+	}
+	return q, nil
 }
 
 // newSegment closes the active segment, if any, and starts another at
@@ -251,7 +459,7 @@ func (s *Spool) newSegment() error {
 		s.active = nil
 	}
 	seg := &segment{base: s.visible, path: filepath.Join(s.opts.Dir, segmentName(s.visible)), firstAt: time.Now()}
-	f, err := os.OpenFile(seg.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	f, err := s.fs.OpenFile(seg.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return fmt.Errorf("spool: create segment: %w", err)
 	}
@@ -259,9 +467,9 @@ func (s *Spool) newSegment() error {
 		// A segment that recovery found empty of whole records but not of bytes.
 		f.Truncate(0)
 	}
-	if err := syncDir(s.opts.Dir); err != nil {
+	if err := s.fs.SyncDir(s.opts.Dir); err != nil {
 		f.Close()
-		return err
+		return fmt.Errorf("spool: sync directory: %w", err)
 	}
 	s.active = f
 	if len(s.segs) > 0 && s.segs[len(s.segs)-1].base == seg.base {
@@ -272,24 +480,14 @@ func (s *Spool) newSegment() error {
 	return nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("spool: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("spool: sync directory: %w", err)
-	}
-	return nil
-}
-
 // Append adds events to the spool. Under Sync.Always it returns only once
 // they are written and synced: concurrent appends share one write and one
 // fsync (group commit). Otherwise it writes them at once, so that they
 // survive the process being killed, and they are synced on the interval.
 // It returns ErrFull, without adding anything, when the events would take
-// the spool past MaxBytes.
+// the spool past MaxBytes. In either mode, once a write or fsync has failed
+// it returns an error wrapping ErrFailed, and adds nothing, until the spool
+// is opened again.
 func (s *Spool) Append(events []*event.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -309,13 +507,15 @@ func (s *Spool) Append(events []*event.Event) error {
 		}
 	}()
 
-	if err := s.syncer.failed(); err != nil {
-		return err
-	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return ErrClosed
+	}
+	if err := s.syncer.failed(); err != nil {
+		s.mu.Unlock()
+		s.refused.note(s.log, len(events), err)
+		return err
 	}
 	if s.bytes+int64(len(buf)) > s.opts.MaxBytes {
 		s.mu.Unlock()
@@ -330,25 +530,37 @@ func (s *Spool) Append(events []*event.Event) error {
 		s.pendingCount += uint64(len(events))
 		s.next += uint64(len(events))
 		s.bytes += int64(len(buf))
-		round := s.roundDone
+		round := s.round
 		s.mu.Unlock()
+		if err := s.syncer.wait(round); err != nil {
+			s.refused.note(s.log, len(events), err)
+			return err
+		}
 		s.m.appended.Add(float64(len(events)))
-		return s.syncer.wait(round)
+		return nil
 	}
 
 	seg := s.segs[len(s.segs)-1]
 	if seg.size > 0 && seg.size+int64(len(buf)) > s.opts.SegmentBytes {
 		if err := s.newSegment(); err != nil {
+			err = s.syncer.fail(err)
 			s.mu.Unlock()
+			s.refused.note(s.log, len(events), err)
 			return err
 		}
 		seg = s.segs[len(s.segs)-1]
 	}
-	if _, err := s.active.Write(buf); err != nil {
-		// Cut the partial write back off, so the segment stays whole.
+	if n, err := s.active.Write(buf); err != nil || n < len(buf) {
+		if err == nil {
+			err = io.ErrShortWrite
+		}
+		// Cut the partial write back off, so the segment stays whole, and
+		// stop: the same must happen as when an fsync fails (see fail).
 		s.active.Truncate(seg.size)
+		err = s.syncer.fail(fmt.Errorf("append: %w", err))
 		s.mu.Unlock()
-		return fmt.Errorf("spool: append: %w", err)
+		s.refused.note(s.log, len(events), err)
+		return err
 	}
 	if seg.count == 0 {
 		seg.firstAt = events[0].ReceivedAt
@@ -375,42 +587,66 @@ func (s *Spool) wake() {
 	s.notify = make(chan struct{})
 }
 
+// commit is one group-commit round: done is closed once the round's
+// records are on disk, or refused, and err says which.
+type commit struct {
+	done chan struct{}
+	err  error
+}
+
+func newCommit() *commit { return &commit{done: make(chan struct{})} }
+
 // flushPending is one group-commit round: it takes the queued records,
 // writes them with one write, syncs the segment, makes the records visible
-// to readers, wakes the appends of the round, and closes the segment if it
-// has grown past SegmentBytes. Only the syncer calls it. It returns the
-// sequence up to which records are on disk, whether more were queued
-// meanwhile, and the round's channel, which the caller closes once it has
-// recorded the outcome.
-func (s *Spool) flushPending() (upto uint64, more bool, round chan struct{}, err error) {
+// to readers, and closes the segment if it has grown past SegmentBytes.
+// Only the syncer calls it. It returns the sequence up to which records are
+// on disk, whether more were queued meanwhile, and the round, which the
+// caller completes (closes) once it has recorded the outcome.
+//
+// When the write or the fsync fails, the failure becomes sticky (see
+// syncer.fail) and the round's records are refused, and so are those queued
+// behind them: none of them is counted in the spool any more, so neither
+// the lag nor what is left at shutdown includes events whose clients were
+// told they were not stored.
+func (s *Spool) flushPending() (upto uint64, more bool, round *commit) {
 	s.mu.Lock()
 	if s.pendingCount == 0 {
 		defer s.mu.Unlock()
-		return s.visible, false, nil, nil // nobody waits on an empty round: keep it and the buffers as they are
+		return s.visible, false, nil // nobody waits on an empty round: keep it and the buffers as they are
 	}
 	// The two buffers alternate: appends fill one while this round writes
 	// the other, which becomes the spare again at the end of the round.
 	buf, count := s.pending, s.pendingCount
-	round = s.roundDone
-	s.pending, s.pendingCount, s.roundDone = s.spare[:0], 0, make(chan struct{})
+	round = s.round
+	s.pending, s.pendingCount, s.round = s.spare[:0], 0, newCommit()
 	f, seg := s.active, s.segs[len(s.segs)-1]
 	s.mu.Unlock()
 
-	if _, err = f.Write(buf); err != nil {
-		f.Truncate(seg.size)
+	n, err := f.Write(buf)
+	if err == nil && n < len(buf) {
+		err = io.ErrShortWrite
 	}
 	if err == nil {
 		start := time.Now()
 		err = f.Sync()
 		s.m.fsync.Observe(time.Since(start).Seconds())
 	}
+	if err != nil {
+		// Refused records must not come back at the next start: cut them
+		// off. If even that fails, recovery finds them whole or torn; whole,
+		// they are delivered although their clients were answered 503 (a
+		// duplicate of the retry, never a loss).
+		f.Truncate(seg.size)
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.spare = buf
 	if err != nil {
+		round.err = s.syncer.fail(fmt.Errorf("write and sync: %w", err))
 		s.bytes -= int64(len(buf))
-		return s.visible, false, round, fmt.Errorf("spool: write and sync: %w", err)
+		s.refuseQueued(round.err)
+		return s.visible, false, round
 	}
 	if seg.count == 0 {
 		seg.firstAt = time.Now()
@@ -421,17 +657,43 @@ func (s *Spool) flushPending() (upto uint64, more bool, round chan struct{}, err
 	s.wake()
 	if seg.size >= s.opts.SegmentBytes {
 		if err := s.newSegment(); err != nil {
-			return s.visible, false, round, err
+			// This round's records are on disk; what comes after is refused.
+			s.refuseQueued(s.syncer.fail(err))
+			return s.visible, false, round
 		}
 	}
-	return s.visible, s.pendingCount > 0, round, nil
+	return s.visible, s.pendingCount > 0, round
 }
 
-// Full reports whether the spool has no room for another event.
+// refuseQueued refuses the records queued for the next round, after a
+// failure: it uncounts them and wakes their appends with err. mu is held,
+// and no round is writing.
+func (s *Spool) refuseQueued(err error) {
+	s.bytes -= int64(len(s.pending))
+	s.pending, s.pendingCount = s.pending[:0], 0
+	s.next = s.visible
+	queued := s.round
+	s.round = newCommit()
+	queued.err = err
+	close(queued.done)
+}
+
+// Full reports whether the spool is too full to promise room for another
+// request: less than Margin bytes are left. Readiness uses it, so that
+// /readyz turns false while requests of ordinary size still fit, rather
+// than once they start failing with ErrFull.
 func (s *Spool) Full() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.bytes+4096 > s.opts.MaxBytes
+	return s.bytes+s.Margin() > s.opts.MaxBytes
+}
+
+// Margin is the room below which Full reports true: 1/64 of MaxBytes, at
+// least 8 MiB (eight /collect bodies of the default MAX_BODY_BYTES, each of
+// which makes records of about its own size) but at most a quarter of
+// MaxBytes, so that a small spool is not always full.
+func (s *Spool) Margin() int64 {
+	return min(s.opts.MaxBytes/4, max(8<<20, s.opts.MaxBytes/64))
 }
 
 // Failed returns the error that stopped the spool, after a write or fsync
@@ -478,7 +740,7 @@ func (s *Spool) deleteAcked() {
 	}
 	for len(s.segs) > 1 && s.segs[0].end() <= lowest {
 		seg := s.segs[0]
-		if err := os.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.fs.Remove(seg.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Error("spool: delete segment", "segment", filepath.Base(seg.path), "err", err)
 			return
 		}
@@ -518,8 +780,12 @@ func (s *Spool) Close() error {
 		errs = append(errs, r.close())
 	}
 	if s.active != nil {
-		errs = append(errs, s.active.Sync(), s.active.Close())
+		if s.syncer.failed() == nil {
+			errs = append(errs, s.active.Sync())
+		}
+		errs = append(errs, s.active.Close())
 		s.active = nil
 	}
+	errs = append(errs, s.lock.Close()) // releases the flock
 	return errors.Join(errs...)
 }

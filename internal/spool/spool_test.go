@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -15,7 +16,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 )
 
-func open(t *testing.T, dir string, o Options) *Spool {
+func open(t testing.TB, dir string, o Options) *Spool {
 	t.Helper()
 	o.Dir = dir
 	if o.MaxBytes == 0 {
@@ -175,12 +176,14 @@ func TestTornTailIsTruncated(t *testing.T) {
 			s.Close()
 			seg := lastSegment(t, dir)
 			b, _ := os.ReadFile(seg)
-			os.WriteFile(seg, damage(b), 0o640)
+			damaged := damage(b)
+			os.WriteFile(seg, damaged, 0o640)
 
 			reg := prometheus.NewPedanticRegistry()
 			m, _ := NewMetrics(reg, []string{"log"})
 			s = open(t, dir, Options{Metrics: m})
 			defer s.Close()
+			left, _ := os.ReadFile(seg)
 			want := 10
 			if name == "bad CRC" {
 				want = 9 // the damaged last record is cut off
@@ -191,6 +194,13 @@ func TestTornTailIsTruncated(t *testing.T) {
 			}
 			if v := testutil.ToFloat64(m.truncations); v != 1 {
 				t.Errorf("truncations = %v, want 1", v)
+			}
+			q, _ := filepath.Glob(filepath.Join(dir, "quarantine", "*.tail.*"))
+			if len(q) != 1 {
+				t.Fatalf("quarantine holds %v; want one copy of the bytes cut", q)
+			}
+			if kept, _ := os.ReadFile(q[0]); !bytes.Equal(append(left, kept...), damaged) {
+				t.Errorf("the segment left (%d bytes) and the copy (%d bytes) are not the segment as found (%d bytes)", len(left), len(kept), len(damaged))
 			}
 			if err := s.Append(sinktest.Events(1)); err != nil { // and it goes on
 				t.Fatal(err)
@@ -294,5 +304,33 @@ func TestParseSync(t *testing.T) {
 		if _, err := ParseSync(bad); err == nil {
 			t.Errorf("ParseSync(%q) accepted", bad)
 		}
+	}
+}
+
+// TestFullBeforeOrdinaryBatchesFail is issue 17's item 5: Full (which
+// readiness reports) turns true while a 100-event batch still fits, so
+// /readyz says not ready before requests of ordinary size get 503.
+func TestFullBeforeOrdinaryBatchesFail(t *testing.T) {
+	for _, maxBytes := range []int64{4 << 20, 64 << 20} {
+		s := open(t, t.TempDir(), Options{MaxBytes: maxBytes, Sync: Sync{Interval: time.Hour}})
+		batch := sinktest.Events(100)
+		fullAt := -1
+		for i := 0; ; i++ {
+			if s.Full() && fullAt < 0 {
+				fullAt = i
+			}
+			err := s.Append(batch)
+			if errors.Is(err, ErrFull) {
+				if fullAt < 0 || i-fullAt < 1 {
+					t.Errorf("MaxBytes %d: batch %d refused; Full() turned true at batch %d, want at least one batch earlier", maxBytes, i, fullAt)
+				}
+				t.Logf("MaxBytes %d (margin %d): Full() at batch %d, first refusal at batch %d", maxBytes, s.Margin(), fullAt, i)
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Close()
 	}
 }

@@ -3,7 +3,9 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -33,14 +35,15 @@ func startSyncer(s *Spool) *syncer {
 	return y
 }
 
-// wait blocks until the round of an append is done.
-func (y *syncer) wait(round <-chan struct{}) error {
+// wait blocks until the round of an append is done, and returns its
+// outcome.
+func (y *syncer) wait(round *commit) error {
 	select {
 	case y.kick <- struct{}{}:
 	default: // a round is already asked for
 	}
-	<-round
-	return y.failed()
+	<-round.done
+	return round.err
 }
 
 func (y *syncer) groupCommit() {
@@ -59,16 +62,15 @@ func (y *syncer) groupCommit() {
 // round runs group-commit rounds until nothing is queued.
 func (y *syncer) round() {
 	for {
-		upto, more, round, err := y.s.flushPending()
-		if err != nil {
-			y.fail(err) // before the round's appends wake, so that they see it
-		} else {
+		upto, more, round := y.s.flushPending()
+		if round == nil {
+			return
+		}
+		if round.err == nil {
 			y.synced.Store(upto)
 		}
-		if round != nil {
-			close(round)
-		}
-		if err != nil || !more {
+		close(round.done)
+		if !more {
 			return
 		}
 	}
@@ -105,20 +107,23 @@ func (y *syncer) syncActive() {
 	}
 	y.s.m.fsync.Observe(time.Since(start).Seconds())
 	if err != nil {
-		y.fail(err)
+		y.fail(fmt.Errorf("sync: %w", err))
 		return
 	}
 	y.synced.Store(target)
 }
 
-// fail makes a write or fsync failure sticky: after one, the kernel may
-// have dropped data it reported as written, so nothing more is accepted
-// until a restart recovers the spool from what is really on disk.
-func (y *syncer) fail(err error) {
-	err = fmt.Errorf("spool: write or fsync failed; refusing events until restart: %w", err)
+// fail makes a write or fsync failure sticky, in every sync mode: after
+// one, the kernel may have dropped data it reported as written, so nothing
+// more is accepted until a restart recovers the spool from what is really
+// on disk. It returns the sticky error (the first failure's), which wraps
+// ErrFailed.
+func (y *syncer) fail(err error) error {
+	err = fmt.Errorf("%w: %w", ErrFailed, err)
 	if y.err.CompareAndSwap(nil, &err) {
 		y.s.log.Error("spool: write or fsync failed; every append will fail until GoTrack restarts", "err", err)
 	}
+	return y.failed()
 }
 
 // failed reports the sticky failure, if any.
@@ -132,4 +137,28 @@ func (y *syncer) failed() error {
 func (y *syncer) stop() {
 	close(y.stopCh)
 	<-y.done
+}
+
+// refusalLogEvery is how often, at most, the spool logs the events it
+// refuses after a failure: a full disk must not log one line per request.
+const refusalLogEvery = 10 * time.Second
+
+// refusals counts the events refused after a failure and logs them at
+// ERROR at most once per every.
+type refusals struct {
+	mu     sync.Mutex
+	every  time.Duration
+	last   time.Time
+	events int
+}
+
+func (r *refusals) note(log *slog.Logger, n int, err error) {
+	r.mu.Lock()
+	r.events += n
+	if now := time.Now(); r.last.IsZero() || now.Sub(r.last) >= r.every {
+		log.Error("spool: refusing events until GoTrack restarts (logged at most every "+r.every.String()+")",
+			"events", r.events, "err", err)
+		r.last, r.events = now, 0
+	}
+	r.mu.Unlock()
 }

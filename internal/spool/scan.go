@@ -1,0 +1,178 @@
+package spool
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
+
+// A placeholder is a record whose payload is one zero byte, which no event
+// is. When recovery skips damaged records in the middle of a segment, it
+// writes one placeholder for each record the damage took, so that every
+// later record keeps its sequence number and the readers' cursors keep
+// pointing at the records they pointed at. Readers skip placeholders.
+var placeholder = append(binary.LittleEndian.AppendUint32(
+	binary.LittleEndian.AppendUint32(nil, 1), crc32.Checksum([]byte{0}, crcTable)), 0)
+
+// isPlaceholder reports whether a record's payload is a placeholder's.
+func isPlaceholder(payload []byte) bool { return len(payload) == 1 && payload[0] == 0 }
+
+// damage is a stretch of a segment that holds no readable record.
+type damage struct {
+	off, end int    // bytes [off, end) of the segment
+	records  uint64 // records it is taken to have held (at least 1)
+	exact    bool   // the damaged record's length was intact: exactly one record
+}
+
+// scanned is what a segment holds, record by record.
+type scanned struct {
+	records      uint64 // whole, valid records, placeholders included
+	placeholders uint64
+	minPayload   int      // the smallest payload of a valid, non-empty record; 0 when none
+	damaged      []damage // followed by a valid record, or in a closed segment
+	tail         int      // where a torn tail begins, in the newest segment; len(b) when none
+}
+
+// total is the records the segment numbers: its valid records and those the
+// damaged stretches held.
+func (sc *scanned) total() uint64 {
+	n := sc.records
+	for _, d := range sc.damaged {
+		n += d.records
+	}
+	return n
+}
+
+// recordAt returns the length of the payload of the valid record at off.
+// An empty payload is never written, so a run of zero bytes, as a damaged
+// disk block reads, is not taken for records.
+func recordAt(b []byte, off int) (n int, ok bool) {
+	if len(b)-off < headerLen {
+		return 0, false
+	}
+	n = int(binary.LittleEndian.Uint32(b[off:]))
+	if n == 0 || n > len(b)-off-headerLen {
+		return 0, false
+	}
+	return n, crc32.Checksum(b[off+headerLen:off+headerLen+n], crcTable) == binary.LittleEndian.Uint32(b[off+4:])
+}
+
+// eventAt reports whether a valid record holding a JSON object starts at
+// off: what resynchronisation looks for, checking the first payload byte
+// before the CRC so that scanning damaged bytes stays cheap.
+func eventAt(b []byte, off int) bool {
+	if len(b)-off < headerLen+1 || b[off+headerLen] != '{' {
+		return false
+	}
+	_, ok := recordAt(b, off)
+	return ok
+}
+
+func isRecord(b []byte, off int) bool {
+	_, ok := recordAt(b, off)
+	return ok
+}
+
+// scanSegment reads a segment record by record. A record that is not valid
+// starts a damaged stretch, which ends at the next valid record: where its
+// length field says the record ends, when that is a valid record, or else
+// the first offset after it that holds one (a flipped bit in a length field
+// hides where the next record starts). In the newest segment, a damaged
+// stretch that no valid record follows is a torn tail, what a crash in the
+// middle of a write leaves; in a closed segment, which was synced before it
+// was closed, it is damage like any other.
+//
+// expect is the number of records the segment numbers, when known (the
+// next segment's first sequence minus this one's), and 0 otherwise. It
+// sets how many records the damaged stretches whose length field was
+// damaged are taken to have held; see assign.
+func scanSegment(b []byte, newest bool, expect uint64) scanned {
+	sc := scanned{tail: len(b)}
+	off := 0
+	for off < len(b) {
+		if n, ok := recordAt(b, off); ok {
+			sc.records++
+			if isPlaceholder(b[off+headerLen : off+headerLen+n]) {
+				sc.placeholders++
+			} else if sc.minPayload == 0 || n < sc.minPayload {
+				sc.minPayload = n
+			}
+			off += headerLen + n
+			continue
+		}
+		d := damage{off: off, records: 1}
+		if len(b)-off >= headerLen {
+			if end := off + headerLen + int(binary.LittleEndian.Uint32(b[off:])); end > off+headerLen && end <= len(b) && (end == len(b) && !newest || isRecord(b, end)) {
+				d.end, d.exact = end, true
+			}
+		}
+		if !d.exact {
+			for p := off + 1; p < len(b); p++ {
+				if eventAt(b, p) {
+					d.end = p
+					break
+				}
+			}
+		}
+		if d.end == 0 { // no valid record after it
+			if newest {
+				sc.tail = off
+				break
+			}
+			d.end = len(b)
+		}
+		sc.damaged = append(sc.damaged, d)
+		off = d.end
+	}
+	sc.assign(expect)
+	return sc
+}
+
+// assign sets how many records each damaged stretch whose length field was
+// damaged held. A stretch can only be counted too many, never too few:
+// counted too few, the records after it would take lower sequence numbers
+// and a reader's cursor past them would skip records; counted too many,
+// such a reader reads a few records again, which at-least-once delivery
+// allows. In a closed segment, the next segment's first sequence says how
+// many records are missing in all, and the first such stretch takes what
+// the others do not (so records between stretches, too, can only move to
+// higher numbers). In the newest segment nothing says it: each stretch is
+// taken to have held as many records as the smallest record seen fits in
+// it. In every case a stretch of B bytes holds at most B/9 records.
+func (sc *scanned) assign(expect uint64) {
+	first := -1
+	for i := range sc.damaged {
+		d := &sc.damaged[i]
+		if d.exact {
+			continue
+		}
+		limit := uint64(max(1, (d.end-d.off)/(headerLen+1)))
+		if expect == 0 {
+			d.records = min(limit, uint64(max(1, (d.end-d.off)/(headerLen+max(1, sc.minPayload)))))
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	if first < 0 || expect == 0 {
+		return
+	}
+	if have := sc.total(); expect > have {
+		d := &sc.damaged[first]
+		d.records = min(uint64(max(1, (d.end-d.off)/(headerLen+1))), d.records+expect-have)
+	}
+}
+
+// repair returns the segment with each damaged stretch replaced by one
+// placeholder per record it held, and the torn tail cut.
+func repair(b []byte, sc scanned) []byte {
+	out := make([]byte, 0, sc.tail)
+	off := 0
+	for _, d := range sc.damaged {
+		out = append(out, b[off:d.off]...)
+		for range d.records {
+			out = append(out, placeholder...)
+		}
+		off = d.end
+	}
+	return append(out, b[off:sc.tail]...)
+}
