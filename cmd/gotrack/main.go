@@ -2,6 +2,7 @@
 //
 //	gotrack [serve]                       run the collector (the default)
 //	gotrack replay [--sink NAME] FILE...  deliver NDJSON event or dead-letter files again
+//	gotrack spool verify DIR              check a stopped spool without changing it
 //	gotrack version                       print the version
 //	gotrack -h                            list the commands, and every setting with its default
 //
@@ -43,6 +44,7 @@ import (
 var commands = []config.Command{
 	{Name: "serve", Help: "run the collector (the default command)"},
 	{Name: "replay [--sink NAME] FILE...", Help: "deliver NDJSON event or dead-letter files to the sinks again"},
+	{Name: "spool verify DIR", Help: "check a stopped spool's segments and cursors without changing them"},
 	{Name: "version", Help: "print the version"},
 }
 
@@ -75,7 +77,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "gotrack %s (%s)\n", telemetry.Version, runtime.Version())
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want serve, replay or version; -h for help)", cmd)
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i], _, _ = strings.Cut(c.Name, " ")
+	}
+	return fmt.Errorf("unknown command %q (want %s; -h for help)", cmd, strings.Join(names, ", "))
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
