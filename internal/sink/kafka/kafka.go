@@ -183,9 +183,12 @@ func (o Options) Validate() error {
 	if o.MaxBufferedRecords < 0 {
 		errs.Add("{MaxBufferedRecords} is negative; want 0 (the client's default) or more")
 	}
+	tlsFiles := o
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		errs.Add("{TLSCert} and {TLSKey} must be set together; want both (a client certificate and its key) or neither")
-	} else if _, err := tlsConfig(o); err != nil {
+		tlsFiles.TLSCert, tlsFiles.TLSKey = "", "" // the CA can still be checked
+	}
+	if _, err := tlsConfig(tlsFiles); err != nil {
 		errs.Join(err)
 	}
 	if o.SASLMechanism != "" {

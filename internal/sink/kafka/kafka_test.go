@@ -311,12 +311,12 @@ func TestValidate(t *testing.T) {
 	}
 	err := Options{
 		Brokers: []string{"no-port"}, Acks: "some", Compression: "brotli", Key: "user",
-		TLSCA: garbage, SASLMechanism: "PLAIN",
+		TLSCA: garbage, TLSKey: garbage, SASLMechanism: "PLAIN",
 	}.Validate()
 	for _, want := range []string{
 		`Brokers entry "no-port" is not host:port`, "Topic is empty", `Acks: unknown acks "some"`,
 		`Compression: unknown compression "brotli" (want none, gzip, snappy, lz4, zstd)`, `Key: unknown key "user"`,
-		"TLSCA: " + garbage + " holds no PEM certificate", "SASLMechanism needs SASLUser and SASLPasswordFile",
+		"TLSCA: " + garbage + " holds no PEM certificate", "TLSCert and TLSKey must be set together", "SASLMechanism needs SASLUser and SASLPasswordFile",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v, want it to say %q", err, want)
