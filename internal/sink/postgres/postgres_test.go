@@ -259,6 +259,14 @@ func TestParallelParts(t *testing.T) {
 	if err := s.WriteBatch(t.Context(), dirty); !sink.IsPermanent(err) {
 		t.Fatalf("a batch with a poison event in one part = %v, want permanent", err)
 	}
+	// The parts without the poison committed: written again (as the
+	// pipeline's bisection does), they are all duplicates.
+	if dups, err := s.WriteBatchDedup(t.Context(), dirty[:2*MinPart]); err != nil || dups != 2*MinPart {
+		t.Errorf("the committed parts written again: %d duplicates, %v; want %d", dups, err, 2*MinPart)
+	}
+	if dups, err := s.WriteBatchDedup(t.Context(), clean); err != nil || dups != len(clean) {
+		t.Errorf("a clean batch written again in parts: %d duplicates, %v; want %d", dups, err, len(clean))
+	}
 	f := pipelinetest.Start(t, "postgres", s, pipeline.Options{BatchSize: len(dirty), FlushInterval: time.Hour})
 	if err := f.Pipe.Submit(dirty); err != nil {
 		t.Fatal(err)
