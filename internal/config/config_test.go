@@ -258,7 +258,7 @@ func TestREADMETable(t *testing.T) {
 
 func TestTypos(t *testing.T) {
 	got := Typos([]string{
-		"SPOOL_DIRR=/var/lib/gotrack", "PG_DNS=postgres://x", "METRICS_ENABLE=true", "KAFKA_BROKER=k:9092",
+		"SPOOL_DIRR=/var/lib/gotrack", "PG_DNS=postgres://x", "spool_dir=/var/lib/gotrack", "METRICS_ENABLE=true", "KAFKA_BROKER=k:9092",
 		"SPOOL_DIR=/var/lib/gotrack", "OUTPUTS=log", // settings
 		"PATH=/usr/bin", "HOME=/root", "LOGNAME=root", "SPOOLER=x", // no GoTrack prefix
 		"PG_MAJOR=16", "PG_TEST_DSN=postgres://t", "KAFKA_HEAP_OPTS=-Xmx1G", "KAFKA_CFG_NODE_ID=1", "SERVER_NAME=example", // foreign
@@ -268,6 +268,7 @@ func TestTypos(t *testing.T) {
 		"METRICS_ENABLE is not a GoTrack setting and is ignored; did you mean METRICS_ENABLED?",
 		"PG_DNS is not a GoTrack setting and is ignored; did you mean PG_DSN?",
 		"SPOOL_DIRR is not a GoTrack setting and is ignored; did you mean SPOOL_DIR?",
+		"spool_dir is not a GoTrack setting and is ignored; did you mean SPOOL_DIR?",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("Typos =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

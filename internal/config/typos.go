@@ -23,9 +23,9 @@ var foreignPrefixes = []string{"KAFKA_CFG_", "KAFKA_CONTROLLER_", "KAFKA_ADVERTI
 // Typos returns a warning for each variable of environ ("NAME=value", as
 // os.Environ gives) that looks like a GoTrack setting but is not one, such
 // as SPOOL_DIRR, naming the closest setting. A variable looks like one when
-// its first word, up to the first underscore, is the first word of a
-// setting (SPOOL_, PG_, KAFKA_, METRICS_, LOG_ and so on; the list follows
-// the settings) and it is not one of the foreign variables above.
+// its first word, up to the first underscore and in any case, is the first
+// word of a setting (SPOOL_, PG_, KAFKA_, METRICS_, LOG_ and so on; the list
+// follows the settings) and it is not one of the foreign variables above.
 func Typos(environ []string) []string {
 	var names []string
 	prefixes := map[string]bool{}
@@ -38,12 +38,13 @@ func Typos(environ []string) []string {
 	var warnings []string
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
-		first, _, ok := strings.Cut(name, "_")
-		if !ok || !prefixes[first+"_"] || slices.Contains(names, name) || slices.Contains(foreign, name) ||
-			slices.ContainsFunc(foreignPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+		upper := strings.ToUpper(name) // spool_dir is a typo of SPOOL_DIR too
+		first, _, ok := strings.Cut(upper, "_")
+		if !ok || !prefixes[first+"_"] || slices.Contains(names, name) || slices.Contains(foreign, upper) ||
+			slices.ContainsFunc(foreignPrefixes, func(p string) bool { return strings.HasPrefix(upper, p) }) {
 			continue
 		}
-		warnings = append(warnings, name+" is not a GoTrack setting and is ignored; did you mean "+closest(name, names)+"?")
+		warnings = append(warnings, name+" is not a GoTrack setting and is ignored; did you mean "+closest(upper, names)+"?")
 	}
 	slices.Sort(warnings)
 	return warnings
