@@ -142,9 +142,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return errors.Join(err, closeSinks(outputs))
 	}
 	handler, err := ingest.NewHandler(ingest.Options{
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		MaxBatchEvents: cfg.MaxBatchEvents,
-		CORSOrigins:    cfg.CORSOrigins,
+		MaxBodyBytes:     cfg.MaxBodyBytes,
+		MaxBatchEvents:   cfg.MaxBatchEvents,
+		CORSOrigins:      cfg.CORSOrigins,
+		MaxInflightBytes: cfg.MaxInflightBytes,
 	}, norm, pipe, reg, log)
 	if err != nil {
 		return err
@@ -172,6 +173,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	pipe.Start()
 	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
+	ln = ingest.LimitListener(ln, cfg.MaxConnections, srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 

@@ -263,6 +263,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 		"gotrack_events_received_total", "gotrack_events_dropped_total", "gotrack_queue_capacity", "gotrack_batch_size_events_bucket",
 		"gotrack_sink_retries_total", "gotrack_sink_up", "gotrack_sink_last_success_timestamp_seconds", "gotrack_build_info",
 		"go_goroutines", "process_resident_memory_bytes", "promhttp_metric_handler_requests_total",
+		"gotrack_requests_shed_total", "gotrack_inflight_body_bytes",
 	} {
 		if !bytes.Contains(before, []byte("\n"+name)) {
 			t.Errorf("exposition lacks %s", name)

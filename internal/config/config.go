@@ -45,6 +45,11 @@ type Config struct {
 	CORSOrigins     []string // empty means any origin
 	ShutdownTimeout time.Duration
 
+	// MaxInflightBytes and MaxConnections bound the ingest listener's
+	// memory; see ingest.Options and ingest.LimitListener.
+	MaxInflightBytes int64
+	MaxConnections   int
+
 	Privacy event.Policy
 
 	Pipeline       pipeline.Options
@@ -196,6 +201,15 @@ func settings(c *Config) []setting {
 		c.MaxBodyBytes = int64(bodyBytes)
 		return nil
 	})
+	add("MAX_INFLIGHT_BYTES", "67108864", "most /collect body bytes held in memory at once, after decompression, across all requests; beyond it /collect answers 503 at once; larger than MAX_BODY_BYTES", func(v string) error {
+		var n int
+		if err := integer(&n, 1024, 1<<40)(v); err != nil {
+			return err
+		}
+		c.MaxInflightBytes = int64(n)
+		return nil
+	})
+	add("MAX_CONNECTIONS", "1024", "most ingest connections open at once; at the limit an idle keep-alive one is closed to make room, or else new ones wait in the kernel's accept backlog", integer(&c.MaxConnections, 1, 1<<20))
 	add("MAX_BATCH_EVENTS", "500", "most events in one /collect array", integer(&c.MaxBatchEvents, 1, 100000))
 	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", func(v string) (err error) {
 		c.CORSOrigins, err = parseOrigins(v)
@@ -439,6 +453,9 @@ func (c *Config) check(failed map[string]bool) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
+	if c.MaxInflightBytes <= c.MaxBodyBytes {
+		bad("MAX_INFLIGHT_BYTES=%d must be larger than MAX_BODY_BYTES=%d, or no body of the largest size could be read", c.MaxInflightBytes, c.MaxBodyBytes)
+	}
 	if len(c.Outputs) == 0 {
 		bad("OUTPUTS names no sink; want one or more of %s", strings.Join(knownOutputs, ", "))
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -67,6 +68,9 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 			}
 			if slices.Contains(names, name) {
 				return nil, errField("p."+name, "is given twice")
+			}
+			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+				return nil, errNUL("p." + name)
 			}
 			names = append(names, name)
 			if props == nil {
@@ -162,28 +166,32 @@ func decodeInput(raw []byte) (input, error) {
 		return in, errField("event", "is not a JSON object")
 	}
 	var err error
+	var seen uint16 // a bit for each field of the schema, by its case below
 	members(raw, func(key, value []byte) bool {
+		if bytes.IndexByte(key, '\\') >= 0 {
+			key = []byte(unquote(key)) // "typ\u0065" is "type"
+		}
 		var dst *string
+		var bit uint16
 		switch string(key) {
 		case "event_id":
-			dst = &in.EventID
+			dst, bit = &in.EventID, 1<<0
 		case "type":
-			dst = &in.Type
+			dst, bit = &in.Type, 1<<1
 		case "url":
-			dst = &in.URL
+			dst, bit = &in.URL, 1<<2
 		case "referrer":
-			dst = &in.Referrer
+			dst, bit = &in.Referrer, 1<<3
 		case "title":
-			dst = &in.Title
+			dst, bit = &in.Title, 1<<4
 		case "visitor_id":
-			dst = &in.VisitorID
+			dst, bit = &in.VisitorID, 1<<5
 		case "session_id":
-			dst = &in.SessionID
+			dst, bit = &in.SessionID, 1<<6
 		case "sent_at":
-			dst = &in.SentAt
+			dst, bit = &in.SentAt, 1<<7
 		case "props":
-			in.Props = bytes.Clone(value)
-			return true
+			bit = 1 << 8
 		default:
 			name := unquote(key)
 			if slices.Contains(serverFields, name) {
@@ -192,6 +200,15 @@ func decodeInput(raw []byte) (input, error) {
 				err = errField(truncate(name, MaxTypeLen), "is not a field of the event schema")
 			}
 			return false
+		}
+		if seen&bit != 0 {
+			err = errField(string(key), "is given twice")
+			return false
+		}
+		seen |= bit
+		if dst == nil {
+			in.Props = bytes.Clone(value)
+			return true
 		}
 		switch {
 		case value[0] == '"':
@@ -299,8 +316,16 @@ func skipString(b []byte, open int) int {
 	}
 }
 
-// checkProps checks that raw (valid JSON) is an object within the bounds and
-// returns it compacted, so that it never breaks an NDJSON line.
+// checkProps checks that raw (valid JSON, from valid UTF-8) is an object
+// within the bounds that every sink can store, and returns it compacted, so
+// that it never breaks an NDJSON line. raw is the decoder's own copy: it
+// may be changed in place. What PostgreSQL's jsonb refuses is decided here,
+// the same way for every sink:
+//   - a \u0000 escape, in a key or a value, is rejected;
+//   - a lone surrogate escape (\ud800 without its pair) becomes \ufffd, the
+//     replacement character, as encoding/json decodes it;
+//   - a number beyond float64's range (1e999999, 1e-999999) is rejected;
+//   - a key given twice in one object is rejected, naming the key.
 func checkProps(raw []byte) ([]byte, error) {
 	if raw[0] != '{' {
 		return nil, errField("props", "must be a JSON object")
@@ -308,27 +333,70 @@ func checkProps(raw []byte) ([]byte, error) {
 	if len(raw) > MaxPropsBytes {
 		return nil, errTooLong("props", MaxPropsBytes)
 	}
-	depth, keys, spaced := 0, 0, false
+	var (
+		keys   [MaxPropsKeys + 1][]byte // the keys of the open objects, outermost first
+		nkeys  int
+		frames [MaxPropsDepth + 1]struct {
+			obj      bool
+			firstKey int
+		}
+		depth   int
+		wantKey bool
+		spaced  bool
+	)
 	for i := 0; i < len(raw); i++ {
 		switch c := raw[i]; c {
 		case '"':
-			i = skipString(raw, i)
+			end := skipString(raw, i)
+			str := raw[i+1 : end]
+			if err := checkEscapes(str); err != nil {
+				return nil, err
+			}
+			if wantKey {
+				if nkeys++; nkeys > MaxPropsKeys {
+					return nil, errField("props", "has more than the allowed number of keys")
+				}
+				key := str
+				if bytes.IndexByte(key, '\\') >= 0 {
+					key = []byte(unquote(key))
+				}
+				for _, k := range keys[frames[depth-1].firstKey : nkeys-1] {
+					if bytes.Equal(k, key) {
+						return nil, errField("props", "has the key "+strconv.Quote(truncate(string(key), MaxTypeLen))+" twice")
+					}
+				}
+				keys[nkeys-1] = key
+				wantKey = false
+			}
+			i = end
 		case '{', '[':
 			if depth++; depth > MaxPropsDepth {
 				return nil, errField("props", "is nested deeper than the allowed depth")
 			}
+			frames[depth-1].obj, frames[depth-1].firstKey = c == '{', nkeys
+			wantKey = c == '{'
 		case '}', ']':
 			depth--
-		case ':':
-			if keys++; keys > MaxPropsKeys {
-				return nil, errField("props", "has more than the allowed number of keys")
+			if c == '}' {
+				nkeys = frames[depth].firstKey
 			}
+		case ',':
+			wantKey = frames[depth-1].obj
 		case ' ', '\t', '\n', '\r':
 			spaced = true
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			end := i + 1
+			for end < len(raw) && isNumberByte(raw[end]) {
+				end++
+			}
+			if !numberInRange(raw[i:end]) {
+				return nil, errField("props", "holds the number "+truncate(string(raw[i:end]), 32)+", out of range (a number must fit a float64, with an exponent within ±999)")
+			}
+			i = end - 1
 		}
 	}
 	if !spaced {
-		return raw, nil // already compact; raw is the decoder's own copy
+		return raw, nil
 	}
 	var b bytes.Buffer
 	b.Grow(len(raw))
@@ -367,11 +435,12 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 		{"visitor_id", &e.VisitorID, MaxIDLen},
 		{"session_id", &e.SessionID, MaxIDLen},
 	} {
+		*f.v = validUTF8(*f.v)
 		if len(*f.v) > f.limit {
 			return errTooLong(f.name, f.limit)
 		}
-		if !utf8.ValidString(*f.v) {
-			return errField(f.name, "is not valid UTF-8")
+		if strings.IndexByte(*f.v, 0) >= 0 {
+			return errNUL(f.name)
 		}
 	}
 	if strings.ContainsFunc(e.VisitorID+e.SessionID, isControl) {

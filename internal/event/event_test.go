@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var now = time.Date(2026, 11, 22, 10, 30, 0, 123456789, time.UTC)
@@ -58,7 +61,9 @@ func TestFromQueryErrors(t *testing.T) {
 		{"e=bad%20type", "type"},
 		{"e=" + strings.Repeat("a", MaxTypeLen+1), "type"},
 		{"url=" + strings.Repeat("a", MaxURLLen+1), "url"},
-		{"title=%ff%fe", "title"},
+		{"title=a%00b", "title"},
+		{"url=%00", "url"},
+		{"p.k=a%00", "p.k"},
 		{"uid=a%0Ab", "visitor_id"},
 		{"eid=not-a-uuid", "event_id"},
 		{"eid=00000000-0000-0000-0000-000000000000", "event_id"},
@@ -71,6 +76,37 @@ func TestFromQueryErrors(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Field != tc.field {
 			t.Errorf("FromQuery(%q) = %v, want an error on field %q", tc.query, err, tc.field)
 		}
+	}
+}
+
+// TestCanonicalText: invalid text becomes U+FFFD, as encoding/json decodes
+// it, the same way in the pixel's fields, its p.* properties, and the
+// strings of /collect, props included; what is valid is kept as sent.
+func TestCanonicalText(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	px, err := n.FromQuery("title=a%ffb&url=https://x.example/%C3%A9%fe&p.k=%ff&p.%fe=v", Meta{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if px.Title != "a\uFFFDb" || px.URL != "https://x.example/\u00e9\uFFFD" {
+		t.Errorf("pixel title %q, url %q", px.Title, px.URL)
+	}
+	if got, want := string(px.Props), `{"k":"\ufffd","\ufffd":"v"}`; got != want {
+		t.Errorf("pixel props = %s, want %s", got, want)
+	}
+	col, err := n.FromJSON([]byte(`{"type":"x","title":"a\ud800b","props":{"k":"\udc00","p":"\ud83d\ude00","l":["\ud800\ud83d\ude00"],"n":[1e308,0.0,-0e-5,12345678901234567890123]}}`), Meta{Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if col.Title != "a\uFFFDb" {
+		t.Errorf("collect title %q", col.Title)
+	}
+	if got, want := string(col.Props), `{"k":"\ufffd","p":"\ud83d\ude00","l":["\ufffd\ud83d\ude00"],"n":[1e308,0.0,-0e-5,12345678901234567890123]}`; got != want {
+		t.Errorf("collect props = %s, want %s", got, want)
+	}
+	var v any
+	if err := json.Unmarshal(col.JSON(), &v); err != nil {
+		t.Errorf("the event's JSON does not decode: %v", err)
 	}
 }
 
@@ -92,7 +128,11 @@ func TestFromJSON(t *testing.T) {
 func TestFromJSONErrors(t *testing.T) {
 	n := mustNormalizer(t, Policy{})
 	deep := `{"type":"x","props":{"a":{"b":{"c":{"d":{}}}}}}`
-	many := `{"type":"x","props":{` + strings.Repeat(`"k":1,`, MaxPropsKeys) + `"z":1}}`
+	var manyKeys strings.Builder
+	for i := range MaxPropsKeys {
+		fmt.Fprintf(&manyKeys, `"k%d":1,`, i)
+	}
+	many := `{"type":"x","props":{` + manyKeys.String() + `"z":1}}`
 	big := `{"type":"x","props":{"k":"` + strings.Repeat("a", MaxPropsBytes) + `"}}`
 	for _, tc := range []struct{ body, field string }{
 		{`{}`, "type"},
@@ -107,6 +147,25 @@ func TestFromJSONErrors(t *testing.T) {
 		{big, "props"},
 		{`{"type":"x","visitor_id":"` + strings.Repeat("v", MaxIDLen+1) + `"}`, "visitor_id"},
 		{`[1]`, "event"},
+		// What PostgreSQL's jsonb or text columns refuse is refused here,
+		// naming the field, so that no sink is handed what it cannot store.
+		{`{"type":"x","title":"a\u0000b"}`, "title"},
+		{`{"type":"x","url":"\u0000"}`, "url"},
+		{`{"type":"x","referrer":"\u0000"}`, "referrer"},
+		{`{"type":"x","props":{"k":"\u0000"}}`, "props"},
+		{`{"type":"x","props":{"\u0000":1}}`, "props"},
+		{`{"type":"x","props":{"k":[{"j":"\u0000"}]}}`, "props"},
+		{`{"type":"x","props":{"n":1e999999}}`, "props"},
+		{`{"type":"x","props":{"n":-1e-999999}}`, "props"},
+		{`{"type":"x","props":{"n":0e-999999}}`, "props"},
+		{`{"type":"x","props":{"n":1e-400}}`, "props"},
+		// Keys given twice are refused, naming the key.
+		{`{"type":"x","type":"y"}`, "type"},
+		{`{"type":"x","title":"a","title":"b"}`, "title"},
+		{`{"type":"x","typ\u0065":"y"}`, "type"},
+		{`{"type":"x","props":{},"props":{}}`, "props"},
+		{`{"type":"x","props":{"k":1,"k":2}}`, "props"},
+		{`{"type":"x","props":{"o":{"k":1,"\u006b":2}}}`, "props"},
 	} {
 		_, err := n.FromJSON([]byte(tc.body), Meta{Now: now})
 		var fe *FieldError
@@ -330,6 +389,104 @@ func FuzzAppendReceivedAt(f *testing.F) {
 		want := tm.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
 		if got := appendReceivedAt(nil, tm); string(got) != string(want) {
 			t.Fatalf("appendReceivedAt(%v) = %s, want %s", tm, got, want)
+		}
+	})
+}
+
+// loneSurrogate reports whether valid JSON text holds a \u escape of a
+// surrogate that is not part of a high-low pair.
+func loneSurrogate(b []byte) bool {
+	pendingHigh := false
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			if pendingHigh {
+				return true
+			}
+			continue
+		}
+		i++
+		if b[i] != 'u' {
+			if pendingHigh {
+				return true
+			}
+			continue
+		}
+		r, _ := strconv.ParseUint(string(b[i+1:i+5]), 16, 32)
+		i += 4
+		switch {
+		case r >= 0xD800 && r < 0xDC00:
+			if pendingHigh {
+				return true
+			}
+			pendingHigh = true
+		case r >= 0xDC00 && r <= 0xDFFF:
+			if !pendingHigh {
+				return true
+			}
+			pendingHigh = false
+		default:
+			if pendingHigh {
+				return true
+			}
+		}
+	}
+	return pendingHigh
+}
+
+// hasNUL reports whether a decoded JSON value holds a NUL character in a
+// string or a key.
+func hasNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.IndexByte(v, 0) >= 0
+	case []any:
+		return slices.ContainsFunc(v, hasNUL)
+	case map[string]any:
+		for k, x := range v {
+			if strings.IndexByte(k, 0) >= 0 || hasNUL(x) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// FuzzFromJSONStorable: whatever FromJSON accepts encodes as what every
+// sink can store: JSON that encoding/json decodes, with no NUL character,
+// no lone surrogate escape, and no number beyond a float64.
+func FuzzFromJSONStorable(f *testing.F) {
+	for _, s := range []string{`"\u0000"`, `"\ud800"`, `"\udc00\ud800"`, `"\ud83d\ude00"`, `1e999999`, `-1e-400`, `0e-999999`,
+		`{"a":1,"a":2}`, `{"a":{"\u0061":1,"a":2}}`, `[1e308,0.5,"x"]`, `{"k":"\\u0000"}`} {
+		f.Add(s)
+	}
+	n, err := NewNormalizer(Policy{IPMode: IPFull})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		for _, raw := range []string{
+			`{"type":"x","props":{"v":` + v + `}}`,
+			`{"type":"x","props":` + v + `}`,
+			`{"type":"x","title":` + v + `,"url":` + v + `}`,
+		} {
+			if !json.Valid([]byte(raw)) || !utf8.ValidString(raw) {
+				continue
+			}
+			e, err := n.FromJSON([]byte(raw), Meta{Now: now})
+			if err != nil {
+				continue
+			}
+			out := e.JSON()
+			var decoded any
+			if err := json.Unmarshal(out, &decoded); err != nil {
+				t.Fatalf("%s accepted as %s, which encoding/json refuses: %v", raw, out, err)
+			}
+			if hasNUL(decoded) {
+				t.Fatalf("%s accepted with a NUL: %s", raw, out)
+			}
+			if loneSurrogate(out) {
+				t.Fatalf("%s accepted with a lone surrogate: %s", raw, out)
+			}
 		}
 	})
 }

@@ -34,13 +34,11 @@ var gif = []byte{
 }
 
 var (
-	gifLength    = []string{strconv.Itoa(len(gif))}
-	gifType      = []string{"image/gif"}
-	noStore      = []string{"no-store, no-cache, must-revalidate, private"}
-	jsonType     = []string{"application/json"}
-	nosniff      = []string{"nosniff"}
-	retryShort   = []string{"1"}
-	retryClosing = []string{"5"}
+	gifLength = []string{strconv.Itoa(len(gif))}
+	gifType   = []string{"image/gif"}
+	noStore   = []string{"no-store, no-cache, must-revalidate, private"}
+	jsonType  = []string{"application/json"}
+	nosniff   = []string{"nosniff"}
 )
 
 type server struct {
@@ -49,8 +47,10 @@ type server struct {
 	pipe     Pipeline
 	log      *slog.Logger
 	received struct{ pixel, collect prometheus.Counter }
+	shed     prometheus.Counter
 	anyOrig  bool
-	bufs     sync.Pool // *bytes.Buffer for request bodies
+	budget   budget    // MAX_INFLIGHT_BYTES
+	bufs     *bufPools // request bodies
 	gzips    sync.Pool // *gzip.Reader
 }
 
@@ -62,10 +62,25 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	if err := reg.Register(received); err != nil {
 		return nil, err
 	}
-	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0}
+	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gotrack_requests_shed_total",
+		Help: "Requests to /collect answered 503 at once, unread, to keep memory bounded, by reason (inflight_bytes: MAX_INFLIGHT_BYTES was spent).",
+	}, []string{"reason"})
+	if err := reg.Register(shed); err != nil {
+		return nil, err
+	}
+	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes)}
+	s.budget.max = opts.MaxInflightBytes
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
-	s.bufs.New = func() any { return new(bytes.Buffer) }
+	s.shed = shed.WithLabelValues(ShedInflightBytes)
+	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gotrack_inflight_body_bytes",
+		Help: "Request body bytes /collect holds in memory now, after decompression, counted against MAX_INFLIGHT_BYTES.",
+	}, func() float64 { return float64(s.budget.used.Load()) })
+	if err := reg.Register(inflight); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -134,58 +149,74 @@ type itemError struct {
 }
 
 func (s *server) collect(w http.ResponseWriter, r *http.Request) {
+	resp, events, err := s.readEvents(w, r)
+	if err != nil {
+		writeError(w, r, err, resp)
+		s.countShed(err)
+		return
+	}
+	if resp.Dropped == 0 {
+		if err := s.pipe.Submit(events); err != nil {
+			if writeError(w, nil, err, nil).failed { // the body was read to its end
+				s.log.Error("submit failed", "err", err)
+			}
+			return
+		}
+	}
+	writeJSON(w, http.StatusAccepted, resp)
+}
+
+// readEvents reads and checks a /collect request and builds its events.
+// The body's buffer and its share of MAX_INFLIGHT_BYTES are given back
+// before it returns: the events copy what they keep. On an error, resp, when
+// not nil, is the body to answer with (every event was rejected).
+func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *collectResponse, events []*event.Event, err error) {
 	if !s.cors(w, r) {
-		writeError(w, http.StatusForbidden, "origin is not allowed (CORS_ORIGINS)")
-		return
+		return nil, nil, refuse(kindOrigin, "origin is not allowed (CORS_ORIGINS)")
 	}
-	if status, msg := checkContentType(r); status != 0 {
-		writeError(w, status, msg)
-		return
+	if err := checkContentType(r); err != nil {
+		return nil, nil, err
 	}
-	buf := s.bufs.Get().(*bytes.Buffer)
-	defer s.putBuf(buf)
-	if status, msg := s.readBody(w, r, buf); status != 0 {
-		writeError(w, status, msg)
-		return
+	buf, err := s.readBody(w, r)
+	if err != nil {
+		return nil, nil, err
 	}
-	body := bytes.TrimSpace(buf.Bytes())
+	defer s.release(buf)
+	body := bytes.TrimSpace(buf.b)
 	if !utf8.Valid(body) {
-		writeError(w, http.StatusBadRequest, "body is not valid UTF-8")
-		return
+		return nil, nil, refuse(kindMalformed, "body is not valid UTF-8")
 	}
 	if len(body) == 0 {
-		writeError(w, http.StatusBadRequest, "body is empty; send a JSON event object or an array of them")
-		return
+		return nil, nil, refuse(kindMalformed, "body is empty; send a JSON event object or an array of them")
 	}
 	if body[0] != '[' && body[0] != '{' {
-		writeError(w, http.StatusBadRequest, "body must be a JSON event object or an array of them")
-		return
+		return nil, nil, refuse(kindMalformed, "body must be a JSON event object or an array of them")
 	}
 	if !json.Valid(body) {
 		var v any
-		writeError(w, http.StatusBadRequest, "malformed JSON: "+jsonError(json.Unmarshal(body, &v)))
-		return
+		return nil, nil, refuse(kindMalformed, "malformed JSON: "+jsonError(json.Unmarshal(body, &v)))
 	}
 	items := [][]byte{body}
 	if body[0] == '[' {
-		items = event.SplitArray(body) // the events copy what they keep, so the pooled buffer can go back
+		items = event.SplitArray(body)
+		if len(items) == 0 {
+			return nil, nil, refuse(kindMalformed, "body is an empty array; send at least one event")
+		}
 		if len(items) > s.opts.MaxBatchEvents {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf(
+			return nil, nil, refuse(kindTooLarge, fmt.Sprintf(
 				"batch has %d events, more than MAX_BATCH_EVENTS=%d", len(items), s.opts.MaxBatchEvents))
-			return
 		}
 	}
 	s.received.collect.Add(float64(len(items)))
 
-	var resp collectResponse
+	resp = new(collectResponse)
 	if s.doNotTrack(r) {
 		resp.Dropped = len(items)
 		s.pipe.CountDropped(pipeline.DropDNT, len(items))
-		writeJSON(w, http.StatusAccepted, resp)
-		return
+		return resp, nil, nil
 	}
 	m := s.meta(r)
-	events := make([]*event.Event, 0, len(items))
+	events = make([]*event.Event, 0, len(items))
 	for i, raw := range items {
 		e, err := s.norm.FromJSON(raw, m)
 		if err != nil {
@@ -198,102 +229,138 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 	if resp.Rejected > 0 {
 		s.pipe.CountDropped(pipeline.DropInvalid, resp.Rejected)
 	}
-	if resp.Accepted == 0 && resp.Rejected > 0 {
-		resp.Error = "no valid event in the body"
-		writeJSON(w, http.StatusBadRequest, resp)
-		return
+	if resp.Accepted == 0 {
+		return resp, nil, refuse(kindNoValidEvent, "no valid event in the body")
 	}
-	switch err := s.pipe.Submit(events); {
-	case errors.Is(err, pipeline.ErrQueueFull):
-		w.Header()["Retry-After"] = retryShort
-		writeError(w, http.StatusServiceUnavailable, "queues are full; retry later")
-		return
-	case errors.Is(err, pipeline.ErrSpoolFull):
-		w.Header()["Retry-After"] = retryShort
-		writeError(w, http.StatusServiceUnavailable, "the spool is full; retry later")
-		return
-	case errors.Is(err, pipeline.ErrClosed):
-		w.Header()["Retry-After"] = retryClosing
-		writeError(w, http.StatusServiceUnavailable, "shutting down; retry later")
-		return
-	case err != nil: // the spool could not write or sync: nothing was accepted
-		w.Header()["Retry-After"] = retryClosing
-		writeError(w, http.StatusServiceUnavailable, "events could not be stored; retry later")
-		s.log.Error("submit failed", "err", err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, resp)
+	return resp, events, nil
 }
 
 // checkContentType accepts JSON and text/plain (what navigator.sendBeacon
 // sends for a string), identity or gzip.
-func checkContentType(r *http.Request) (int, string) {
+func checkContentType(r *http.Request) error {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || (mt != "application/json" && mt != "text/plain") {
-		return http.StatusUnsupportedMediaType, "Content-Type must be application/json or text/plain"
+		return refuse(kindMediaType, "Content-Type must be application/json or text/plain")
 	}
 	switch strings.ToLower(r.Header.Get("Content-Encoding")) {
 	case "", "identity", "gzip":
-		return 0, ""
+		return nil
 	}
-	return http.StatusUnsupportedMediaType, "Content-Encoding must be gzip or identity"
+	return refuse(kindMediaType, "Content-Encoding must be gzip or identity")
 }
 
-// readBody reads the body into buf, enforcing MaxBodyBytes on the bytes
-// received and again on the bytes after decompression, so that a small gzip
-// bomb is refused as too large.
-func (s *server) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (int, string) {
+// readBody reads the body into a pooled buffer, enforcing MaxBodyBytes on
+// the bytes received and again on the bytes after decompression, so that a
+// small gzip bomb is refused as too large. The buffer's capacity is charged
+// to MAX_INFLIGHT_BYTES before it is allocated; when the budget is spent the
+// request is shed at once, without reading further. The caller gives the
+// buffer back with release.
+func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, error) {
 	limit := s.opts.MaxBodyBytes
-	tooLarge := fmt.Sprintf("body is larger than MAX_BODY_BYTES=%d", limit)
 	if r.ContentLength > limit {
-		return http.StatusRequestEntityTooLarge, tooLarge
+		return nil, s.tooLarge("")
 	}
+	gzipped := strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip")
+	class := 0
+	if !gzipped && r.ContentLength >= 0 {
+		class = s.bufs.classFor(r.ContentLength + 1) // +1 to read the EOF without growing
+	}
+	if !s.budget.take(int64(s.bufs.sizes[class])) {
+		return nil, errShed
+	}
+	buf := s.bufs.get(class)
 	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
-	if strings.EqualFold(r.Header.Get("Content-Encoding"), "gzip") {
+	if gzipped {
 		zr, err := s.gzipReader(body)
 		if err != nil {
-			return gzipStatus(err, tooLarge)
+			s.release(buf)
+			return nil, s.readError(err)
 		}
 		defer s.gzips.Put(zr)
 		body = zr
 	}
-	_, err := buf.ReadFrom(io.LimitReader(body, limit+1))
-	if err != nil {
-		return gzipStatus(err, tooLarge)
+	for {
+		if len(buf.b) == cap(buf.b) {
+			if buf.class == len(s.bufs.sizes)-1 {
+				s.release(buf)
+				if gzipped {
+					return nil, s.tooLarge(" after decompression")
+				}
+				return nil, s.tooLarge("")
+			}
+			next, ok := s.grow(buf)
+			if !ok {
+				s.release(buf)
+				return nil, errShed
+			}
+			buf = next
+		}
+		n, err := body.Read(buf.b[len(buf.b):cap(buf.b)])
+		buf.b = buf.b[:len(buf.b)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			s.release(buf)
+			return nil, s.readError(err)
+		}
 	}
-	if int64(buf.Len()) > limit {
-		return http.StatusRequestEntityTooLarge, tooLarge + " after decompression"
-	}
-	return 0, ""
 }
 
-func gzipStatus(err error, tooLarge string) (int, string) {
+// errShed is the answer when MAX_INFLIGHT_BYTES is spent.
+var errShed = refuse(kindOverloaded, "too many request bytes in flight (MAX_INFLIGHT_BYTES); retry later")
+
+// grow moves buf's content to a buffer of the next class, charging the
+// budget first; it reports false, leaving buf as it was, when the budget is
+// spent.
+func (s *server) grow(buf *bodyBuf) (*bodyBuf, bool) {
+	if !s.budget.take(int64(s.bufs.sizes[buf.class+1])) {
+		return nil, false
+	}
+	next := s.bufs.get(buf.class + 1)
+	next.b = append(next.b, buf.b...)
+	s.release(buf)
+	return next, true
+}
+
+// release gives a body buffer back to its pool and its capacity back to
+// the budget.
+func (s *server) release(buf *bodyBuf) {
+	s.budget.give(int64(s.bufs.sizes[buf.class]))
+	s.bufs.put(buf)
+}
+
+func (s *server) tooLarge(suffix string) error {
+	return refuse(kindTooLarge, fmt.Sprintf("body is larger than MAX_BODY_BYTES=%d%s", s.opts.MaxBodyBytes, suffix))
+}
+
+func (s *server) readError(err error) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
-		return http.StatusRequestEntityTooLarge, tooLarge
+		return s.tooLarge("")
 	}
 	if errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return http.StatusBadRequest, "body is not valid gzip"
+		return refuse(kindMalformed, "body is not valid gzip")
 	}
-	return http.StatusBadRequest, "could not read the body"
+	return refuse(kindMalformed, "could not read the body")
+}
+
+// countShed counts a request shed for lack of budget.
+func (s *server) countShed(err error) {
+	if err == errShed {
+		s.shed.Inc()
+	}
 }
 
 func (s *server) gzipReader(r io.Reader) (*gzip.Reader, error) {
 	if zr, ok := s.gzips.Get().(*gzip.Reader); ok {
 		if err := zr.Reset(r); err != nil {
+			s.gzips.Put(zr)
 			return nil, err
 		}
 		return zr, nil
 	}
 	return gzip.NewReader(r)
-}
-
-func (s *server) putBuf(b *bytes.Buffer) {
-	if b.Cap() > 4<<20 {
-		return // let an unusually large buffer go
-	}
-	b.Reset()
-	s.bufs.Put(b)
 }
 
 // cors sets the CORS response headers and reports whether the request's
@@ -318,7 +385,7 @@ func (s *server) cors(w http.ResponseWriter, r *http.Request) bool {
 
 func (s *server) preflight(w http.ResponseWriter, r *http.Request) {
 	if !s.cors(w, r) {
-		writeError(w, http.StatusForbidden, "origin is not allowed (CORS_ORIGINS)")
+		writeError(w, r, refuse(kindOrigin, "origin is not allowed (CORS_ORIGINS)"), nil)
 		return
 	}
 	h := w.Header()
@@ -347,15 +414,11 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 		allow = "POST, OPTIONS"
 	}
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed here; use "+allow)
+	writeError(w, r, refuse(kindMethod, "method "+r.Method+" is not allowed here; use "+allow), nil)
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, http.StatusNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /healthz and /readyz")
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	writeError(w, r, refuse(kindNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /healthz and /readyz"), nil)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

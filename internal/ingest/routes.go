@@ -4,8 +4,11 @@
 package ingest
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +30,26 @@ type Options struct {
 	MaxBodyBytes   int64
 	MaxBatchEvents int
 	CORSOrigins    []string // empty allows any origin, without credentials
+	// MaxInflightBytes bounds the /collect body bytes held in memory at
+	// once, after decompression, across all requests; at least
+	// MaxBodyBytes. Zero means DefaultMaxInflightBytes.
+	MaxInflightBytes int64
+}
+
+// Validate reports every option out of range at once.
+func (o Options) Validate() error {
+	var errs []error
+	if o.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("ingest: MaxBodyBytes=%d must be positive", o.MaxBodyBytes))
+	}
+	if o.MaxBatchEvents <= 0 {
+		errs = append(errs, fmt.Errorf("ingest: MaxBatchEvents=%d must be positive", o.MaxBatchEvents))
+	}
+	if o.MaxInflightBytes != 0 && o.MaxInflightBytes <= o.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("ingest: MAX_INFLIGHT_BYTES=%d must be larger than MAX_BODY_BYTES=%d, or no body of the largest size could ever be read",
+			o.MaxInflightBytes, o.MaxBodyBytes))
+	}
+	return errors.Join(errs...)
 }
 
 // Routes is every route of the ingest listener, with the statuses it is
@@ -34,7 +57,7 @@ type Options struct {
 var Routes = []httpmetrics.Route{
 	{Pattern: "GET /px.gif", Statuses: []int{200}},
 	{Pattern: "HEAD /px.gif", Statuses: []int{200}},
-	{Pattern: "POST /collect", Statuses: []int{202, 400, 413, 415, 503}},
+	{Pattern: "POST /collect", Statuses: []int{202, 400, 403, 413, 415, 503}},
 	{Pattern: "OPTIONS /collect", Statuses: []int{204}},
 	{Pattern: "GET /healthz", Statuses: []int{200}},
 	{Pattern: "GET /readyz", Statuses: []int{200, 503}},
@@ -45,6 +68,12 @@ const catchAll = "/"
 
 // NewHandler returns the ingest API. The HTTP metrics are registered on reg.
 func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Registerer, log *slog.Logger) (http.Handler, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.MaxInflightBytes == 0 {
+		opts.MaxInflightBytes = DefaultMaxInflightBytes
+	}
 	s, err := newServer(opts, n, p, reg, log)
 	if err != nil {
 		return nil, err
@@ -74,7 +103,49 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 		mux.HandleFunc(path, methodNotAllowed)
 	}
 	mux.HandleFunc(catchAll, notFound)
-	return hm.Wrap(mux), nil
+	return hm.Wrap(guard(mux)), nil
+}
+
+// guard answers, as JSON, the requests that net/http's mux or the metrics
+// would otherwise answer in its own words: a path that is not clean
+// ("//collect", "/./collect"), which the mux would redirect with an HTML
+// body, and headers beyond MaxHeaderBytes that net/http's slack let through.
+func guard(mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cleanPath(r.URL.Path) && r.Method != http.MethodConnect {
+			writeError(w, r, refuse(kindNotFound, "no such endpoint; the path is not in canonical form (no //, /./ or /../)"), nil)
+			return
+		}
+		if headerBytes(r) > MaxHeaderBytes {
+			w.Header()["Connection"] = connClose
+			writeError(w, r, refuse(kindHeaderTooLarge, fmt.Sprintf("request headers are larger than %d bytes", MaxHeaderBytes)), nil)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath reports whether the mux would serve p as it is rather than
+// redirect it: p is rooted and path.Clean leaves it alone, but for a
+// trailing slash.
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	return c == p || (p[len(p)-1] == '/' && c+"/" == p)
+}
+
+// headerBytes estimates the size of the request line and headers as sent,
+// without allocating.
+func headerBytes(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Proto) + 4 + len("Host: \r\n") + len(r.Host)
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // ": " and CRLF
+		}
+	}
+	return n
 }
 
 // Timeouts for the ingest listener. Beacons and pixels are small: a client

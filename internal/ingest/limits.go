@@ -1,0 +1,204 @@
+package ingest
+
+import (
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+)
+
+// Defaults of the memory limits, as documented for MAX_INFLIGHT_BYTES and
+// MAX_CONNECTIONS.
+const (
+	DefaultMaxInflightBytes = 64 << 20
+	DefaultMaxConnections   = 1024
+)
+
+// budget bounds the request body bytes that /collect holds in memory at
+// once, after decompression, across every request. It is charged with the
+// capacity of the buffers it lends, so that what it bounds is memory, not
+// just content.
+type budget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// take reports whether n more bytes fit in the budget, and charges them if
+// so. It never waits: a request that does not fit is shed at once.
+func (b *budget) take(n int64) bool {
+	if b.used.Add(n) > b.max {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *budget) give(n int64) { b.used.Add(-n) }
+
+// bodyBuf is a request body buffer of one size class.
+type bodyBuf struct {
+	b     []byte
+	class int
+}
+
+// bufPools lends body buffers in a few size classes, each eight times the
+// last, the largest holding MaxBodyBytes+1 (one byte more tells a body that
+// is too large). A body grows by moving to the next class, and the smaller
+// buffer goes back to its pool: growing leaves no garbage, so the heap stays
+// near what the budget charges instead of waiting for the collector.
+type bufPools struct {
+	sizes []int
+	pools []sync.Pool
+}
+
+func newBufPools(maxBody int64) *bufPools {
+	p := &bufPools{}
+	for size := int64(4 << 10); size < maxBody+1; size *= 8 {
+		p.sizes = append(p.sizes, int(size))
+	}
+	p.sizes = append(p.sizes, int(maxBody+1))
+	p.pools = make([]sync.Pool, len(p.sizes))
+	return p
+}
+
+// classFor returns the smallest class that holds n bytes.
+func (p *bufPools) classFor(n int64) int {
+	for i, size := range p.sizes {
+		if int64(size) >= n {
+			return i
+		}
+	}
+	return len(p.sizes) - 1
+}
+
+func (p *bufPools) get(class int) *bodyBuf {
+	if b, ok := p.pools[class].Get().(*bodyBuf); ok {
+		return b
+	}
+	return &bodyBuf{b: make([]byte, 0, p.sizes[class]), class: class}
+}
+
+func (p *bufPools) put(b *bodyBuf) {
+	b.b = b.b[:0]
+	p.pools[b.class].Put(b)
+}
+
+// LimitListener returns a listener that lets srv serve at most n
+// connections from ln at once (MAX_CONNECTIONS). When a client connects at
+// the limit, an idle keep-alive connection of srv's is closed to make room
+// (HTTP clients reopen such a connection, as they do after IdleTimeout);
+// only when every connection is busy does the new one wait, accepted, for
+// one to close, and the ones after it wait in the kernel's accept backlog,
+// where they cost GoTrack no memory. It sets srv.ConnState, keeping any
+// hook already there. n <= 0 means no limit.
+func LimitListener(ln net.Listener, n int, srv *http.Server) net.Listener {
+	if n <= 0 {
+		return ln
+	}
+	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}),
+		idle: map[net.Conn]struct{}{}, becameIdle: make(chan struct{}, 1)}
+	next := srv.ConnState
+	srv.ConnState = func(c net.Conn, state http.ConnState) {
+		l.mu.Lock()
+		if state == http.StateIdle {
+			l.idle[c] = struct{}{}
+		} else {
+			delete(l.idle, c)
+		}
+		l.mu.Unlock()
+		if state == http.StateIdle {
+			select {
+			case l.becameIdle <- struct{}{}:
+			default:
+			}
+		}
+		if next != nil {
+			next(c, state)
+		}
+	}
+	return l
+}
+
+type limitListener struct {
+	net.Listener
+	slots     chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+
+	mu         sync.Mutex
+	idle       map[net.Conn]struct{} // keep-alive connections between requests
+	becameIdle chan struct{}         // a connection has become idle
+}
+
+// Accept takes the next connection from the kernel first, so that it
+// closes an idle connection only for a client that is really waiting.
+func (l *limitListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	for {
+		select {
+		case l.slots <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+		}
+		l.closeIdle()
+		select {
+		case l.slots <- struct{}{}:
+			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+		case <-l.becameIdle: // close it, and try again
+		case <-l.done:
+			c.Close()
+			return nil, net.ErrClosed
+		}
+	}
+}
+
+// closeIdle closes one idle connection, if there is one, to free its slot.
+func (l *limitListener) closeIdle() {
+	l.mu.Lock()
+	var victim net.Conn
+	for c := range l.idle {
+		victim = c
+		delete(l.idle, c)
+		break
+	}
+	l.mu.Unlock()
+	if victim != nil {
+		victim.Close()
+	}
+}
+
+func (l *limitListener) Close() error {
+	err := l.Listener.Close()
+	l.closeOnce.Do(func() { close(l.done) })
+	return err
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// The reason label values of gotrack_requests_shed_total.
+const (
+	ShedInflightBytes = "inflight_bytes" // MAX_INFLIGHT_BYTES was spent
+)
+
+// CloseWrite lets net/http half-close the connection before it closes it
+// whole, as it does with a bare TCP connection, so that a client still
+// sending a body it will not read gets the answer rather than a reset.
+func (c *limitConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
