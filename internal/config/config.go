@@ -453,8 +453,8 @@ func (c *Config) check(failed map[string]bool) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if c.MaxInflightBytes <= c.MaxBodyBytes {
-		bad("MAX_INFLIGHT_BYTES=%d must be larger than MAX_BODY_BYTES=%d, or no body of the largest size could be read", c.MaxInflightBytes, c.MaxBodyBytes)
+	if c.MaxInflightBytes <= c.MaxBodyBytes && !failed["MAX_INFLIGHT_BYTES"] && !failed["MAX_BODY_BYTES"] {
+		bad("MAX_INFLIGHT_BYTES=%d must be larger than MAX_BODY_BYTES=%d, or no body of the largest size could be read; want more than MAX_BODY_BYTES", c.MaxInflightBytes, c.MaxBodyBytes)
 	}
 	if len(c.Outputs) == 0 {
 		bad("OUTPUTS names no sink; want one or more of %s", strings.Join(knownOutputs, ", "))
