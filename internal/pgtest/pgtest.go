@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // strict reports whether a missing server must fail the test rather than
 // skip it: in CI, and under scripts/test.sh, which always provides one.
-func strict() bool { return os.Getenv("CI") != "" || os.Getenv("GOTRACK_TEST_STRICT") != "" }
+func strict() bool { return testkit.Strict() }
 
 // DSN returns the test server's DSN, skipping the test (outside CI) when
 // there is none.
