@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/gotrack/gotrack/internal/segment"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // appPage is a site page with the gotrack.js snippet: the calls before the
@@ -163,7 +164,7 @@ func TestBrowser(t *testing.T) {
 		return n
 	}
 	var events []map[string]any
-	waitFor(t, "the browser's events", func() bool {
+	testkit.Eventually(t, "the browser's events", func() bool {
 		events = readAll(t, p.path("events.ndjson"))
 		for _, w := range wants {
 			if count(events, w) < w.n {
@@ -195,7 +196,7 @@ func TestBrowser(t *testing.T) {
 	}
 	// ROUTE_PREFIX: the script came from under the prefix and sent there.
 	var prefixed []map[string]any
-	waitFor(t, "the events sent under ROUTE_PREFIX", func() bool {
+	testkit.Eventually(t, "the events sent under ROUTE_PREFIX", func() bool {
 		prefixed = readAll(t, pp.path("events.ndjson"))
 		return len(prefixed) >= 2
 	})

@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // jsDir holds the pinned npm clients the tests run (test/js/package.json);
@@ -24,7 +26,7 @@ func requireNodeModules(t *testing.T, pkgs ...string) string {
 	for _, p := range pkgs {
 		if _, err := os.Stat(filepath.Join(jsDir, "node_modules", p, "package.json")); err != nil {
 			msg := "npm package " + p + " is not installed in test/js (scripts/test.sh runs npm ci there)"
-			if os.Getenv("CI") != "" || os.Getenv("GOTRACK_TEST_STRICT") != "" {
+			if testkit.Strict() {
 				t.Fatal(msg)
 			}
 			t.Skip(msg + "; skipping outside CI")
@@ -73,7 +75,7 @@ func TestNodeSDKsEveryCallOnce(t *testing.T) {
 	}
 
 	var stored map[string][]map[string]any
-	waitFor(t, "every call in the NDJSON file", func() bool {
+	testkit.Eventually(t, "every call in the NDJSON file", func() bool {
 		stored = storedBySeq(t, p.path("events.ndjson"))
 		return len(stored) >= 2*n
 	})
@@ -135,7 +137,7 @@ func TestNodeSDKsUnderRoutePrefix(t *testing.T) {
 			t.Fatalf("%s SDK: %v %.300s", sdk, err, out)
 		}
 	}
-	waitFor(t, "20 events", func() bool { return len(storedBySeq(t, p.path("events.ndjson"))) >= 20 })
+	testkit.Eventually(t, "20 events", func() bool { return len(storedBySeq(t, p.path("events.ndjson"))) >= 20 })
 	p.stop(t)
 	if n := len(storedBySeq(t, p.path("events.ndjson"))); n != 20 {
 		t.Errorf("%d calls stored, want 20", n)
