@@ -381,7 +381,7 @@ func (c *Config) check() []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if c.MaxInflightBytes <= c.MaxBodyBytes {
+	if c.MaxInflightBytes > 0 && c.MaxInflightBytes <= c.MaxBodyBytes { // 0: it did not parse, and was reported
 		bad("MAX_INFLIGHT_BYTES=%d must be larger than MAX_BODY_BYTES=%d, or no body of the largest size could be read", c.MaxInflightBytes, c.MaxBodyBytes)
 	}
 	if len(c.Outputs) == 0 {

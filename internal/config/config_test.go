@@ -169,3 +169,18 @@ func TestREADMETable(t *testing.T) {
 		t.Errorf("README.md's configuration table is out of date; run go test ./internal/config -run README -update")
 	}
 }
+
+// TestBadValueIsNotCrossCheckedAsZero: a MAX_INFLIGHT_BYTES that does not
+// parse is reported once, for what it is, not a second time as
+// "MAX_INFLIGHT_BYTES=0 must be larger than MAX_BODY_BYTES", a value the
+// operator never set.
+func TestBadValueIsNotCrossCheckedAsZero(t *testing.T) {
+	_, err := Load(env("MAX_INFLIGHT_BYTES", "1000"))
+	if err == nil {
+		t.Fatal("MAX_INFLIGHT_BYTES=1000 accepted")
+	}
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 1 || strings.Contains(err.Error(), "MAX_INFLIGHT_BYTES=0") {
+		t.Errorf("want one problem, about the value given:\n%s", err)
+	}
+}
