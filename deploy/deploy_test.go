@@ -65,6 +65,11 @@ func checkEnvNames(t *testing.T, where string, names []string) {
 // machine (certificates, token files: they exist where the file deploys).
 func checkEnvValues(t *testing.T, where string, env map[string]string) {
 	t.Helper()
+	// TRUST_PROXY with no TRUSTED_PROXIES trusts X-Forwarded-For from any
+	// peer: every client that reaches GoTrack directly picks its address.
+	if strings.EqualFold(env["TRUST_PROXY"], "true") && env["TRUSTED_PROXIES"] == "" {
+		t.Errorf("%s: TRUST_PROXY=true without TRUSTED_PROXIES lets any client choose its recorded IP", where)
+	}
 	_, err := config.Load(func(k string) string { return env[k] })
 	if err == nil {
 		return
