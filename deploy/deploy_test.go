@@ -563,6 +563,40 @@ func TestPrometheusConfigs(t *testing.T) {
 	}
 }
 
+// TestPrometheusConfigSendsAlerts checks that the example configuration,
+// which loads the alert rules, also names an Alertmanager to send them to.
+func TestPrometheusConfigSendsAlerts(t *testing.T) {
+	b, err := os.ReadFile("prometheus/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		RuleFiles []string `json:"rule_files"`
+		Alerting  struct {
+			Alertmanagers []struct {
+				StaticConfigs []struct {
+					Targets []string `json:"targets"`
+				} `json:"static_configs"`
+			} `json:"alertmanagers"`
+		} `json:"alerting"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.RuleFiles) == 0 {
+		t.Fatal("prometheus/prometheus.yml loads no rule files")
+	}
+	var targets []string
+	for _, am := range cfg.Alerting.Alertmanagers {
+		for _, sc := range am.StaticConfigs {
+			targets = append(targets, sc.Targets...)
+		}
+	}
+	if len(targets) == 0 {
+		t.Error("prometheus/prometheus.yml loads alert rules but has no alerting.alertmanagers target: the alerts reach no one")
+	}
+}
+
 // unitSettings reads a systemd unit's Key=value lines (repeated keys keep
 // every value), and the Environment= assignments.
 func unitSettings(t *testing.T, path string) (keys map[string][]string, env map[string]string) {
