@@ -406,6 +406,10 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reasons": why})
 		return
 	}
+	if len(why) > 0 { // conditions that do not stop readiness, e.g. a sink down behind the spool
+		writeJSON(w, http.StatusOK, map[string]any{"ready": true, "reasons": why})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
 }
 

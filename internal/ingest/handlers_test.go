@@ -30,6 +30,7 @@ type fakePipeline struct {
 	events  []*event.Event
 	dropped map[string]int
 	err     error
+	info    []string // what Ready lists while ready
 }
 
 func (f *fakePipeline) Submit(events []*event.Event) error {
@@ -54,7 +55,7 @@ func (f *fakePipeline) Ready() (bool, []string) {
 	if f.err != nil {
 		return false, []string{"queue log is full"}
 	}
-	return true, nil
+	return true, f.info
 }
 
 type fixture struct {
@@ -243,6 +244,11 @@ func TestCollectBackpressure(t *testing.T) {
 	}
 	if w := f.do(httptest.NewRequest("GET", "/healthz", nil)); w.Code != 200 {
 		t.Errorf("healthz: %d", w.Code)
+	}
+	// A sink down behind the spool: ready, and named.
+	f.pipe.info = []string{"sink kafka is down; the spool keeps its events"}
+	if w := f.do(httptest.NewRequest("GET", "/readyz", nil)); w.Code != 200 || !strings.Contains(w.Body.String(), `"reasons":["sink kafka is down`) {
+		t.Errorf("readyz with an informational reason: %d %s", w.Code, w.Body)
 	}
 }
 

@@ -325,20 +325,27 @@ func (p *Pipeline) CountDropped(reason string, n int) {
 // which load balancers take the instance out of rotation.
 func (p *Pipeline) StopReady() { p.notReady.Store(true) }
 
-// Ready reports whether the pipeline can take events now, and if not, why:
-// it is stopping, a sink is down, a queue or the spool is full.
+// Ready reports whether the pipeline can take events now, and why not: it
+// is stopping, a queue or the spool is full, or a sink with a memory buffer
+// is down. A down sink whose buffer is durable (the spool) does not make
+// the pipeline not ready, since the spool absorbs its events until it is
+// back; it is still listed in why, as information, while Ready is true.
 func (p *Pipeline) Ready() (bool, []string) {
-	var why []string
+	var why, info []string
 	if p.closing.Load() || p.notReady.Load() {
 		why = append(why, "shutting down")
 	}
 	why = p.in.notReady(why)
 	for _, o := range p.outs {
-		if !o.isUp() {
+		switch {
+		case o.isUp():
+		case o.buf.Durable():
+			info = append(info, "sink "+o.name+" is down; the spool keeps its events")
+		default:
 			why = append(why, "sink "+o.name+" is down")
 		}
 	}
-	return len(why) == 0, why
+	return len(why) == 0, append(why, info...)
 }
 
 // Stats is what one sink delivered.

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -102,4 +103,25 @@ func TestSpoolFull(t *testing.T) {
 func waitForCount(t *testing.T, s *memSink, n int) {
 	t.Helper()
 	eventually(t, "the sink to take every event", func() bool { return s.count() == n })
+}
+
+// TestSpoolSinkDownStaysReady: with the spool, a sink being down does not
+// make the pipeline not ready (the spool absorbs its events), but Ready
+// still names it; without the spool it does (TestFailingSinkDoesNotStallOthers).
+func TestSpoolSinkDownStaysReady(t *testing.T) {
+	down := newMemSink()
+	down.fail = func([]*event.Event) error { return sink.Unavailable(errors.New("connection refused")) }
+	f := spoolFixture(t, t.TempDir(), 64<<20, Options{BatchSize: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond},
+		map[string]sink.Sink{"a": down, "b": newMemSink()})
+	if err := f.p.Submit(sinktest.Events(10)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "sink a to be reported down", func() bool {
+		_, why := f.p.Ready()
+		return strings.Contains(strings.Join(why, ","), "sink a is down")
+	})
+	if ready, why := f.p.Ready(); !ready {
+		t.Errorf("Ready() = false %v: a sink down behind the spool must not take GoTrack out of rotation", why)
+	}
+	f.close(t, 2*time.Second)
 }
