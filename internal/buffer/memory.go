@@ -166,6 +166,24 @@ func (m *Memory) Ack(int) error {
 	return nil
 }
 
+// Drain takes, without waiting, every event put and not yet read, frees
+// their room, and forgets the batch the reader holds (Lag no longer counts
+// it). It is for the pipeline's Close when the reader is stuck or gone:
+// the reader must not use the buffer afterwards.
+func (m *Memory) Drain() []*event.Event {
+	var out []*event.Event
+	for {
+		select {
+		case e := <-m.ch:
+			out = append(out, e)
+		default:
+			m.heldN.Store(0)
+			m.Release(len(out))
+			return out
+		}
+	}
+}
+
 // Rewind implements Buffer.
 func (m *Memory) Rewind() { m.rewound = len(m.held) > 0 }
 

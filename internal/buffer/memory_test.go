@@ -85,3 +85,22 @@ func TestMemoryReadBounds(t *testing.T) {
 		t.Errorf("time-bounded Read = %d events, want the 8 left", len(b))
 	}
 }
+
+// TestMemoryDrain: Drain takes what waits, frees its room, and leaves Lag
+// at zero although a batch is held (Close took that over).
+func TestMemoryDrain(t *testing.T) {
+	m := NewMemory(5)
+	in := events(5)
+	put(t, m, in)
+	stop := make(chan struct{})
+	if b, _ := m.Read(2, 1<<20, time.Millisecond, stop); len(b) != 2 {
+		t.Fatalf("Read = %d events, want 2", len(b))
+	}
+	got := m.Drain()
+	if len(got) != 3 || got[0] != in[2] || got[2] != in[4] {
+		t.Fatalf("Drain = %d events, want the 3 not read", len(got))
+	}
+	if m.Lag() != 0 || m.Waiting() != 0 {
+		t.Errorf("after Drain: Lag %d, Waiting %d, want 0 and 0", m.Lag(), m.Waiting())
+	}
+}

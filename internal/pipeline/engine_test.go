@@ -200,29 +200,80 @@ func (s *stuckSink) WriteBatch(context.Context, []*event.Event) error {
 func (s *stuckSink) Close(context.Context) error { return nil }
 
 // TestCloseBoundedByItsDeadline: a sink stuck in a write cannot hold Close
-// past its context's deadline; what it held is counted as lost.
+// past its context's deadline. Close takes over from the stuck worker: the
+// batch of the stuck write (never confirmed) and what waits in the queue
+// go to the dead-letter file, nothing is lost, and when the write returns
+// later nothing is counted twice.
 func TestCloseBoundedByItsDeadline(t *testing.T) {
 	s := &stuckSink{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	defer close(s.release)
 	f := newFixture(t, Options{BatchSize: 5, FlushInterval: time.Millisecond}, map[string]sink.Sink{"a": s})
 	if err := f.p.Submit(sinktest.Events(5)); err != nil {
 		t.Fatal(err)
 	}
 	<-s.entered
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	if err := f.p.Submit(sinktest.Events(20)); err != nil { // queued behind the stuck write
+		t.Fatal(err)
+	}
+	// Close waits for the worker until 95% of this and has the last 5%
+	// (200ms) to write the dead-letter file: ample, even under -race.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- f.p.Close(ctx) }()
 	select {
 	case err := <-done:
-		if !errors.Is(err, ErrLost) {
-			t.Errorf("Close = %v, want ErrLost", err)
+		if err == nil || errors.Is(err, ErrLost) {
+			t.Errorf("Close = %v, want the stuck-worker error and no ErrLost", err)
 		}
-	case <-time.After(10 * time.Second): // far past the 100ms deadline
+	case <-time.After(30 * time.Second): // far past the deadline
 		t.Fatal("Close did not return after its deadline while a write was stuck")
 	}
-	if st := f.p.Stats()[0]; st.Lost != 5 {
-		t.Errorf("lost %d, want the 5 events of the stuck write", st.Lost)
+	want := Stats{Sink: "a", DeadLettered: 25}
+	if st := f.p.Stats()[0]; st != want {
+		t.Errorf("after Close: %+v, want %+v", st, want)
+	}
+	if n := len(f.deadLines(t)); n != 25 {
+		t.Errorf("dead-letter file has %d lines, want 25", n)
+	}
+	close(s.release)                  // the stuck write returns now, "successfully"
+	time.Sleep(50 * time.Millisecond) // let the abandoned worker run on, if it would
+	if st := f.p.Stats()[0]; st != want {
+		t.Errorf("after the stuck write returned: %+v, want %+v (counted twice?)", st, want)
+	}
+	if got := testutil.ToFloat64(f.p.metrics.lost.WithLabelValues("a")); got != 0 {
+		t.Errorf("gotrack_events_lost_total = %v, want 0", got)
+	}
+}
+
+// TestCloseStuckWorkerWithSpool: with the spool, what a stuck worker held
+// stays in the spool for the next start: neither lost nor dead-lettered,
+// and the write returning later does not acknowledge it.
+func TestCloseStuckWorkerWithSpool(t *testing.T) {
+	dir := t.TempDir()
+	s := &stuckSink{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	f := spoolFixture(t, dir, 64<<20, Options{BatchSize: 5, FlushInterval: time.Millisecond}, map[string]sink.Sink{"a": s})
+	if err := f.p.Submit(sinktest.Events(5)); err != nil {
+		t.Fatal(err)
+	}
+	<-s.entered
+	if err := f.p.Submit(sinktest.Events(20)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := f.p.Close(ctx); err == nil || errors.Is(err, ErrLost) {
+		t.Errorf("Close = %v, want the stuck-worker error and no ErrLost", err)
+	}
+	close(s.release)
+	time.Sleep(50 * time.Millisecond)
+	if st := f.p.Stats()[0]; st.Lost != 0 || st.DeadLettered != 0 || st.Delivered != 0 {
+		t.Errorf("after Close: %+v, want nothing lost, dead-lettered or counted delivered", st)
+	}
+	back := newMemSink()
+	f2 := spoolFixture(t, dir, 64<<20, Options{BatchSize: 50}, map[string]sink.Sink{"a": back})
+	f2.close(t, 10*time.Second)
+	if back.count() != 25 {
+		t.Errorf("the next start delivered %d events, want all 25 kept in the spool", back.count())
 	}
 }
 

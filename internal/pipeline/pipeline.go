@@ -121,8 +121,18 @@ type output struct {
 	delivered atomic.Int64
 	deadLet   atomic.Int64
 	lost      atomic.Int64
-	// abandoned is set when Close gave up waiting for the worker and
-	// counted what its buffer held as lost; the worker then counts no more.
+	// mu guards holding, settled and abandoned's change, between the
+	// worker and Close taking over from it.
+	mu sync.Mutex
+	// holding is the batch the worker read and has not acknowledged yet;
+	// settled are those of its events the worker wrote or claimed for the
+	// dead-letter file.
+	holding []*event.Event
+	settled map[*event.Event]struct{}
+	// abandoned is set, under mu, when Close gave up waiting for the
+	// worker and took over its buffer and the unsettled part of the batch
+	// it holds; the worker then touches the buffer no more and counts
+	// nothing.
 	abandoned atomic.Bool
 }
 
@@ -375,9 +385,15 @@ func (p *Pipeline) Stats() []Stats {
 //  2. The workers deliver what is buffered, retrying as usual, until nine
 //     tenths of the time left has passed.
 //  3. Then retries stop. What a memory buffer still holds is written to the
-//     dead-letter file, retrying that until nineteen twentieths have
+//     dead-letter file, retrying that until 92.5% of the time left has
 //     passed; what the spool holds stays there for the next start.
-//  4. The spool, the sinks and the dead-letter file are closed, the sinks
+//  4. At 95%, Close takes over from any worker still running (stuck in a
+//     sink write that ignores its context, or in a dead-letter write): the
+//     unconfirmed batch it holds and what waits in its memory buffer are
+//     written to the dead-letter file in the time left; the worker no
+//     longer touches its buffer nor counts anything, even if its write
+//     returns later. With the spool, what it holds stays there.
+//  5. The spool, the sinks and the dead-letter file are closed, the sinks
 //     with ctx.
 //
 // Events that were neither delivered, nor dead-lettered, nor kept in the
@@ -395,10 +411,12 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	defer cancelDrain()
 	stopAbort := context.AfterFunc(drainCtx, p.abort)
 	defer stopAbort()
-	deadCtx, cancelDead := partOf(ctx, 19, 20)
+	deadCtx, cancelDead := partOf(ctx, 37, 40)
 	defer cancelDead()
 	stopKill := context.AfterFunc(deadCtx, p.kill)
 	defer stopKill()
+	waitCtx, cancelWait := partOf(ctx, 19, 20)
+	defer cancelWait()
 
 	var errs []error
 	p.closing.Store(true)
@@ -418,10 +436,14 @@ func (p *Pipeline) Close(ctx context.Context) error {
 		p.workers.Wait()
 		close(drained)
 	}()
+	// Wait for the workers until a little after the dead-letter part has
+	// passed; one still running then is stuck (in a sink write that
+	// ignores its context, or a dead-letter write), and Close takes over
+	// from it in the time left.
 	abandon := false
 	select {
 	case <-drained:
-	case <-ctx.Done():
+	case <-waitCtx.Done():
 		select {
 		case <-drained: // they finished just in time
 		default:
@@ -431,18 +453,25 @@ func (p *Pipeline) Close(ctx context.Context) error {
 	}
 	close(p.stopPing)
 
-	var lost, kept int64
+	var kept int64
+	var takeovers []*takeover
 	for _, o := range p.outs {
 		if o.buf.Durable() {
-			kept += int64(o.buf.Lag())
-		} else if n := int64(o.buf.Lag()); abandon || n > 0 {
-			// The worker is stuck in a write, or gone with events still
-			// buffered (put by a Submit that outlived the deadline).
-			o.abandoned.Store(true)
-			if n > 0 {
-				p.lose(o, n, errors.New("still buffered or being written at the shutdown deadline"))
+			if abandon {
+				o.mu.Lock()
+				o.abandoned.Store(true) // what it holds stays in the spool: no Ack
+				o.mu.Unlock()
 			}
+			kept += int64(o.buf.Lag())
+		} else if abandon || o.buf.Lag() > 0 {
+			// The worker is stuck, or gone with events still buffered (put
+			// by a Submit that outlived the deadline).
+			takeovers = append(takeovers, p.takeOver(o))
 		}
+	}
+	p.deadLetterTaken(ctx, takeovers)
+	var lost int64
+	for _, o := range p.outs {
 		lost += o.lost.Load()
 	}
 	if err := p.in.close(); err != nil {
@@ -464,6 +493,69 @@ func (p *Pipeline) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("pipeline: %d %w", lost, ErrLost))
 	}
 	return errors.Join(errs...)
+}
+
+// takeover is what Close took from a stuck or gone worker's memory buffer.
+type takeover struct {
+	o      *output
+	events []*event.Event
+	state  atomic.Int32 // 0 until counted: 1 dead-lettered, 2 lost
+}
+
+// takeOver stops o's worker from touching its buffer or counting, and
+// takes what it held and did not settle (a stuck write's batch was never
+// confirmed) and what waits in its memory buffer.
+func (p *Pipeline) takeOver(o *output) *takeover {
+	o.mu.Lock()
+	o.abandoned.Store(true)
+	t := &takeover{o: o}
+	for _, e := range o.holding {
+		if _, ok := o.settled[e]; !ok {
+			t.events = append(t.events, e)
+		}
+	}
+	o.holding = nil
+	o.mu.Unlock()
+	if d, ok := o.buf.(interface{ Drain() []*event.Event }); ok {
+		t.events = append(t.events, d.Drain()...)
+	}
+	return t
+}
+
+// deadLetterTaken writes what Close took over to the dead-letter file,
+// retrying until ctx ends, and counts it as dead-lettered, or as lost when
+// ctx ends first (a dead-letter write that outlives ctx is not waited for:
+// whichever of the two counts first counts the events).
+func (p *Pipeline) deadLetterTaken(ctx context.Context, ts []*takeover) {
+	cause := errors.New("shutdown deadline passed while the sink's write was stuck")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, t := range ts {
+			backoff := p.opts.RetryMin
+			for len(t.events) > 0 && ctx.Err() == nil {
+				if err := p.dead.Write(t.o.name, DeadShutdown, cause, t.events); err == nil {
+					if t.state.CompareAndSwap(0, 1) {
+						p.deadLettered(t.o, DeadShutdown, cause, t.events)
+					}
+					break
+				}
+				if !p.sleep(ctx, jitter(backoff)) {
+					break
+				}
+				backoff = min(2*backoff, p.opts.RetryMax)
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	for _, t := range ts {
+		if len(t.events) > 0 && t.state.CompareAndSwap(0, 2) {
+			p.lose(t.o, int64(len(t.events)), errors.New("still buffered or being written at the shutdown deadline"))
+		}
+	}
 }
 
 // partOf returns a context that ends when num/den of the time left before

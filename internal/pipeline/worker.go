@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -15,14 +16,22 @@ import (
 // a batch, delivers it, and acknowledges it, until Close stops it and the
 // buffer is drained. What the sink has not taken when the drain ends is
 // dead-lettered, unless the buffer is durable and keeps it for the next
-// start.
+// start. Once Close has taken over from it (o.abandoned), the worker no
+// longer touches the buffer nor counts anything: see Pipeline.takeOver.
 func (p *Pipeline) work(o *output) {
 	for {
+		o.mu.Lock()
+		if o.abandoned.Load() {
+			o.mu.Unlock()
+			return
+		}
 		batch, err := o.buf.Read(o.policy.BatchEvents, o.policy.BatchBytes, p.opts.FlushInterval, p.stopRead)
+		o.holding = batch
+		clear(o.settled)
+		o.mu.Unlock()
 		if err != nil {
 			p.log.Error("buffer read failed", "sink", o.name, "err", err)
-			o.buf.Rewind()
-			if !p.sleep(p.abortCtx, time.Second) {
+			if !o.withBuffer(o.buf.Rewind) || !p.sleep(p.abortCtx, time.Second) {
 				return
 			}
 			continue
@@ -32,19 +41,56 @@ func (p *Pipeline) work(o *output) {
 		}
 		if left := p.deliver(o, batch); len(left) > 0 {
 			if o.buf.Durable() {
-				o.buf.Rewind() // delivered on the next start
+				o.withBuffer(o.buf.Rewind) // delivered on the next start
 				return
 			}
 			if !p.deadLetter(o, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left) {
-				if !o.abandoned.Load() {
+				o.mu.Lock()
+				ours := o.settle(left) // else Close has taken them over
+				o.mu.Unlock()
+				if ours {
 					p.lose(o, int64(len(left)), errors.New("the dead-letter file could not be written by the shutdown deadline"))
 				}
 			}
 		}
-		if err := o.buf.Ack(len(batch)); err != nil {
-			p.log.Error("buffer acknowledgement not saved; the batch may be delivered again", "sink", o.name, "err", err)
+		var ackErr error
+		if !o.withBuffer(func() { ackErr = o.buf.Ack(len(batch)) }) {
+			return
+		}
+		if ackErr != nil {
+			p.log.Error("buffer acknowledgement not saved; the batch may be delivered again", "sink", o.name, "err", ackErr)
 		}
 	}
+}
+
+// withBuffer runs f on the worker's buffer and lets the held batch go,
+// unless Close has taken over; it reports whether f ran.
+func (o *output) withBuffer(f func()) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.abandoned.Load() {
+		return false
+	}
+	f()
+	o.holding = nil
+	return true
+}
+
+// settle marks events of the held batch as settled by the worker (written,
+// or claimed for the dead-letter file), so that Close does not take them
+// over; it reports false, marking nothing, once Close has taken over.
+// Called with o.mu held.
+func (o *output) settle(events []*event.Event) bool {
+	if o.abandoned.Load() {
+		return false
+	}
+	if o.settled == nil {
+		o.settled = make(map[*event.Event]struct{}, len(events))
+	}
+	for _, e := range events {
+		o.settled[e] = struct{}{}
+	}
+	return true
 }
 
 // deliver writes batch, spread over up to the sink's MaxInFlight parts
@@ -96,7 +142,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 		cancel()
 		sm.flushLatency.Observe(time.Since(start).Seconds())
 		if err == nil {
-			p.written(o, len(pending)-dups, dups)
+			p.written(o, pending, dups)
 			return unsaved
 		}
 		sm.errors[sink.ErrorType(err)].Inc()
@@ -104,7 +150,17 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 		var be *sink.BatchError
 		switch {
 		case errors.As(err, &be):
-			p.written(o, len(pending)-len(be.Failed), 0)
+			failed := make(map[int]bool, len(be.Failed))
+			for _, f := range be.Failed {
+				failed[f.Index] = true
+			}
+			ok := make([]*event.Event, 0, len(pending)-len(be.Failed))
+			for i, e := range pending {
+				if !failed[i] {
+					ok = append(ok, e)
+				}
+			}
+			p.written(o, ok, 0)
 			var retry []*event.Event
 			for _, f := range be.Failed {
 				if !sink.IsPermanent(f.Err) {
@@ -140,10 +196,19 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 	return append(unsaved, pending...)
 }
 
-// written counts a successful write of n new events and dups events the
-// sink held already (see sink.Deduplicator).
-func (p *Pipeline) written(o *output, n, dups int) {
+// written counts a successful write of events, dups of which the sink
+// held already (see sink.Deduplicator). Once Close has taken over, it
+// counts nothing: Close dead-lettered the batch, as the write had not
+// returned by the deadline.
+func (p *Pipeline) written(o *output, events []*event.Event, dups int) {
+	n := len(events) - dups
 	if n+dups <= 0 {
+		return
+	}
+	o.mu.Lock()
+	ours := o.settle(events)
+	o.mu.Unlock()
+	if !ours {
 		return
 	}
 	o.delivered.Add(int64(n + dups)) // the sink holds them all: Stats and replay count both
@@ -156,39 +221,71 @@ func (p *Pipeline) written(o *output, n, dups int) {
 	}
 }
 
-// deadLetter writes events to the dead-letter file, and counts them as
-// dead-lettered once they are there. It retries a failed write with
-// backoff until the dead-letter part of Close's deadline has passed, and
-// reports false when that passed first: the worker then keeps the events
-// in a durable buffer, or counts them as lost. Meanwhile the worker waits:
-// its buffer fills, and clients get 503s rather than silent loss.
+// deadLetter writes events of the worker's held batch to the dead-letter
+// file, and counts them as dead-lettered once they are there. It retries a
+// failed write with backoff until the dead-letter part of Close's deadline
+// has passed, and reports false when that passed first: the worker then
+// keeps the events in a durable buffer, or counts them as lost. Meanwhile
+// the worker waits: its buffer fills, and clients get 503s rather than
+// silent loss.
+//
+// Each attempt first claims the events (settle), so that Close, taking
+// over from a stuck worker, does not write them too. Once Close has taken
+// over, deadLetter reports true without writing: the events are Close's
+// to dead-letter (or, in a durable buffer, to keep), not the worker's to
+// count.
 func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*event.Event) bool {
 	backoff := p.opts.RetryMin
 	for attempt := 0; ; attempt++ {
 		if p.killCtx.Err() != nil {
-			return false
+			return o.abandoned.Load()
+		}
+		o.mu.Lock()
+		ours := o.settle(events)
+		o.mu.Unlock()
+		if !ours {
+			return true
 		}
 		err := p.dead.Write(o.name, reason, cause, events)
 		if err == nil {
-			o.deadLet.Add(int64(len(events)))
-			if reason == DeadShutdown {
-				o.m.deadShutdown.Add(float64(len(events)))
-			} else {
-				o.m.deadRejected.Add(float64(len(events)))
-			}
-			p.log.Warn("events dead-lettered", "sink", o.name, "events", len(events), "reason", reason,
-				"path", p.dead.Path(), "err", cause)
+			p.deadLettered(o, reason, cause, events)
 			return true
 		}
+		o.mu.Lock()
+		if o.abandoned.Load() {
+			// Claimed, so Close left them to this worker: they are in the
+			// spool still, or lost.
+			o.mu.Unlock()
+			if !o.buf.Durable() {
+				p.lose(o, int64(len(events)), fmt.Errorf("the dead-letter file could not be written: %w", err))
+			}
+			return true
+		}
+		for _, e := range events {
+			delete(o.settled, e)
+		}
+		o.mu.Unlock()
 		if attempt == 0 {
 			p.log.Error("the dead-letter file cannot be written; retrying until the shutdown deadline",
 				"sink", o.name, "events", len(events), "reason", reason, "err", err)
 		}
 		if !p.sleep(p.killCtx, jitter(backoff)) {
-			return false
+			return o.abandoned.Load()
 		}
 		backoff = min(2*backoff, p.opts.RetryMax)
 	}
+}
+
+// deadLettered counts events written to the dead-letter file.
+func (p *Pipeline) deadLettered(o *output, reason string, cause error, events []*event.Event) {
+	o.deadLet.Add(int64(len(events)))
+	if reason == DeadShutdown {
+		o.m.deadShutdown.Add(float64(len(events)))
+	} else {
+		o.m.deadRejected.Add(float64(len(events)))
+	}
+	p.log.Warn("events dead-lettered", "sink", o.name, "events", len(events), "reason", reason,
+		"path", p.dead.Path(), "err", cause)
 }
 
 // lose counts n acknowledged events of o as lost, and says so.
