@@ -289,3 +289,47 @@ func readDeadLetters(t *testing.T, path string) []string {
 	}
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
+
+// TestStuckSinkQueueDeadLettered: the event log is a named pipe that
+// nobody reads, so the NDJSON sink's write blocks for good. At SIGTERM the
+// stuck write's batch and the whole queue behind it still reach the
+// (working) dead-letter file within SHUTDOWN_TIMEOUT: nothing is lost.
+func TestStuckSinkQueueDeadLettered(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "events.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no named pipes:", err)
+	}
+	// Hold the read end open without reading: writes fill the pipe, then block.
+	r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := startGotrack(t, "LOG_PATH="+fifo, "SHUTDOWN_TIMEOUT=3s", "QUEUE_SIZE=20000")
+	body := strings.Repeat(`{"type":"a"},`, 49) + `{"type":"a"}`
+	const requests = 201 // 10,050 events
+	for i := range requests {
+		resp, err := http.Post("http://"+p.ingest+"/collect", "application/json", strings.NewReader("["+body+"]"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+	}
+	p.signal(t, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("gotrack did not stop within its 3s SHUTDOWN_TIMEOUT (and far beyond):\n%s", p.stderr)
+	}
+	logs := p.stderr.String()
+	if strings.Contains(logs, "acknowledged events were lost") {
+		t.Errorf("events were lost although the dead-letter file works:\n%s", logs)
+	}
+	if n := len(readDeadLetters(t, p.path("dead.ndjson"))); n != 10050 {
+		t.Errorf("%d dead letters, want all 10050 events the stuck sink did not confirm", n)
+	}
+}
