@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -124,4 +125,27 @@ func TestSpoolSinkDownStaysReady(t *testing.T) {
 		t.Errorf("Ready() = false %v: a sink down behind the spool must not take GoTrack out of rotation", why)
 	}
 	f.close(t, 2*time.Second)
+}
+
+// TestMemorySinkDownNotReady: without the spool, a down sink makes the
+// pipeline not ready although its queue has room: the memory queue holds
+// only QUEUE_SIZE events, better sent to an instance whose sinks work.
+func TestMemorySinkDownNotReady(t *testing.T) {
+	down := newMemSink()
+	down.fail = func([]*event.Event) error { return sink.Unavailable(errors.New("connection refused")) }
+	f := newFixture(t, Options{QueueSize: 1000, BatchSize: 10, RetryMin: time.Millisecond, RetryMax: 5 * time.Millisecond},
+		map[string]sink.Sink{"a": down})
+	if err := f.p.Submit(sinktest.Events(10)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "sink a to be reported down", func() bool {
+		_, why := f.p.Ready()
+		return strings.Contains(strings.Join(why, ","), "sink a is down")
+	})
+	if ready, why := f.p.Ready(); ready || strings.Contains(strings.Join(why, ","), "full") {
+		t.Errorf("Ready() = %v %v, want not ready for the down sink alone", ready, why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	f.p.Close(ctx) // the 10 events go to the dead-letter file
 }
