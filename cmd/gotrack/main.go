@@ -36,6 +36,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
+	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/internal/spool"
 	"github.com/gotrack/gotrack/internal/telemetry"
 )
@@ -201,7 +202,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := step("pipeline", err); err != nil {
 		return err
 	}
+	auth, err := source.New(cfg.Sources.Mode, cfg.Sources.File, cfg.Sources.Set, reg, log)
+	if err := step("sources", err); err != nil {
+		return err
+	}
 	handler, err := ingest.NewHandler(ingest.Options{
+		Auth:             auth,
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxBatchEvents:   cfg.MaxBatchEvents,
 		CORSOrigins:      cfg.CORSOrigins,
@@ -241,7 +247,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("gotrack started",
 		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
 		"ip_mode", cfg.Privacy.IPMode, "dnt_respect", cfg.Privacy.RespectDNT, "trust_proxy", cfg.Privacy.TrustProxy,
-		"queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
+		"auth_mode", auth.String(), "queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
 		"version", telemetry.Version)
 
 	var runErr error
@@ -255,6 +261,7 @@ wait:
 			break wait
 		case <-hup:
 			reopen(outputs, log)
+			_ = auth.Reload() // logged and counted; a bad file keeps the previous sources
 		}
 	}
 	return errors.Join(runErr, shutdown(ctx, cfg, srv, pipe, metrics, log))

@@ -22,6 +22,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
+	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/internal/spool"
 )
 
@@ -70,6 +71,16 @@ type Config struct {
 	Spool Spool
 
 	Pushgateway Pushgateway
+
+	Sources Sources
+}
+
+// Sources is who may write events (AUTH_MODE, SOURCES_FILE). Set is the
+// file's sources, read and checked by Load under AUTH_MODE=key.
+type Sources struct {
+	Mode source.Mode
+	File string
+	Set  *source.Set
 }
 
 // Pushgateway is where `gotrack replay` pushes its job metrics; URL ""
@@ -197,6 +208,11 @@ func settings(c *Config) []setting {
 	add("MAX_CONNECTIONS", "1024", "most ingest connections open at once; at the limit an idle keep-alive one is closed to make room, or else new ones wait in the kernel's accept backlog", integer(&c.MaxConnections, 1, 1<<20))
 	add("MAX_BATCH_EVENTS", "500", "most events in one /collect array", integer(&c.MaxBatchEvents, 1, 100000))
 	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", list(&c.CORSOrigins))
+	add("AUTH_MODE", "open", "who may write events: open (anyone; source_id anonymous) or key (a write key of SOURCES_FILE on every request)", func(v string) (err error) {
+		c.Sources.Mode, err = source.ParseMode(v)
+		return err
+	})
+	add("SOURCES_FILE", "", "YAML file of sources (ids, write keys, origins, rates); required with AUTH_MODE=key; reloaded on SIGHUP", str(&c.Sources.File))
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)
@@ -442,7 +458,36 @@ func (c *Config) check() []error {
 		bad("PUSHGATEWAY_USER and PUSHGATEWAY_PASSWORD_FILE must be set together")
 	}
 	errs = append(errs, checkFiles(map[string]string{"PUSHGATEWAY_PASSWORD_FILE": c.Pushgateway.PasswordFile})...)
+	errs = append(errs, c.Sources.load()...)
 	return errs
+}
+
+// load reads SOURCES_FILE under AUTH_MODE=key, each of its problems one
+// problem of the configuration.
+func (s *Sources) load() []error {
+	switch {
+	case s.Mode == source.ModeKey && s.File == "":
+		return []error{errors.New("AUTH_MODE=key needs SOURCES_FILE")}
+	case s.Mode != source.ModeKey && s.File != "":
+		return []error{errors.New("SOURCES_FILE is set but AUTH_MODE is not key, so it would be ignored")}
+	case s.Mode != source.ModeKey:
+		return nil
+	}
+	set, err := source.LoadFile(s.File)
+	if err != nil {
+		var errs []error
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		} else {
+			errs = []error{err}
+		}
+		for i, e := range errs {
+			errs[i] = fmt.Errorf("SOURCES_FILE=%q: %w", s.File, e)
+		}
+		return errs
+	}
+	s.Set = set
+	return nil
 }
 
 func checkKafka(k kafka.Options) []error {

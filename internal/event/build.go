@@ -18,6 +18,7 @@ type Meta struct {
 	IP        string // already under the IP mode; see Normalizer.ClientIP
 	UserAgent string
 	Referer   string // the Referer header; the pixel's url when it names none
+	SourceID  string // the authenticated source; see Event.SourceID
 }
 
 // FromQuery builds a sealed pixel event from a raw query string. Parameters:
@@ -115,7 +116,7 @@ type input struct {
 }
 
 // serverFields are set by GoTrack; a client that sends one is told so.
-var serverFields = []string{"received_at", "user_agent", "ip", "source"}
+var serverFields = []string{"received_at", "user_agent", "ip", "source", "source_id"}
 
 // FromJSON builds a sealed event from one JSON object of a /collect body.
 // raw must be valid JSON (the handler checks the whole body once with
@@ -451,6 +452,7 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 	e.ReceivedAt = m.Now.UTC()
 	e.UserAgent = truncateUTF8(m.UserAgent, MaxUserAgentLen)
 	e.IP = m.IP
+	e.SourceID = m.SourceID
 	e.Seal()
 	return nil
 }

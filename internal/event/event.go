@@ -57,6 +57,9 @@ type Event struct {
 	IP         string          `json:"ip,omitempty"`
 	Props      json.RawMessage `json:"props,omitempty"`
 	Source     Source          `json:"source"`
+	// SourceID is the id of the source (SOURCES_FILE) whose write key the
+	// request carried; "anonymous" under AUTH_MODE=open.
+	SourceID string `json:"source_id,omitempty"`
 
 	raw []byte // the JSON encoding, set by Seal
 }
@@ -88,7 +91,7 @@ func (e *Event) Size() int {
 
 func (e *Event) sizeHint() int {
 	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type)
+		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + len(e.SourceID)
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
@@ -154,6 +157,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `,"source":`...)
 	b = appendString(b, string(e.Source))
+	b = appendField(b, `,"source_id":`, e.SourceID)
 	return append(b, '}')
 }
 

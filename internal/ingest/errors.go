@@ -7,6 +7,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/source"
 )
 
 // kind is what is wrong with a request, in the handlers' terms. Handlers
@@ -58,7 +59,10 @@ type reply struct {
 func answer(err error) reply {
 	var re *requestError
 	var fe *event.FieldError
+	var af *source.Failure
 	switch {
+	case errors.As(err, &af):
+		return reply{status: http.StatusUnauthorized, msg: af.Msg}
 	case errors.As(err, &re):
 		switch re.kind {
 		case kindMalformed, kindNoValidEvent:

@@ -21,6 +21,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/source"
 )
 
 // gif is a 1x1 transparent GIF89a, 43 bytes ending in the 0x3B trailer.
@@ -87,8 +88,9 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 // meta reads what a request says about its events. Headers are read by
 // their canonical keys directly: Header.Get would canonicalise each name
 // again on every request.
-func (s *server) meta(r *http.Request) event.Meta {
+func (s *server) meta(r *http.Request, src *source.Source) event.Meta {
 	return event.Meta{
+		SourceID:  src.ID,
 		Now:       time.Now(),
 		IP:        s.norm.ClientIP(r.RemoteAddr, r.Header["X-Forwarded-For"]),
 		UserAgent: first(r.Header["User-Agent"]),
@@ -107,6 +109,21 @@ func first(vs []string) string {
 	return vs[0]
 }
 
+// anonymous is the source of every request when no authenticator is set.
+var anonymous = &source.Source{ID: source.Anonymous}
+
+// auth returns the source r writes for, or a *source.Failure.
+func (s *server) auth(r *http.Request, pixel bool) (*source.Source, error) {
+	if s.opts.Auth == nil {
+		return anonymous, nil
+	}
+	key := ""
+	if pixel {
+		key = source.PixelKey(r.URL.RawQuery)
+	}
+	return s.opts.Auth.Check(r, key)
+}
+
 // pixel always answers the GIF: a browser can do nothing with an error, so
 // the outcome is counted instead.
 func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
@@ -115,7 +132,12 @@ func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
 	case s.doNotTrack(r):
 		s.pipe.CountDropped(pipeline.DropDNT, 1)
 	default:
-		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r))
+		src, err := s.auth(r, true)
+		if err != nil {
+			s.pipe.CountDropped(pipeline.DropUnauthorized, 1)
+			break
+		}
+		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r, src))
 		if err != nil {
 			s.pipe.CountDropped(pipeline.DropInvalid, 1)
 			s.log.Debug("pixel event invalid", "err", err)
@@ -177,6 +199,10 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 	if err := checkContentType(r); err != nil {
 		return nil, nil, err
 	}
+	src, err := s.auth(r, false)
+	if err != nil {
+		return nil, nil, err
+	}
 	buf, err := s.readBody(w, r)
 	if err != nil {
 		return nil, nil, err
@@ -215,7 +241,7 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 		s.pipe.CountDropped(pipeline.DropDNT, len(items))
 		return resp, nil, nil
 	}
-	m := s.meta(r)
+	m := s.meta(r, src)
 	events = make([]*event.Event, 0, len(items))
 	for i, raw := range items {
 		e, err := s.norm.FromJSON(raw, m)
@@ -390,7 +416,7 @@ func (s *server) preflight(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Content-Type, Content-Encoding")
+	h.Set("Access-Control-Allow-Headers", "Content-Type, Content-Encoding, Authorization, X-Write-Key")
 	h.Set("Access-Control-Max-Age", "86400")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -1,0 +1,244 @@
+package source
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Mode is AUTH_MODE.
+type Mode string
+
+// The authentication modes.
+const (
+	ModeOpen Mode = "open" // anyone may write; events are from source anonymous
+	ModeKey  Mode = "key"  // every request names a write key of SOURCES_FILE
+)
+
+// ParseMode parses AUTH_MODE.
+func ParseMode(v string) (Mode, error) {
+	switch m := Mode(v); m {
+	case ModeOpen, ModeKey:
+		return m, nil
+	}
+	return "", errors.New("is not open or key")
+}
+
+// Reasons, the reason label of gotrack_auth_failures_total.
+const (
+	ReasonMissingKey = "missing_key" // the request named no write key
+	ReasonUnknownKey = "unknown_key" // the key is not in SOURCES_FILE
+	ReasonOrigin     = "origin"      // a browser request from an origin the source does not list
+)
+
+var reasons = []string{ReasonMissingKey, ReasonUnknownKey, ReasonOrigin}
+
+// Failure is a request that is refused for who sent it: /collect answers
+// 401 with Msg, the pixel counts a drop.
+type Failure struct {
+	Reason string // one of the Reason constants
+	Msg    string // shown to the client; never holds a key
+}
+
+func (f *Failure) Error() string { return f.Msg }
+
+// Auth authenticates requests against the current set of sources. It is
+// safe for concurrent use; Reload swaps the set atomically.
+type Auth struct {
+	mode Mode
+	path string
+	log  *slog.Logger
+	set  atomic.Pointer[Set]
+	anon *Source
+
+	failures *prometheus.CounterVec
+	reloads  *prometheus.CounterVec
+	reloadMu sync.Mutex
+}
+
+// New returns the authenticator for mode. Under ModeKey, set is the
+// sources already loaded from path (config loads it, to report its
+// problems with every other one). The metrics are registered on reg.
+func New(mode Mode, path string, set *Set, reg prometheus.Registerer, log *slog.Logger) (*Auth, error) {
+	if mode == ModeKey && set == nil {
+		return nil, errors.New("sources: AUTH_MODE=key needs the sources of SOURCES_FILE")
+	}
+	a := &Auth{mode: mode, path: path, log: log, anon: &Source{ID: Anonymous}}
+	a.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gotrack_auth_failures_total",
+		Help: "Requests refused (401 on /collect, a drop on the pixel) for their write key or origin, by source (an id of SOURCES_FILE, or unknown) and reason (missing_key, unknown_key, origin).",
+	}, []string{"source", "reason"})
+	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gotrack_sources_reloads_total",
+		Help: "Reloads of SOURCES_FILE on SIGHUP, by result (success, failure); a failure keeps the previous sources.",
+	}, []string{"result"})
+	for _, c := range []prometheus.Collector{a.failures, a.reloads} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	a.reloads.WithLabelValues("success")
+	a.reloads.WithLabelValues("failure")
+	if set != nil {
+		a.use(set)
+	}
+	return a, nil
+}
+
+// Mode returns the authentication mode.
+func (a *Auth) Mode() Mode { return a.mode }
+
+// Sources returns the current set of sources; nil under ModeOpen.
+func (a *Auth) Sources() *Set { return a.set.Load() }
+
+func (a *Auth) use(set *Set) {
+	for _, id := range append(set.IDs(), Unknown) {
+		for _, r := range reasons {
+			a.failures.WithLabelValues(id, r)
+		}
+	}
+	a.set.Store(set)
+}
+
+// Reload reads SOURCES_FILE again and, if it is valid, makes it the current
+// set at once for every request that starts after. If it is not, the
+// previous set stays, the problem is logged and counted, and returned.
+// Under ModeOpen there is nothing to reload.
+func (a *Auth) Reload() error {
+	if a.mode != ModeKey {
+		return nil
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	set, err := LoadFile(a.path)
+	if err != nil {
+		a.reloads.WithLabelValues("failure").Inc()
+		a.log.Error("sources reload failed; the previous sources stay", "path", a.path, "err", err)
+		return err
+	}
+	a.use(set)
+	a.reloads.WithLabelValues("success").Inc()
+	a.log.Info("sources reloaded", "path", a.path, "sources", set.Len())
+	return nil
+}
+
+// Check returns the source r writes for, or a *Failure, which it counts.
+// pixelKey is the pixel's k= parameter ("" on /collect). A key in a header
+// (HTTP Basic user with an empty password, or X-Write-Key) counts as it is,
+// but a browser request (one with an Origin header) must come from one of
+// the source's origins when it lists any. A pixel key is public by nature:
+// it counts only when the request's Origin, or else its Referer, is one of
+// the source's origins.
+func (a *Auth) Check(r *http.Request, pixelKey string) (*Source, error) {
+	if a.mode != ModeKey {
+		return a.anon, nil
+	}
+	set := a.set.Load()
+	key, fromHeader := headerKey(r)
+	if key == "" {
+		key = pixelKey
+	}
+	if key == "" {
+		return nil, a.fail(Unknown, ReasonMissingKey, "a write key is required (HTTP Basic user, X-Write-Key header, or the pixel's k parameter)")
+	}
+	src := set.Lookup(key)
+	if src == nil {
+		return nil, a.fail(Unknown, ReasonUnknownKey, "the write key is not known")
+	}
+	origin := first(r.Header["Origin"])
+	switch {
+	case !fromHeader:
+		if origin == "" {
+			origin = refererOrigin(first(r.Header["Referer"]))
+		}
+		if !src.AllowsOrigin(origin) {
+			return nil, a.fail(src.ID, ReasonOrigin, "a pixel key counts only from one of its source's origins (Origin or Referer)")
+		}
+	case origin != "" && len(src.Origins) > 0 && !src.AllowsOrigin(origin):
+		return nil, a.fail(src.ID, ReasonOrigin, "the origin is not one of the write key's source's origins")
+	}
+	return src, nil
+}
+
+func (a *Auth) fail(id, reason, msg string) *Failure {
+	a.failures.WithLabelValues(id, reason).Inc()
+	return &Failure{Reason: reason, Msg: msg}
+}
+
+// headerKey returns the key of the Authorization (Basic, key as user name,
+// empty password) or X-Write-Key header, and whether there was one.
+func headerKey(r *http.Request) (string, bool) {
+	if k := first(r.Header["X-Write-Key"]); k != "" {
+		return k, true
+	}
+	h := first(r.Header["Authorization"])
+	const prefix = "Basic "
+	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
+		return "", false
+	}
+	b, err := base64.StdEncoding.DecodeString(h[len(prefix):])
+	if err != nil {
+		return "", false
+	}
+	user, pass, ok := strings.Cut(string(b), ":")
+	if !ok || pass != "" || user == "" {
+		return "", false
+	}
+	return user, true
+}
+
+// refererOrigin returns scheme://host of a Referer, or "".
+func refererOrigin(ref string) string {
+	if ref == "" {
+		return ""
+	}
+	u, err := url.Parse(ref)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// PixelKey returns the k parameter of a pixel's raw query, unescaped, or
+// "" when there is none or it cannot be unescaped. It does not parse the
+// rest of the query.
+func PixelKey(rawQuery string) string {
+	for q := rawQuery; q != ""; {
+		var part string
+		part, q, _ = strings.Cut(q, "&")
+		if v, ok := strings.CutPrefix(part, "k="); ok {
+			if strings.ContainsAny(v, "%+") {
+				u, err := url.QueryUnescape(v)
+				if err != nil {
+					return ""
+				}
+				return u
+			}
+			return v
+		}
+	}
+	return ""
+}
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
+}
+
+// String names the mode and the number of sources, for the start log.
+func (a *Auth) String() string {
+	if s := a.set.Load(); s != nil {
+		return fmt.Sprintf("%s (%d sources)", a.mode, s.Len())
+	}
+	return string(a.mode)
+}
