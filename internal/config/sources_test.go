@@ -1,0 +1,76 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSourcesProblems checks that SOURCES_FILE's problems (bad content, a
+// duplicate id or key, an unreadable secret file, an invalid rate) are
+// listed with every other problem of the configuration, one each.
+func TestSourcesProblems(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sources.yaml")
+	os.WriteFile(path, []byte(`
+sources:
+  - id: a
+    write_keys: [wk_dup_key_1]
+    rate: fast
+  - id: a
+    write_keys: [wk_dup_key_1]
+    signing_secret_file: `+filepath.Join(dir, "nope")+`
+`), 0o600)
+	_, err := Load(env("AUTH_MODE", "key", "SOURCES_FILE", path, "QUEUE_SIZE", "ten"))
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load = %v", err)
+	}
+	for _, want := range []string{"QUEUE_SIZE", "rate \"fast\"", "duplicate id", "a write key is also a key", "signing_secret_file: open"} {
+		n := 0
+		for _, p := range ce.Problems {
+			if strings.Contains(p.Error(), want) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d problems name %q, want 1:\n%v", n, want, err)
+		}
+	}
+	n := 0
+	for _, p := range ce.Problems {
+		if strings.HasPrefix(p.Error(), "SOURCES_FILE=") {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d problems of SOURCES_FILE, want 4, one per problem:\n%v", n, err)
+	}
+	if strings.Contains(err.Error(), "wk_dup_key_1") {
+		t.Errorf("a key is quoted:\n%v", err)
+	}
+
+	os.WriteFile(path, []byte("sources: [{id: a, write_keys: [wk_a_123456], colour: red}]\n"), 0o600)
+	if _, err := Load(env("AUTH_MODE", "key", "SOURCES_FILE", path)); err == nil || !strings.Contains(err.Error(), "colour") {
+		t.Errorf("an unknown field passed: %v", err)
+	}
+	if _, err := Load(env("AUTH_MODE", "key")); err == nil || !strings.Contains(err.Error(), "AUTH_MODE=key needs SOURCES_FILE") {
+		t.Errorf("AUTH_MODE=key without a file: %v", err)
+	}
+	if _, err := Load(env("SOURCES_FILE", path)); err == nil || !strings.Contains(err.Error(), "AUTH_MODE is not key") {
+		t.Errorf("SOURCES_FILE under AUTH_MODE=open: %v", err)
+	}
+	if _, err := Load(env("AUTH_MODE", "sometimes")); err == nil {
+		t.Error("AUTH_MODE=sometimes passed")
+	}
+	os.WriteFile(path, []byte("sources: [{id: a, write_keys: [wk_a_123456], rate: 5/s}]\n"), 0o600)
+	c, err := Load(env("AUTH_MODE", "key", "SOURCES_FILE", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Sources.Set == nil || c.Sources.Set.ByID("a").Rate != 5 {
+		t.Errorf("sources not loaded: %+v", c.Sources)
+	}
+}
