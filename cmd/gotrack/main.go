@@ -202,7 +202,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := step("pipeline", err); err != nil {
 		return err
 	}
-	auth, err := source.New(cfg.Sources.Mode, cfg.Sources.File, cfg.Sources.Set, reg, log)
+	auth, err := source.New(source.Options{Mode: cfg.Sources.Mode, Path: cfg.Sources.File, Set: cfg.Sources.Set,
+		SignatureTolerance: cfg.Sources.SignatureTolerance}, reg, log)
 	if err := step("sources", err); err != nil {
 		return err
 	}

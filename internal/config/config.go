@@ -81,6 +81,8 @@ type Sources struct {
 	Mode source.Mode
 	File string
 	Set  *source.Set
+	// SignatureTolerance bounds a signed request's clock skew.
+	SignatureTolerance time.Duration
 }
 
 // Pushgateway is where `gotrack replay` pushes its job metrics; URL ""
@@ -213,6 +215,7 @@ func settings(c *Config) []setting {
 		return err
 	})
 	add("SOURCES_FILE", "", "YAML file of sources (ids, write keys, origins, rates); required with AUTH_MODE=key; reloaded on SIGHUP", str(&c.Sources.File))
+	add("SIGNATURE_TOLERANCE", "5m", "clock skew allowed, either way, between a signed request's timestamp and the server's clock (sources with signing_secret_file)", duration(&c.Sources.SignatureTolerance, time.Second, time.Hour))
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)

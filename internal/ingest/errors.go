@@ -84,6 +84,8 @@ func answer(err error) reply {
 		}
 	case errors.As(err, &fe):
 		return reply{status: http.StatusBadRequest, msg: fe.Error()}
+	case errors.Is(err, source.ErrReplayCacheFull):
+		return reply{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: retryShort}
 	case errors.Is(err, pipeline.ErrQueueFull):
 		return reply{status: http.StatusServiceUnavailable, msg: "queues are full; retry later", retryAfter: retryShort}
 	case errors.Is(err, pipeline.ErrSpoolFull):

@@ -117,11 +117,7 @@ func (s *server) auth(r *http.Request, pixel bool) (*source.Source, error) {
 	if s.opts.Auth == nil {
 		return anonymous, nil
 	}
-	key := ""
-	if pixel {
-		key = source.PixelKey(r.URL.RawQuery)
-	}
-	return s.opts.Auth.Check(r, key)
+	return s.opts.Auth.Check(r, pixel)
 }
 
 // pixel always answers the GIF: a browser can do nothing with an error, so
@@ -203,11 +199,24 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 	if err != nil {
 		return nil, nil, err
 	}
-	buf, err := s.readBody(w, r)
+	var raw io.Writer // the signature's MAC, fed the body as received
+	var signed *source.Signed
+	if src.Secret != nil {
+		if signed, err = s.opts.Auth.BeginSignature(r, src); err != nil {
+			return nil, nil, err
+		}
+		raw = signed
+	}
+	buf, err := s.readBody(w, r, raw)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer s.release(buf)
+	if signed != nil {
+		if err := signed.Verify(); err != nil {
+			return nil, nil, err
+		}
+	}
 	body := bytes.TrimSpace(buf.b)
 	if !utf8.Valid(body) {
 		return nil, nil, refuse(kindMalformed, "body is not valid UTF-8")
@@ -280,8 +289,9 @@ func checkContentType(r *http.Request) error {
 // small gzip bomb is refused as too large. The buffer's capacity is charged
 // to MAX_INFLIGHT_BYTES before it is allocated; when the budget is spent the
 // request is shed at once, without reading further. The caller gives the
-// buffer back with release.
-func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, error) {
+// buffer back with release. raw, when not nil, is also given the body as
+// received, before decompression (a signature's MAC).
+func (s *server) readBody(w http.ResponseWriter, r *http.Request, raw io.Writer) (*bodyBuf, error) {
 	limit := s.opts.MaxBodyBytes
 	if r.ContentLength > limit {
 		return nil, s.tooLarge("")
@@ -296,6 +306,9 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, err
 	}
 	buf := s.bufs.get(class)
 	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	if raw != nil {
+		body = io.TeeReader(body, raw)
+	}
 	if gzipped {
 		zr, err := s.gzipReader(body)
 		if err != nil {

@@ -377,7 +377,7 @@ func TestAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	auth, err := source.New(source.ModeKey, path, set, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	auth, err := source.New(source.Options{Mode: source.ModeKey, Path: path, Set: set}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -39,7 +40,8 @@ const (
 	ReasonOrigin     = "origin"      // a browser request from an origin the source does not list
 )
 
-var reasons = []string{ReasonMissingKey, ReasonUnknownKey, ReasonOrigin}
+var reasons = []string{ReasonMissingKey, ReasonUnknownKey, ReasonOrigin,
+	ReasonSignatureMissing, ReasonSignatureMalformed, ReasonSignatureStale, ReasonSignatureBad, ReasonSignatureReplayed}
 
 // Failure is a request that is refused for who sent it: /collect answers
 // 401 with Msg, the pixel counts a drop.
@@ -53,28 +55,52 @@ func (f *Failure) Error() string { return f.Msg }
 // Auth authenticates requests against the current set of sources. It is
 // safe for concurrent use; Reload swaps the set atomically.
 type Auth struct {
-	mode Mode
-	path string
-	log  *slog.Logger
-	set  atomic.Pointer[Set]
-	anon *Source
+	mode      Mode
+	path      string
+	log       *slog.Logger
+	tolerance time.Duration
+	now       func() time.Time
+	replays   *replayCache
+	set       atomic.Pointer[Set]
+	anon      *Source
 
 	failures *prometheus.CounterVec
 	reloads  *prometheus.CounterVec
 	reloadMu sync.Mutex
 }
 
-// New returns the authenticator for mode. Under ModeKey, set is the
-// sources already loaded from path (config loads it, to report its
-// problems with every other one). The metrics are registered on reg.
-func New(mode Mode, path string, set *Set, reg prometheus.Registerer, log *slog.Logger) (*Auth, error) {
+// Options configure an Auth.
+type Options struct {
+	Mode Mode
+	Path string // SOURCES_FILE
+	// Set is the sources already loaded from Path under ModeKey (config
+	// loads them, to report their problems with every other one).
+	Set *Set
+	// SignatureTolerance bounds the clock skew of a signed request, either
+	// way; zero means DefaultSignatureTolerance.
+	SignatureTolerance time.Duration
+	// Now is the clock; nil means time.Now. Tests inject one.
+	Now func() time.Time
+}
+
+// New returns the authenticator. The metrics are registered on reg.
+func New(opts Options, reg prometheus.Registerer, log *slog.Logger) (*Auth, error) {
+	mode, set := opts.Mode, opts.Set
 	if mode == ModeKey && set == nil {
 		return nil, errors.New("sources: AUTH_MODE=key needs the sources of SOURCES_FILE")
 	}
-	a := &Auth{mode: mode, path: path, log: log, anon: &Source{ID: Anonymous}}
+	if opts.SignatureTolerance <= 0 {
+		opts.SignatureTolerance = DefaultSignatureTolerance
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := &Auth{mode: mode, path: opts.Path, log: log, anon: &Source{ID: Anonymous},
+		tolerance: opts.SignatureTolerance, now: opts.Now,
+		replays: newReplayCache(2*opts.SignatureTolerance, ReplayCacheSize)}
 	a.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gotrack_auth_failures_total",
-		Help: "Requests refused (401 on /collect, a drop on the pixel) for their write key or origin, by source (an id of SOURCES_FILE, or unknown) and reason (missing_key, unknown_key, origin).",
+		Help: "Requests refused (401 on /collect, a drop on the pixel) for their write key, origin or signature, by source (an id of SOURCES_FILE, or unknown) and reason (missing_key, unknown_key, origin, signature_missing, signature_malformed, signature_stale, signature_bad, signature_replayed).",
 	}, []string{"source", "reason"})
 	a.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gotrack_sources_reloads_total",
@@ -131,20 +157,24 @@ func (a *Auth) Reload() error {
 }
 
 // Check returns the source r writes for, or a *Failure, which it counts.
-// pixelKey is the pixel's k= parameter ("" on /collect). A key in a header
+// pixel says r is a pixel, whose k= parameter may carry the key. A key in a header
 // (HTTP Basic user with an empty password, or X-Write-Key) counts as it is,
 // but a browser request (one with an Origin header) must come from one of
 // the source's origins when it lists any. A pixel key is public by nature:
 // it counts only when the request's Origin, or else its Referer, is one of
 // the source's origins.
-func (a *Auth) Check(r *http.Request, pixelKey string) (*Source, error) {
+//
+// A source with a signing secret cannot write through the pixel, which has
+// no body to sign: its pixels fail with ReasonSignatureMissing. Its
+// /collect requests are checked further with BeginSignature.
+func (a *Auth) Check(r *http.Request, pixel bool) (*Source, error) {
 	if a.mode != ModeKey {
 		return a.anon, nil
 	}
 	set := a.set.Load()
 	key, fromHeader := headerKey(r)
-	if key == "" {
-		key = pixelKey
+	if key == "" && pixel {
+		key = PixelKey(r.URL.RawQuery)
 	}
 	if key == "" {
 		return nil, a.fail(Unknown, ReasonMissingKey, "a write key is required (HTTP Basic user, X-Write-Key header, or the pixel's k parameter)")
@@ -164,6 +194,9 @@ func (a *Auth) Check(r *http.Request, pixelKey string) (*Source, error) {
 		}
 	case origin != "" && len(src.Origins) > 0 && !src.AllowsOrigin(origin):
 		return nil, a.fail(src.ID, ReasonOrigin, "the origin is not one of the write key's source's origins")
+	}
+	if pixel && src.Secret != nil {
+		return nil, a.fail(src.ID, ReasonSignatureMissing, "the source requires signed requests, which the pixel cannot send; use /collect")
 	}
 	return src, nil
 }

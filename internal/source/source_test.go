@@ -143,7 +143,7 @@ func newEnv(t *testing.T, content string) *env {
 	}
 	reg := prometheus.NewPedanticRegistry()
 	var log bytes.Buffer
-	a, err := New(ModeKey, path, set, reg, slog.New(slog.NewTextHandler(&log, nil)))
+	a, err := New(Options{Mode: ModeKey, Path: path, Set: set}, reg, slog.New(slog.NewTextHandler(&log, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,11 +163,12 @@ func basic(user, pass string) string {
 func TestCheck(t *testing.T) {
 	e := newEnv(t, good())
 	for _, c := range []struct {
-		name     string
-		header   map[string]string
-		pixelKey string
-		want     string // source id, or the failure reason
-		label    string // source label of the failure
+		name   string
+		header map[string]string
+		pixel  bool
+		query  string // the pixel's
+		want   string // source id, or the failure reason
+		label  string // source label of the failure
 	}{
 		{name: "no key", want: ReasonMissingKey, label: Unknown},
 		{name: "unknown key", header: map[string]string{"X-Write-Key": "wk_nope_123"}, want: ReasonUnknownKey, label: Unknown},
@@ -178,19 +179,21 @@ func TestCheck(t *testing.T) {
 		{name: "header key, listed origin", header: map[string]string{"X-Write-Key": "wk_shop_1", "Origin": "https://shop.example"}, want: "shop-web"},
 		{name: "header key, wrong origin", header: map[string]string{"X-Write-Key": "wk_shop_1", "Origin": "https://evil.example"}, want: ReasonOrigin, label: "shop-web"},
 		{name: "header key of a source without origins, any origin", header: map[string]string{"X-Write-Key": "wk_backend_1", "Origin": "https://evil.example"}, want: "backend"},
-		{name: "pixel key, Origin", pixelKey: "wk_shop_1", header: map[string]string{"Origin": "https://shop.example"}, want: "shop-web"},
-		{name: "pixel key, Referer", pixelKey: "wk_shop_1", header: map[string]string{"Referer": "https://shop.example/cart?x=1"}, want: "shop-web"},
-		{name: "pixel key, no origin", pixelKey: "wk_shop_1", want: ReasonOrigin, label: "shop-web"},
-		{name: "pixel key, wrong Referer", pixelKey: "wk_shop_1", header: map[string]string{"Referer": "https://shop.example.evil/"}, want: ReasonOrigin, label: "shop-web"},
-		{name: "pixel key of a source without origins", pixelKey: "wk_backend_1", header: map[string]string{"Origin": "https://shop.example"}, want: ReasonOrigin, label: "backend"},
+		{name: "pixel, no key", pixel: true, query: "e=x", header: map[string]string{"Origin": "https://shop.example"}, want: ReasonMissingKey, label: Unknown},
+		{name: "k on /collect is not a key", query: "k=wk_shop_1", header: map[string]string{"Origin": "https://shop.example"}, want: ReasonMissingKey, label: Unknown},
+		{name: "pixel key, Origin", pixel: true, query: "k=wk_shop_1", header: map[string]string{"Origin": "https://shop.example"}, want: "shop-web"},
+		{name: "pixel key, Referer", pixel: true, query: "k=wk_shop_1", header: map[string]string{"Referer": "https://shop.example/cart?x=1"}, want: "shop-web"},
+		{name: "pixel key, no origin", pixel: true, query: "k=wk_shop_1", want: ReasonOrigin, label: "shop-web"},
+		{name: "pixel key, wrong Referer", pixel: true, query: "k=wk_shop_1", header: map[string]string{"Referer": "https://shop.example.evil/"}, want: ReasonOrigin, label: "shop-web"},
+		{name: "pixel key of a source without origins", pixel: true, query: "k=wk_backend_1", header: map[string]string{"Origin": "https://shop.example"}, want: ReasonOrigin, label: "backend"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := httptest.NewRequest("GET", "/px.gif", nil)
+			r := httptest.NewRequest("GET", "/px.gif?"+c.query, nil)
 			for k, v := range c.header {
 				r.Header.Set(k, v)
 			}
 			before := e.failures(c.label, c.want)
-			src, err := e.auth.Check(r, c.pixelKey)
+			src, err := e.auth.Check(r, c.pixel)
 			var f *Failure
 			switch {
 			case errors.As(err, &f):
@@ -210,11 +213,11 @@ func TestCheck(t *testing.T) {
 }
 
 func TestOpenMode(t *testing.T) {
-	a, err := New(ModeOpen, "", nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := New(Options{Mode: ModeOpen}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := a.Check(httptest.NewRequest("GET", "/px.gif", nil), "")
+	src, err := a.Check(httptest.NewRequest("GET", "/px.gif?k=x", nil), true)
 	if err != nil || src.ID != Anonymous {
 		t.Fatalf("%v %v", src, err)
 	}
@@ -233,17 +236,17 @@ func TestReload(t *testing.T) {
 	if err := e.auth.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if src, err := e.auth.Check(req("wk_new_key_1"), ""); err != nil || src.ID != "new-one" {
+	if src, err := e.auth.Check(req("wk_new_key_1"), false); err != nil || src.ID != "new-one" {
 		t.Fatalf("after a good reload: %v %v", src, err)
 	}
-	if _, err := e.auth.Check(req("wk_shop_1"), ""); err == nil {
+	if _, err := e.auth.Check(req("wk_shop_1"), false); err == nil {
 		t.Fatal("a key of the old file still counts")
 	}
 	os.WriteFile(e.path, []byte("sources:\n  - id: BAD\n    write_keys: [wk_leaked_key]\n"), 0o600)
 	if err := e.auth.Reload(); err == nil {
 		t.Fatal("a bad file reloaded")
 	}
-	if src, err := e.auth.Check(req("wk_new_key_1"), ""); err != nil || src.ID != "new-one" {
+	if src, err := e.auth.Check(req("wk_new_key_1"), false); err != nil || src.ID != "new-one" {
 		t.Fatalf("a bad reload lost the previous set: %v %v", src, err)
 	}
 	ok := testutil.ToFloat64(e.auth.reloads.WithLabelValues("success"))
