@@ -157,4 +157,3 @@ func failures(t *testing.T, reg *prometheus.Registry, src, reason string) float6
 	t.Fatalf("no series gotrack_auth_failures_total{source=%q,reason=%q}", src, reason)
 	return 0
 }
-
