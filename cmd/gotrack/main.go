@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -32,6 +33,7 @@ import (
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
@@ -209,6 +211,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	handler, err := ingest.NewHandler(ingest.Options{
 		Auth:             auth,
+		RateLimitPerIP:   perIP(cfg.Sources.RateLimitPerIP),
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxBatchEvents:   cfg.MaxBatchEvents,
 		CORSOrigins:      cfg.CORSOrigins,
@@ -266,6 +269,14 @@ wait:
 		}
 	}
 	return errors.Join(runErr, shutdown(ctx, cfg, srv, pipe, metrics, log))
+}
+
+// perIP returns the buckets of RATE_LIMIT_PER_IP, or nil when it is off.
+func perIP(b ratelimit.Bucket) *ratelimit.IPs {
+	if b.Rate == 0 {
+		return nil
+	}
+	return ratelimit.NewKeyed[netip.Addr](b, ratelimit.DefaultIPBuckets, nil)
 }
 
 func spoolDesc(cfg *config.Config) string {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
@@ -83,6 +85,8 @@ type Sources struct {
 	Set  *source.Set
 	// SignatureTolerance bounds a signed request's clock skew.
 	SignatureTolerance time.Duration
+	// RateLimitPerIP is RATE_LIMIT_PER_IP; Rate 0 means off.
+	RateLimitPerIP ratelimit.Bucket
 }
 
 // Pushgateway is where `gotrack replay` pushes its job metrics; URL ""
@@ -216,6 +220,14 @@ func settings(c *Config) []setting {
 	})
 	add("SOURCES_FILE", "", "YAML file of sources (ids, write keys, origins, rates); required with AUTH_MODE=key; reloaded on SIGHUP", str(&c.Sources.File))
 	add("SIGNATURE_TOLERANCE", "5m", "clock skew allowed, either way, between a signed request's timestamp and the server's clock (sources with signing_secret_file)", duration(&c.Sources.SignatureTolerance, time.Second, time.Hour))
+	add("RATE_LIMIT_PER_IP", "", "requests a second (50/s), minute (/m) or hour (/h) each client address may make, after TRUST_PROXY chose it, with bursts of twice that; empty for no limit", func(v string) error {
+		r, err := source.ParseRate(v)
+		if err != nil {
+			return errors.New("is not COUNT/UNIT with a count from 1 to 1000000 (such as 50/s, 600/m)")
+		}
+		c.Sources.RateLimitPerIP = ratelimit.Bucket{Rate: r, Burst: max(1, int(math.Ceil(2*r)))}
+		return nil
+	})
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)

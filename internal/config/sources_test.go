@@ -74,3 +74,21 @@ sources:
 		t.Errorf("sources not loaded: %+v", c.Sources)
 	}
 }
+
+func TestRateLimitPerIP(t *testing.T) {
+	c, err := Load(env("RATE_LIMIT_PER_IP", "50/s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Sources.RateLimitPerIP; b.Rate != 50 || b.Burst != 100 {
+		t.Errorf("RATE_LIMIT_PER_IP=50/s gave %+v, want rate 50 burst 100", b)
+	}
+	if c, _ := Load(env()); c.Sources.RateLimitPerIP.Rate != 0 {
+		t.Error("RATE_LIMIT_PER_IP is on by default")
+	}
+	_, err = Load(env("RATE_LIMIT_PER_IP", "lots", "QUEUE_SIZE", "ten"))
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 || !strings.Contains(err.Error(), "RATE_LIMIT_PER_IP") {
+		t.Errorf("an invalid RATE_LIMIT_PER_IP, with another problem: %v", err)
+	}
+}

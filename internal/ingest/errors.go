@@ -3,10 +3,12 @@ package ingest
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/source"
 )
 
@@ -60,7 +62,10 @@ func answer(err error) reply {
 	var re *requestError
 	var fe *event.FieldError
 	var af *source.Failure
+	var ex *ratelimit.Exceeded
 	switch {
+	case errors.As(err, &ex):
+		return reply{status: http.StatusTooManyRequests, msg: ex.Error(), retryAfter: []string{strconv.Itoa(ex.RetryAfter())}}
 	case errors.As(err, &af):
 		return reply{status: http.StatusUnauthorized, msg: af.Msg}
 	case errors.As(err, &re):

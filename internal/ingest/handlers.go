@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/source"
 )
 
@@ -50,9 +52,11 @@ type server struct {
 	received struct{ pixel, collect prometheus.Counter }
 	shed     prometheus.Counter
 	anyOrig  bool
-	budget   budget    // MAX_INFLIGHT_BYTES
-	bufs     *bufPools // request bodies
-	gzips    sync.Pool // *gzip.Reader
+	budget   budget // MAX_INFLIGHT_BYTES
+	// rateLimited counts requests over a rate limit, by source and limit.
+	rateLimited *prometheus.CounterVec
+	bufs        *bufPools // request bodies
+	gzips       sync.Pool // *gzip.Reader
 }
 
 func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Registerer, log *slog.Logger) (*server, error) {
@@ -70,7 +74,14 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	if err := reg.Register(shed); err != nil {
 		return nil, err
 	}
-	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes)}
+	rateLimited := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gotrack_rate_limited_total",
+		Help: "Requests over a rate limit (429 on /collect, a drop on the pixel), by source (an id of SOURCES_FILE, anonymous, or unknown before authentication) and limit (source: its rate in SOURCES_FILE; ip: RATE_LIMIT_PER_IP).",
+	}, []string{"source", "limit"})
+	if err := reg.Register(rateLimited); err != nil {
+		return nil, err
+	}
+	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes), rateLimited: rateLimited}
 	s.budget.max = opts.MaxInflightBytes
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
@@ -88,11 +99,15 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 // meta reads what a request says about its events. Headers are read by
 // their canonical keys directly: Header.Get would canonicalise each name
 // again on every request.
-func (s *server) meta(r *http.Request, src *source.Source) event.Meta {
+func (s *server) meta(r *http.Request, src *source.Source, c client) event.Meta {
+	ip := ""
+	if c.ok {
+		ip = s.norm.MaskAddr(c.addr)
+	}
 	return event.Meta{
 		SourceID:  src.ID,
 		Now:       time.Now(),
-		IP:        s.norm.ClientIP(r.RemoteAddr, r.Header["X-Forwarded-For"]),
+		IP:        ip,
 		UserAgent: first(r.Header["User-Agent"]),
 		Referer:   first(r.Header["Referer"]),
 	}
@@ -107,6 +122,44 @@ func first(vs []string) string {
 		return ""
 	}
 	return vs[0]
+}
+
+// client is the request's client address as TRUST_PROXY chooses it,
+// before IP_MODE; ok is false when there is none.
+type client struct {
+	addr netip.Addr
+	ok   bool
+}
+
+func (s *server) client(r *http.Request) client {
+	a, ok := s.norm.ClientAddr(r.RemoteAddr, r.Header["X-Forwarded-For"])
+	return client{a, ok}
+}
+
+// limitIP takes a token of the client's RATE_LIMIT_PER_IP bucket, or
+// returns a *ratelimit.Exceeded.
+func (s *server) limitIP(c client) error {
+	if s.opts.RateLimitPerIP == nil || !c.ok {
+		return nil
+	}
+	if ok, wait := s.opts.RateLimitPerIP.Allow(c.addr); !ok {
+		s.rateLimited.WithLabelValues(source.Unknown, ratelimit.LimitIP).Inc()
+		return &ratelimit.Exceeded{Limit: ratelimit.LimitIP, Wait: wait}
+	}
+	return nil
+}
+
+// limitSource takes a token of src's bucket, or returns a
+// *ratelimit.Exceeded.
+func (s *server) limitSource(src *source.Source) error {
+	if s.opts.Auth == nil {
+		return nil
+	}
+	err := s.opts.Auth.Allow(src)
+	if err != nil {
+		s.rateLimited.WithLabelValues(src.ID, ratelimit.LimitSource).Inc()
+	}
+	return err
 }
 
 // anonymous is the source of every request when no authenticator is set.
@@ -128,12 +181,21 @@ func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
 	case s.doNotTrack(r):
 		s.pipe.CountDropped(pipeline.DropDNT, 1)
 	default:
+		c := s.client(r)
+		if s.limitIP(c) != nil {
+			s.pipe.CountDropped(pipeline.DropRateLimited, 1)
+			break
+		}
 		src, err := s.auth(r, true)
 		if err != nil {
 			s.pipe.CountDropped(pipeline.DropUnauthorized, 1)
 			break
 		}
-		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r, src))
+		if s.limitSource(src) != nil {
+			s.pipe.CountDropped(pipeline.DropRateLimited, 1)
+			break
+		}
+		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r, src, c))
 		if err != nil {
 			s.pipe.CountDropped(pipeline.DropInvalid, 1)
 			s.log.Debug("pixel event invalid", "err", err)
@@ -195,8 +257,15 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 	if err := checkContentType(r); err != nil {
 		return nil, nil, err
 	}
+	c := s.client(r)
+	if err := s.limitIP(c); err != nil {
+		return nil, nil, err
+	}
 	src, err := s.auth(r, false)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.limitSource(src); err != nil {
 		return nil, nil, err
 	}
 	var raw io.Writer // the signature's MAC, fed the body as received
@@ -250,7 +319,7 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 		s.pipe.CountDropped(pipeline.DropDNT, len(items))
 		return resp, nil, nil
 	}
-	m := s.meta(r, src)
+	m := s.meta(r, src, c)
 	events = make([]*event.Event, 0, len(items))
 	for i, raw := range items {
 		e, err := s.norm.FromJSON(raw, m)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/gotrack/gotrack/httpmetrics"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/source"
 )
 
@@ -30,7 +31,10 @@ type Pipeline interface {
 type Options struct {
 	// Auth decides which source a request writes for (AUTH_MODE,
 	// SOURCES_FILE); nil takes every request as from source anonymous.
-	Auth           *source.Auth
+	Auth *source.Auth
+	// RateLimitPerIP, when not nil, limits each client address, as
+	// TRUST_PROXY chooses it (RATE_LIMIT_PER_IP).
+	RateLimitPerIP *ratelimit.IPs
 	MaxBodyBytes   int64
 	MaxBatchEvents int
 	CORSOrigins    []string // empty allows any origin, without credentials
@@ -61,7 +65,7 @@ func (o Options) Validate() error {
 var Routes = []httpmetrics.Route{
 	{Pattern: "GET /px.gif", Statuses: []int{200}},
 	{Pattern: "HEAD /px.gif", Statuses: []int{200}},
-	{Pattern: "POST /collect", Statuses: []int{202, 400, 401, 403, 413, 415, 503}},
+	{Pattern: "POST /collect", Statuses: []int{202, 400, 401, 403, 413, 415, 429, 503}},
 	{Pattern: "OPTIONS /collect", Statuses: []int{204}},
 	{Pattern: "GET /healthz", Statuses: []int{200}},
 	{Pattern: "GET /readyz", Statuses: []int{200, 503}},

@@ -23,6 +23,9 @@ const (
 	// DropUnauthorized counts pixels without a valid write key under
 	// AUTH_MODE=key (the reason is in gotrack_auth_failures_total).
 	DropUnauthorized = "unauthorized"
+	// DropRateLimited counts pixels over a rate limit (a source's rate, or
+	// RATE_LIMIT_PER_IP).
+	DropRateLimited = "rate_limited"
 )
 
 // Dead-letter reasons, the reason label of gotrack_events_dead_lettered_total.
@@ -76,7 +79,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 		}, []string{"sink"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dropped_total",
-			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown, spool_full, spool_failed, unauthorized); sink="all" before fan-out.`,
+			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown, spool_full, spool_failed, unauthorized, rate_limited); sink="all" before fan-out.`,
 		}, []string{"sink", "reason"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dead_lettered_total",

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotrack/gotrack/internal/ratelimit"
 )
 
 // Mode is AUTH_MODE.
@@ -61,6 +63,7 @@ type Auth struct {
 	tolerance time.Duration
 	now       func() time.Time
 	replays   *replayCache
+	limits    *ratelimit.Sources
 	set       atomic.Pointer[Set]
 	anon      *Source
 
@@ -97,7 +100,8 @@ func New(opts Options, reg prometheus.Registerer, log *slog.Logger) (*Auth, erro
 	}
 	a := &Auth{mode: mode, path: opts.Path, log: log, anon: &Source{ID: Anonymous},
 		tolerance: opts.SignatureTolerance, now: opts.Now,
-		replays: newReplayCache(2*opts.SignatureTolerance, ReplayCacheSize)}
+		replays: newReplayCache(2*opts.SignatureTolerance, ReplayCacheSize),
+		limits:  ratelimit.NewSources(opts.Now)}
 	a.failures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gotrack_auth_failures_total",
 		Help: "Requests refused (401 on /collect, a drop on the pixel) for their write key, origin or signature, by source (an id of SOURCES_FILE, or unknown) and reason (missing_key, unknown_key, origin, signature_missing, signature_malformed, signature_stale, signature_bad, signature_replayed).",
@@ -131,7 +135,27 @@ func (a *Auth) use(set *Set) {
 			a.failures.WithLabelValues(id, r)
 		}
 	}
+	buckets := map[string]ratelimit.Bucket{}
+	for _, src := range set.sources {
+		if src.Rate > 0 {
+			buckets[src.ID] = ratelimit.Bucket{Rate: src.Rate, Burst: src.Burst}
+		}
+	}
+	a.limits.Set(buckets)
 	a.set.Store(set)
+}
+
+// Allow takes a token of src's bucket (its rate and burst in
+// SOURCES_FILE), or returns a *ratelimit.Exceeded. A source without a rate,
+// and the anonymous source, are not limited.
+func (a *Auth) Allow(src *Source) error {
+	if src.Rate == 0 {
+		return nil
+	}
+	if ok, wait := a.limits.Allow(src.ID); !ok {
+		return &ratelimit.Exceeded{Limit: ratelimit.LimitSource, Wait: wait}
+	}
+	return nil
 }
 
 // Reload reads SOURCES_FILE again and, if it is valid, makes it the current
