@@ -30,6 +30,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/deadletter"
+	"github.com/gotrack/gotrack/internal/enrich"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
@@ -91,7 +92,7 @@ type startHooks struct {
 }
 
 // startSteps names the steps of a start, in order, as startHooks.fail sees them.
-var startSteps = []string{"sinks", "pipeline metrics", "spool", "pipeline", "handler", "metrics listener", "ingest listener"}
+var startSteps = []string{"sinks", "pipeline metrics", "spool", "pipeline", "sources", "enrichment", "handler", "metrics listener", "ingest listener"}
 
 func (h startHooks) after(step string) error {
 	if h.fail == nil {
@@ -209,7 +210,12 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := step("sources", err); err != nil {
 		return err
 	}
+	enricher, err := enrich.New(cfg.Enrich, reg, log)
+	if err := step("enrichment", err); err != nil {
+		return err
+	}
 	handler, err := ingest.NewHandler(ingest.Options{
+		Enricher:         enricher,
 		Auth:             auth,
 		RateLimitPerIP:   perIP(cfg.Sources.RateLimitPerIP),
 		MaxBodyBytes:     cfg.MaxBodyBytes,
@@ -265,7 +271,8 @@ wait:
 			break wait
 		case <-hup:
 			reopen(outputs, log)
-			_ = auth.Reload() // logged and counted; a bad file keeps the previous sources
+			_ = auth.Reload()     // logged and counted; a bad file keeps the previous sources
+			_ = enricher.Reload() // likewise for the GeoIP databases
 		}
 	}
 	return errors.Join(runErr, shutdown(ctx, cfg, srv, pipe, metrics, log))

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gotrack/gotrack/internal/enrich"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/ratelimit"
@@ -75,6 +76,7 @@ type Config struct {
 	Pushgateway Pushgateway
 
 	Sources Sources
+	Enrich  enrich.Options
 }
 
 // Sources is who may write events (AUTH_MODE, SOURCES_FILE). Set is the
@@ -228,6 +230,35 @@ func settings(c *Config) []setting {
 		c.Sources.RateLimitPerIP = ratelimit.Bucket{Rate: r, Burst: max(1, int(math.Ceil(2*r)))}
 		return nil
 	})
+	add("ENRICH", "ua,bot,campaign", "comma list of what is added to events: ua (parsed user agent), bot (is_bot and reasons), campaign (utm_* and click ids from url); none for nothing", func(v string) error {
+		c.Enrich.UA, c.Enrich.Bot, c.Enrich.Campaign = false, false, false
+		if v == "none" {
+			return nil
+		}
+		var bad []string
+		for _, p := range splitList(v) {
+			switch p {
+			case enrich.PartUA:
+				c.Enrich.UA = true
+			case enrich.PartBot:
+				c.Enrich.Bot = true
+			case enrich.PartCampaign:
+				c.Enrich.Campaign = true
+			default:
+				bad = append(bad, p)
+			}
+		}
+		if bad != nil {
+			return fmt.Errorf("names unknown parts %s (want %s, or none)", strings.Join(bad, ", "), strings.Join(enrich.Parts, ", "))
+		}
+		return nil
+	})
+	add("BOT_POLICY", "flag", "events from bots: flag (kept, with bot.is_bot and reasons) or drop (counted by reason); needs bot in ENRICH", func(v string) (err error) {
+		c.Enrich.BotPolicy, err = enrich.ParseBotPolicy(v)
+		return err
+	})
+	add("GEOIP_DB", "", "MaxMind City or Country mmdb file: adds geo (country, region, city), looked up before IP_MODE; reloaded on SIGHUP", str(&c.Enrich.GeoIPDB))
+	add("GEOIP_ASN_DB", "", "MaxMind ASN mmdb file: adds asn (number, org), and the datacenter bot reason; reloaded on SIGHUP", str(&c.Enrich.GeoIPASNDB))
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)
@@ -474,6 +505,10 @@ func (c *Config) check() []error {
 	}
 	errs = append(errs, checkFiles(map[string]string{"PUSHGATEWAY_PASSWORD_FILE": c.Pushgateway.PasswordFile})...)
 	errs = append(errs, c.Sources.load()...)
+	if c.Enrich.BotPolicy == enrich.BotDrop && !c.Enrich.Bot {
+		bad("BOT_POLICY=drop needs bot in ENRICH, or no event would ever be found a bot")
+	}
+	errs = append(errs, checkFiles(map[string]string{"GEOIP_DB": c.Enrich.GeoIPDB, "GEOIP_ASN_DB": c.Enrich.GeoIPASNDB})...)
 	return errs
 }
 

@@ -19,6 +19,10 @@ type Meta struct {
 	UserAgent string
 	Referer   string // the Referer header; the pixel's url when it names none
 	SourceID  string // the authenticated source; see Event.SourceID
+	// Enrichment, when not nil, is set on every event of the request.
+	Enrichment *Enrichment
+	// Campaign parses each event's url for its campaign parameters.
+	Campaign bool
 }
 
 // FromQuery builds a sealed pixel event from a raw query string. Parameters:
@@ -116,7 +120,7 @@ type input struct {
 }
 
 // serverFields are set by GoTrack; a client that sends one is told so.
-var serverFields = []string{"received_at", "user_agent", "ip", "source", "source_id"}
+var serverFields = []string{"received_at", "user_agent", "ip", "source", "source_id", "ua", "bot", "geo", "asn", "campaign"}
 
 // FromJSON builds a sealed event from one JSON object of a /collect body.
 // raw must be valid JSON (the handler checks the whole body once with
@@ -453,6 +457,12 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 	e.UserAgent = truncateUTF8(m.UserAgent, MaxUserAgentLen)
 	e.IP = m.IP
 	e.SourceID = m.SourceID
+	if en := m.Enrichment; en != nil {
+		e.UA, e.Bot, e.Geo, e.ASN = en.UA, en.Bot, en.Geo, en.ASN
+	}
+	if m.Campaign {
+		e.Campaign = ParseCampaign(e.URL)
+	}
 	e.Seal()
 	return nil
 }

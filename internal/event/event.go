@@ -60,6 +60,13 @@ type Event struct {
 	// SourceID is the id of the source (SOURCES_FILE) whose write key the
 	// request carried; "anonymous" under AUTH_MODE=open.
 	SourceID string `json:"source_id,omitempty"`
+	// The enrichment (see Enrichment and Campaign): each nil when off or
+	// unknown.
+	UA       *UA       `json:"ua,omitempty"`
+	Bot      *Bot      `json:"bot,omitempty"`
+	Geo      *Geo      `json:"geo,omitempty"`
+	ASN      *ASN      `json:"asn,omitempty"`
+	Campaign *Campaign `json:"campaign,omitempty"`
 
 	raw []byte // the JSON encoding, set by Seal
 }
@@ -91,7 +98,7 @@ func (e *Event) Size() int {
 
 func (e *Event) sizeHint() int {
 	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + len(e.SourceID)
+		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + len(e.SourceID) + enrichmentHint
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
@@ -158,6 +165,7 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `,"source":`...)
 	b = appendString(b, string(e.Source))
 	b = appendField(b, `,"source_id":`, e.SourceID)
+	b = e.appendEnrichment(b)
 	return append(b, '}')
 }
 

@@ -99,17 +99,19 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 // meta reads what a request says about its events. Headers are read by
 // their canonical keys directly: Header.Get would canonicalise each name
 // again on every request.
-func (s *server) meta(r *http.Request, src *source.Source, c client) event.Meta {
+func (s *server) meta(r *http.Request, src *source.Source, c client, en *event.Enrichment) event.Meta {
 	ip := ""
 	if c.ok {
 		ip = s.norm.MaskAddr(c.addr)
 	}
 	return event.Meta{
-		SourceID:  src.ID,
-		Now:       time.Now(),
-		IP:        ip,
-		UserAgent: first(r.Header["User-Agent"]),
-		Referer:   first(r.Header["Referer"]),
+		SourceID:   src.ID,
+		Enrichment: en,
+		Campaign:   s.opts.Enricher != nil && s.opts.Enricher.Campaign(),
+		Now:        time.Now(),
+		IP:         ip,
+		UserAgent:  first(r.Header["User-Agent"]),
+		Referer:    first(r.Header["Referer"]),
 	}
 }
 
@@ -162,6 +164,21 @@ func (s *server) limitSource(src *source.Source) error {
 	return err
 }
 
+// enrich returns the enrichment of r's events, looked up on the client
+// address before IP_MODE, and reports whether BOT_POLICY=drop drops its n
+// events, which it counts.
+func (s *server) enrich(r *http.Request, c client, n int) (*event.Enrichment, bool) {
+	if s.opts.Enricher == nil {
+		return nil, false
+	}
+	en := s.opts.Enricher.Request(r, c.addr, c.ok)
+	if s.opts.Enricher.Count(en, n) {
+		s.pipe.CountDropped(pipeline.DropBot, n)
+		return en, true
+	}
+	return en, false
+}
+
 // anonymous is the source of every request when no authenticator is set.
 var anonymous = &source.Source{ID: source.Anonymous}
 
@@ -195,7 +212,11 @@ func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
 			s.pipe.CountDropped(pipeline.DropRateLimited, 1)
 			break
 		}
-		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r, src, c))
+		en, drop := s.enrich(r, c, 1)
+		if drop {
+			break
+		}
+		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r, src, c, en))
 		if err != nil {
 			s.pipe.CountDropped(pipeline.DropInvalid, 1)
 			s.log.Debug("pixel event invalid", "err", err)
@@ -319,7 +340,12 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 		s.pipe.CountDropped(pipeline.DropDNT, len(items))
 		return resp, nil, nil
 	}
-	m := s.meta(r, src, c)
+	en, drop := s.enrich(r, c, len(items))
+	if drop {
+		resp.Dropped = len(items)
+		return resp, nil, nil
+	}
+	m := s.meta(r, src, c, en)
 	events = make([]*event.Event, 0, len(items))
 	for i, raw := range items {
 		e, err := s.norm.FromJSON(raw, m)

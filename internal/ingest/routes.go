@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/httpmetrics"
+	"github.com/gotrack/gotrack/internal/enrich"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/source"
@@ -35,6 +36,9 @@ type Options struct {
 	// RateLimitPerIP, when not nil, limits each client address, as
 	// TRUST_PROXY chooses it (RATE_LIMIT_PER_IP).
 	RateLimitPerIP *ratelimit.IPs
+	// Enricher, when not nil, adds ua, bot, geo, asn and campaign to
+	// events, and applies BOT_POLICY.
+	Enricher       *enrich.Enricher
 	MaxBodyBytes   int64
 	MaxBatchEvents int
 	CORSOrigins    []string // empty allows any origin, without credentials

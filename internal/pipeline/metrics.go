@@ -26,6 +26,9 @@ const (
 	// DropRateLimited counts pixels over a rate limit (a source's rate, or
 	// RATE_LIMIT_PER_IP).
 	DropRateLimited = "rate_limited"
+	// DropBot counts events dropped under BOT_POLICY=drop (by bot reason
+	// in gotrack_bot_events_dropped_total).
+	DropBot = "bot"
 )
 
 // Dead-letter reasons, the reason label of gotrack_events_dead_lettered_total.
@@ -79,7 +82,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 		}, []string{"sink"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dropped_total",
-			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown, spool_full, spool_failed, unauthorized, rate_limited); sink="all" before fan-out.`,
+			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown, spool_full, spool_failed, unauthorized, rate_limited, bot); sink="all" before fan-out.`,
 		}, []string{"sink", "reason"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dead_lettered_total",
