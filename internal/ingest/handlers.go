@@ -250,14 +250,17 @@ type itemError struct {
 }
 
 func (s *server) collect(w http.ResponseWriter, r *http.Request) {
-	resp, events, err := s.readEvents(w, r)
+	var signed *source.Signed
+	resp, events, err := s.readEvents(w, r, &signed)
 	if err != nil {
+		signed.Forget() // not accepted: a retry with the same signature is no replay
 		writeError(w, r, err, resp)
 		s.countShed(err)
 		return
 	}
 	if resp.Dropped == 0 {
 		if err := s.pipe.Submit(events); err != nil {
+			signed.Forget()
 			if writeError(w, nil, err, nil).failed { // the body was read to its end
 				s.log.Error("submit failed", "err", err)
 			}
@@ -271,7 +274,9 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 // The body's buffer and its share of MAX_INFLIGHT_BYTES are given back
 // before it returns: the events copy what they keep. On an error, resp, when
 // not nil, is the body to answer with (every event was rejected).
-func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *collectResponse, events []*event.Event, err error) {
+//
+// *signed is set to the request's verified signature, if it has one.
+func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **source.Signed) (resp *collectResponse, events []*event.Event, err error) {
 	if !s.cors(w, r) {
 		return nil, nil, refuse(kindOrigin, "origin is not allowed (CORS_ORIGINS)")
 	}
@@ -306,6 +311,7 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 		if err := signed.Verify(); err != nil {
 			return nil, nil, err
 		}
+		*signedOut = signed
 	}
 	body := bytes.TrimSpace(buf.b)
 	if !utf8.Valid(body) {

@@ -118,6 +118,30 @@ func TestSignedRequests(t *testing.T) {
 		t.Errorf("%d events accepted, want 4", len(f.pipe.events))
 	}
 
+	// A request refused after its signature was verified (503: the queue
+	// is full) is forgotten, so that its retry is no replay.
+	retry := func() int {
+		b := body(11)
+		r := httptest.NewRequest("POST", "/collect", bytes.NewReader(b))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Write-Key", "wk_backend_1")
+		r.Header.Set("X-GoTrack-Signature", sign(testSecret, ts, b))
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		return w.Code
+	}
+	f.pipe.err = pipeline.ErrQueueFull
+	if got := retry(); got != 503 {
+		t.Fatalf("with a full queue: %d", got)
+	}
+	f.pipe.err = nil
+	if got := retry(); got != 202 {
+		t.Fatalf("the retry of a 503: %d, want 202", got)
+	}
+	if got := retry(); got != 401 {
+		t.Fatalf("a replay of the accepted retry: %d, want 401", got)
+	}
+
 	r := httptest.NewRequest("GET", "/px.gif?k=wk_backend_1", nil)
 	r.Header.Set("X-Write-Key", "wk_backend_1")
 	f.h.ServeHTTP(httptest.NewRecorder(), r)

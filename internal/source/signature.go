@@ -60,6 +60,9 @@ type Signed struct {
 	t   int64
 	v1  [][sha256.Size]byte
 	mac hash.Hash
+
+	sum        [sha256.Size]byte // the MAC, once verified
+	remembered bool              // sum is in the replay memory
 }
 
 // Write adds raw body bytes to the MAC; it never fails.
@@ -110,7 +113,20 @@ func (s *Signed) Verify() error {
 	if seen {
 		return s.a.fail(s.src.ID, ReasonSignatureReplayed, "the signature was already used: a replay")
 	}
+	s.sum, s.remembered = sum, true
 	return nil
+}
+
+// Forget removes the signature Verify remembered, when the request it
+// signed was not accepted after all (a 400 or a 503), so that the client's
+// retry of it is not taken for a replay. It does nothing on a nil *Signed,
+// or one that Verify did not pass.
+func (s *Signed) Forget() {
+	if s == nil || !s.remembered {
+		return
+	}
+	s.a.replays.forget(s.sum)
+	s.remembered = false
 }
 
 // parseSignature parses t=<unix>,v1=<hex>[,v1=<hex>...]; other schemes
@@ -186,6 +202,13 @@ func (c *replayCache) add(sig [sha256.Size]byte, now time.Time) (bool, error) {
 	}
 	c.cur[sig] = struct{}{}
 	return false, nil
+}
+
+func (c *replayCache) forget(sig [sha256.Size]byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.cur, sig)
+	delete(c.prev, sig)
 }
 
 func (c *replayCache) len() int {
