@@ -92,3 +92,32 @@ func TestRateLimitPerIP(t *testing.T) {
 		t.Errorf("an invalid RATE_LIMIT_PER_IP, with another problem: %v", err)
 	}
 }
+
+func TestEnrichSettings(t *testing.T) {
+	c, err := Load(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := c.Enrich; !e.UA || !e.Bot || !e.Campaign || e.BotPolicy != "flag" || e.GeoIPDB != "" {
+		t.Errorf("defaults: %+v", e)
+	}
+	if c, _ := Load(env("ENRICH", "none")); c.Enrich.UA || c.Enrich.Bot || c.Enrich.Campaign {
+		t.Errorf("ENRICH=none: %+v", c.Enrich)
+	}
+	if c, _ := Load(env("ENRICH", "campaign")); c.Enrich.UA || c.Enrich.Bot || !c.Enrich.Campaign {
+		t.Errorf("ENRICH=campaign: %+v", c.Enrich)
+	}
+	_, err = Load(env("ENRICH", "ua,geo", "BOT_POLICY", "block", "GEOIP_DB", "/nonexistent/city.mmdb"))
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 3 {
+		t.Fatalf("want 3 problems: %v", err)
+	}
+	for _, want := range []string{"ENRICH=", "unknown parts geo", "BOT_POLICY=", "GEOIP_DB"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("no %q in %v", want, err)
+		}
+	}
+	if _, err := Load(env("ENRICH", "ua", "BOT_POLICY", "drop")); err == nil || !strings.Contains(err.Error(), "BOT_POLICY=drop needs bot") {
+		t.Errorf("BOT_POLICY=drop without bot: %v", err)
+	}
+}

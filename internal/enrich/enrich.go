@@ -204,6 +204,12 @@ func (x *Enricher) Request(r *http.Request, addr netip.Addr, ok bool) *event.Enr
 	if x.opts.UA {
 		en.UA = ue.ua
 	}
+	if ue != nil && !ok || x.geo.Load() == nil && x.asn.Load() == nil {
+		// Without the address's lookups, only the headers can add a reason.
+		if !x.opts.Bot || !x.missingHeaders(r, uaHeader, ue) {
+			return x.shared(ue)
+		}
+	}
 	if ok {
 		en.Geo = x.lookupGeo(addr)
 		en.ASN = x.lookupASN(addr)
@@ -211,7 +217,7 @@ func (x *Enricher) Request(r *http.Request, addr netip.Addr, ok bool) *event.Enr
 	if x.opts.Bot {
 		en.Bot = ue.bot
 		var extra []string
-		if uaHeader != "" && ue.claimsBrowser && (len(r.Header["Accept-Language"]) == 0 || len(r.Header["Accept-Encoding"]) == 0) {
+		if x.missingHeaders(r, uaHeader, ue) {
 			extra = append(extra, ReasonMissingHeaders)
 		}
 		if en.ASN != nil && datacenterASN[en.ASN.Number] {
@@ -222,6 +228,31 @@ func (x *Enricher) Request(r *http.Request, addr netip.Addr, ok bool) *event.Enr
 			en.Bot = &event.Bot{IsBot: true, Reasons: reasons}
 		}
 	}
+	return en
+}
+
+// missingHeaders reports whether r claims a browser but lacks a header
+// that browsers always send.
+func (x *Enricher) missingHeaders(r *http.Request, uaHeader string, ue *uaEntry) bool {
+	return uaHeader != "" && ue.claimsBrowser && (len(r.Header["Accept-Language"]) == 0 || len(r.Header["Accept-Encoding"]) == 0)
+}
+
+// shared returns the enrichment of ue alone, built once per entry.
+func (x *Enricher) shared(ue *uaEntry) *event.Enrichment {
+	if ue == nil {
+		return nil
+	}
+	if en := ue.en.Load(); en != nil {
+		return en
+	}
+	en := new(event.Enrichment)
+	if x.opts.UA {
+		en.UA = ue.ua
+	}
+	if x.opts.Bot {
+		en.Bot = ue.bot
+	}
+	ue.en.Store(en)
 	return en
 }
 
@@ -310,6 +341,9 @@ type uaEntry struct {
 	ua            *event.UA
 	bot           *event.Bot // from the string alone
 	claimsBrowser bool       // Mozilla/..., as every browser's UA starts
+	// en is the enrichment of a request with nothing more to add, built
+	// on first use and shared after.
+	en atomic.Pointer[event.Enrichment]
 }
 
 var notBot = &event.Bot{IsBot: false, Reasons: []string{}}

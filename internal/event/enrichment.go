@@ -186,5 +186,25 @@ func closeObject(b []byte, n int) []byte {
 	return append(b, '}')
 }
 
-// enrichmentHint is room for the enrichment in Seal's first buffer.
-const enrichmentHint = 160
+// enrichmentSize estimates the length of the enrichment members, so that
+// Seal's first buffer holds them without growing.
+func (e *Event) enrichmentSize() int {
+	n := 0
+	if u := e.UA; u != nil {
+		n += 80 + len(u.Browser) + len(u.Version) + len(u.OS) + len(u.OSVersion)
+	}
+	if b := e.Bot; b != nil {
+		n += 40 + 20*len(b.Reasons)
+	}
+	if g := e.Geo; g != nil {
+		n += 48 + len(g.Country) + len(g.Region) + len(g.City)
+	}
+	if a := e.ASN; a != nil {
+		n += 40 + len(a.Org)
+	}
+	if c := e.Campaign; c != nil {
+		n += 160 + len(c.Source) + len(c.Medium) + len(c.Name) + len(c.Term) + len(c.Content) + len(c.ID) +
+			len(c.Gclid) + len(c.Gbraid) + len(c.Wbraid) + len(c.Fbclid) + len(c.Msclkid)
+	}
+	return n
+}

@@ -98,7 +98,7 @@ func (e *Event) Size() int {
 
 func (e *Event) sizeHint() int {
 	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + len(e.SourceID) + enrichmentHint
+		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + 16 + len(e.SourceID) + e.enrichmentSize()
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit

@@ -210,10 +210,11 @@ func (a *Auth) Check(r *http.Request, pixel bool) (*Source, error) {
 	origin := first(r.Header["Origin"])
 	switch {
 	case !fromHeader:
+		ok := src.AllowsOrigin(origin)
 		if origin == "" {
-			origin = refererOrigin(first(r.Header["Referer"]))
+			ok = src.allowsReferer(first(r.Header["Referer"]))
 		}
-		if !src.AllowsOrigin(origin) {
+		if !ok {
 			return nil, a.fail(src.ID, ReasonOrigin, "a pixel key counts only from one of its source's origins (Origin or Referer)")
 		}
 	case origin != "" && len(src.Origins) > 0 && !src.AllowsOrigin(origin):
@@ -252,16 +253,16 @@ func headerKey(r *http.Request) (string, bool) {
 	return user, true
 }
 
-// refererOrigin returns scheme://host of a Referer, or "".
-func refererOrigin(ref string) string {
-	if ref == "" {
-		return ""
+// allowsReferer reports whether ref is a URL under one of the source's
+// origins: the origin, then the end or one of / ? #. It compares the text
+// as it is, without parsing the URL, as browsers send origins lower-case.
+func (s *Source) allowsReferer(ref string) bool {
+	for _, o := range s.Origins {
+		if rest, ok := strings.CutPrefix(ref, o); ok && (rest == "" || rest[0] == '/' || rest[0] == '?' || rest[0] == '#') {
+			return true
+		}
 	}
-	u, err := url.Parse(ref)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return ""
-	}
-	return u.Scheme + "://" + u.Host
+	return false
 }
 
 // PixelKey returns the k parameter of a pixel's raw query, unescaped, or
