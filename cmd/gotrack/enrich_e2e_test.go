@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,34 +8,10 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
-)
 
-func writeCityDB(t *testing.T, path, cityName string) {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", RecordSize: 24, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, n, _ := net.ParseCIDR("127.0.0.0/8")
-	if err := tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("DE")},
-		"city": mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String(cityName)}}}); err != nil {
-		t.Fatal(err)
-	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/gotrack/gotrack/internal/enrich/enrichtest"
+)
 
 // TestEnrichE2E runs gotrack with GEOIP_DB and the default enrichment,
 // checks the stored events against the schema, and reloads the database on
@@ -44,7 +19,7 @@ func writeCityDB(t *testing.T, path, cityName string) {
 func TestEnrichE2E(t *testing.T) {
 	dir := t.TempDir()
 	db := filepath.Join(dir, "city.mmdb")
-	writeCityDB(t, db, "Berlin")
+	enrichtest.WriteDB(t, db, "GeoLite2-City", map[string]mmdbtype.Map{"127.0.0.0/8": enrichtest.City("DE", "", "Berlin")})
 	p := startGotrackIn(t, dir, "GEOIP_DB="+db, "FLUSH_INTERVAL=5ms", "IP_MODE=hash", "IP_HASH_SECRET=0123456789abcdef0123")
 	hit := func(ua string) {
 		r, _ := http.NewRequest("GET", "http://"+p.ingest+"/px.gif?url=https%3A%2F%2Fshop.example%2F%3Futm_source%3Dnews", nil)
@@ -56,7 +31,7 @@ func TestEnrichE2E(t *testing.T) {
 		resp.Body.Close()
 	}
 	hit("curl/8.5.0")
-	writeCityDB(t, db, "Paris")
+	enrichtest.WriteDB(t, db, "GeoLite2-City", map[string]mmdbtype.Map{"127.0.0.0/8": enrichtest.City("DE", "", "Paris")})
 	p.signal(t, syscall.SIGHUP)
 	waitFor(t, "the reload", func() bool { return strings.Contains(p.stderr.String(), "geoip database reloaded") })
 	hit("python-requests/2.32.3")

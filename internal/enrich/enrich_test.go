@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -14,11 +13,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/gotrack/gotrack/internal/enrich/enrichtest"
 	"github.com/gotrack/gotrack/internal/event"
 )
 
@@ -134,58 +133,20 @@ func TestUACacheBound(t *testing.T) {
 	}
 }
 
-// writeDB writes an mmdb file of the given networks.
-func writeDB(t *testing.T, path, dbType string, nets map[string]mmdbtype.Map) {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: dbType, RecordSize: 24, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for cidr, rec := range nets {
-		_, n, err := net.ParseCIDR(cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tree.Insert(n, rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func city(country, region, name string) mmdbtype.Map {
-	return mmdbtype.Map{
-		"country":      mmdbtype.Map{"iso_code": mmdbtype.String(country)},
-		"subdivisions": mmdbtype.Slice{mmdbtype.Map{"iso_code": mmdbtype.String(region)}},
-		"city":         mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String(name), "de": mmdbtype.String(name + "-de")}},
-	}
-}
-
-func asn(n uint32, org string) mmdbtype.Map {
-	return mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(n), "autonomous_system_organization": mmdbtype.String(org)}
-}
-
 // TestGeoIP looks addresses up in small City and ASN databases built with
 // mmdbwriter, IPv4 and IPv6, flags a datacenter network, and reloads: a
 // good file replaces the database, a bad one keeps it.
 func TestGeoIP(t *testing.T) {
 	dir := t.TempDir()
 	geoPath, asnPath := filepath.Join(dir, "city.mmdb"), filepath.Join(dir, "asn.mmdb")
-	writeDB(t, geoPath, "GeoLite2-City", map[string]mmdbtype.Map{
-		"198.51.100.0/24":  city("DE", "BE", "Berlin"),
-		"198.51.100.77/32": city("FR", "IDF", "Paris"), // inside the /24: found only on the full address
-		"2001:db8::/32":    city("JP", "13", "Tokyo"),
+	enrichtest.WriteDB(t, geoPath, "GeoLite2-City", map[string]mmdbtype.Map{
+		"198.51.100.0/24":  enrichtest.City("DE", "BE", "Berlin"),
+		"198.51.100.77/32": enrichtest.City("FR", "IDF", "Paris"), // inside the /24: found only on the full address
+		"2001:db8::/32":    enrichtest.City("JP", "13", "Tokyo"),
 	})
-	writeDB(t, asnPath, "GeoLite2-ASN", map[string]mmdbtype.Map{
-		"198.51.100.0/24": asn(3320, "Deutsche Telekom AG"),
-		"203.0.113.0/24":  asn(16509, "AMAZON-02"),
+	enrichtest.WriteDB(t, asnPath, "GeoLite2-ASN", map[string]mmdbtype.Map{
+		"198.51.100.0/24": enrichtest.ASN(3320, "Deutsche Telekom AG"),
+		"203.0.113.0/24":  enrichtest.ASN(16509, "AMAZON-02"),
 	})
 	x, reg, log := newEnricher(t, Options{Bot: true, GeoIPDB: geoPath, GeoIPASNDB: asnPath})
 	look := func(ip string) *event.Enrichment {
@@ -212,7 +173,7 @@ func TestGeoIP(t *testing.T) {
 		t.Errorf("a datacenter address: asn %+v bot %+v", en.ASN, en.Bot)
 	}
 
-	writeDB(t, geoPath, "GeoLite2-City", map[string]mmdbtype.Map{"198.51.100.0/24": city("NL", "NH", "Amsterdam")})
+	enrichtest.WriteDB(t, geoPath, "GeoLite2-City", map[string]mmdbtype.Map{"198.51.100.0/24": enrichtest.City("NL", "NH", "Amsterdam")})
 	if err := x.Reload(); err != nil {
 		t.Fatal(err)
 	}

@@ -75,15 +75,12 @@ func ParseCampaign(rawURL string) *Campaign {
 	}
 	q, _, _ = strings.Cut(q, "#")
 	var c *Campaign
+	var probe Campaign
 	for q != "" {
 		var part string
 		part, q, _ = strings.Cut(q, "&")
 		k, v, _ := strings.Cut(part, "=")
-		var dst *string
-		switch k {
-		case "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id",
-			"gclid", "gbraid", "wbraid", "fbclid", "msclkid":
-		default:
+		if probe.field(k) == nil {
 			continue
 		}
 		v, err := unescape(v)
@@ -93,35 +90,40 @@ func ParseCampaign(rawURL string) *Campaign {
 		if c == nil {
 			c = new(Campaign)
 		}
-		switch k {
-		case "utm_source":
-			dst = &c.Source
-		case "utm_medium":
-			dst = &c.Medium
-		case "utm_campaign":
-			dst = &c.Name
-		case "utm_term":
-			dst = &c.Term
-		case "utm_content":
-			dst = &c.Content
-		case "utm_id":
-			dst = &c.ID
-		case "gclid":
-			dst = &c.Gclid
-		case "gbraid":
-			dst = &c.Gbraid
-		case "wbraid":
-			dst = &c.Wbraid
-		case "fbclid":
-			dst = &c.Fbclid
-		case "msclkid":
-			dst = &c.Msclkid
-		}
-		if *dst == "" { // the first of a repeated parameter wins
+		if dst := c.field(k); *dst == "" { // the first of a repeated parameter wins
 			*dst = truncateUTF8(validUTF8(v), MaxCampaignValueLen)
 		}
 	}
 	return c
+}
+
+// field returns the field of parameter k, or nil when k is none of them.
+func (c *Campaign) field(k string) *string {
+	switch k {
+	case "utm_source":
+		return &c.Source
+	case "utm_medium":
+		return &c.Medium
+	case "utm_campaign":
+		return &c.Name
+	case "utm_term":
+		return &c.Term
+	case "utm_content":
+		return &c.Content
+	case "utm_id":
+		return &c.ID
+	case "gclid":
+		return &c.Gclid
+	case "gbraid":
+		return &c.Gbraid
+	case "wbraid":
+		return &c.Wbraid
+	case "fbclid":
+		return &c.Fbclid
+	case "msclkid":
+		return &c.Msclkid
+	}
+	return nil
 }
 
 // appendEnrichment appends the event's enrichment members.

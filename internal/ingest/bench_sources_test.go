@@ -5,32 +5,20 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/internal/enrich"
 	"github.com/gotrack/gotrack/internal/event"
-	"github.com/gotrack/gotrack/internal/source"
 )
 
 // BenchmarkPixelKeyEnriched is BenchmarkPixel with AUTH_MODE=key (a pixel
 // key checked against its source's origins) and ENRICH=ua,bot,campaign.
 func BenchmarkPixelKeyEnriched(b *testing.B) {
-	path := filepath.Join(b.TempDir(), "sources.yaml")
-	os.WriteFile(path, []byte("sources:\n  - id: shop-web\n    write_keys: [wk_shop_1]\n    origins: [\"https://shop.example\"]\n"), 0o600)
-	set, err := source.LoadFile(path)
-	if err != nil {
-		b.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	auth, err := source.New(source.Options{Mode: source.ModeKey, Path: path, Set: set}, reg, log)
-	if err != nil {
-		b.Fatal(err)
-	}
+	auth := newAuth(b, "sources:\n  - id: shop-web\n    write_keys: [wk_shop_1]\n    origins: [\"https://shop.example\"]\n", nil, reg)
 	x, err := enrich.New(enrich.Options{UA: true, Bot: true, Campaign: true, BotPolicy: enrich.BotFlag}, reg, log)
 	if err != nil {
 		b.Fatal(err)

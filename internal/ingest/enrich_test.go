@@ -3,49 +3,28 @@ package ingest
 import (
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/maxmind/mmdbwriter"
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/internal/enrich"
+	"github.com/gotrack/gotrack/internal/enrich/enrichtest"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 )
-
-func cityDB(t *testing.T, path string) {
-	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-City", RecordSize: 24, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for cidr, c := range map[string]string{"198.51.100.0/24": "Berlin", "198.51.100.77/32": "Paris"} {
-		_, n, _ := net.ParseCIDR(cidr)
-		tree.Insert(n, mmdbtype.Map{"city": mmdbtype.Map{"names": mmdbtype.Map{"en": mmdbtype.String(c)}}})
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestEnrichedPixel checks, through the handler, that a pixel's event
 // carries ua, bot and campaign, and a geo looked up on the full address
 // although IP_MODE truncates the stored one.
 func TestEnrichedPixel(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "city.mmdb")
-	cityDB(t, db)
+	enrichtest.WriteDB(t, db, "GeoLite2-City", map[string]mmdbtype.Map{
+		"198.51.100.0/24": enrichtest.City("", "", "Berlin"), "198.51.100.77/32": enrichtest.City("", "", "Paris")})
 	x, err := enrich.New(enrich.Options{UA: true, Bot: true, Campaign: true, GeoIPDB: db}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

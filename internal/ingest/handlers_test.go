@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
-	"github.com/gotrack/gotrack/internal/source"
 )
 
 // fakePipeline records what the handlers give it; err, when set, is what
@@ -369,18 +367,7 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name string, values ...
 // a request without a valid key, the pixel still answers the GIF and counts
 // a drop, and an accepted event carries its source_id.
 func TestAuth(t *testing.T) {
-	path := t.TempDir() + "/sources.yaml"
-	if err := os.WriteFile(path, []byte("sources:\n  - id: shop-web\n    write_keys: [wk_shop_1]\n    origins: [\"https://shop.example\"]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	set, err := source.LoadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := source.New(source.Options{Mode: source.ModeKey, Path: path, Set: set}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	auth := newAuth(t, "sources:\n  - id: shop-web\n    write_keys: [wk_shop_1]\n    origins: [\"https://shop.example\"]\n", nil, nil)
 	f := newFixture(t, event.Policy{}, Options{Auth: auth})
 
 	for _, key := range []string{"", "wk_wrong"} {

@@ -2,23 +2,16 @@ package ingest
 
 import (
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/ratelimit"
-	"github.com/gotrack/gotrack/internal/source"
 )
 
 // TestSourceRateLimit sends a burst for a source of rate 1/s, burst 3, at
@@ -27,18 +20,9 @@ import (
 // still answers the GIF and counts a rate_limited drop, and a second later
 // one more request passes.
 func TestSourceRateLimit(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sources.yaml")
-	os.WriteFile(path, []byte("sources:\n  - id: shop\n    write_keys: [wk_shop_1]\n    origins: [\"https://shop.example\"]\n    rate: 1/s\n    burst: 3\n"), 0o600)
-	set, err := source.LoadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Unix(1_800_000_000, 0)
-	auth, err := source.New(source.Options{Mode: source.ModeKey, Path: path, Set: set, Now: func() time.Time { return now }},
-		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	auth := newAuth(t, "sources:\n  - id: shop\n    write_keys: [wk_shop_1]\n    origins: [\"https://shop.example\"]\n    rate: 1/s\n    burst: 3\n",
+		func() time.Time { return now }, nil)
 	f := newFixture(t, event.Policy{}, Options{Auth: auth})
 	post := func() *httptest.ResponseRecorder {
 		r := httptest.NewRequest("POST", "/collect", strings.NewReader(`{"type":"x"}`))

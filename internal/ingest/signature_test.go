@@ -7,8 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -41,19 +39,10 @@ func TestSignedRequests(t *testing.T) {
 	dir := t.TempDir()
 	secretPath := filepath.Join(dir, "backend.secret")
 	os.WriteFile(secretPath, []byte(testSecret+"\n"), 0o600)
-	path := filepath.Join(dir, "sources.yaml")
-	os.WriteFile(path, []byte("sources:\n  - id: backend\n    write_keys: [wk_backend_1]\n    signing_secret_file: "+secretPath+"\n"), 0o600)
-	set, err := source.LoadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Unix(1_800_000_000, 0)
 	reg := prometheus.NewPedanticRegistry()
-	auth, err := source.New(source.Options{Mode: source.ModeKey, Path: path, Set: set,
-		SignatureTolerance: 5 * time.Minute, Now: func() time.Time { return now }}, reg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	auth := newAuth(t, "sources:\n  - id: backend\n    write_keys: [wk_backend_1]\n    signing_secret_file: "+secretPath+"\n",
+		func() time.Time { return now }, reg)
 	f := newFixture(t, event.Policy{}, Options{Auth: auth})
 	tol := int64(300)
 	ts := now.Unix()
