@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs GoTrack's whole test suite on a Debian machine with Go installed.
 # It installs what the tests need when it is missing (Prometheus, promtool,
-# the Pushgateway, the Alertmanager and PostgreSQL, from Debian's packages),
-# starts a throwaway PostgreSQL
-# cluster unless PG_TEST_DSN names a server, then runs gofmt, vet and the
+# the Pushgateway, the Alertmanager, nginx and PostgreSQL, from Debian's
+# packages), starts a throwaway PostgreSQL cluster unless PG_TEST_DSN names a
+# server, then runs gofmt, vet, the go.mod tidiness check, staticcheck
+# (installed at a pinned version) and the
 # race-enabled tests. Extra arguments go to go test (say, -run Postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,4 +51,20 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
+
+# go.mod and go.sum must be exactly what `go mod tidy` writes.
+if ! go mod tidy -diff >&2; then
+  echo "test.sh: go mod tidy would change go.mod or go.sum (diff above); run go mod tidy" >&2
+  exit 1
+fi
+
+# staticcheck, pinned: 0.8.2 is the 2026.2.2 release, which supports Go 1.26.
+staticcheck_version=v0.8.2
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin=$(go env GOPATH)/bin
+if ! "$gobin/staticcheck" -version 2>/dev/null | grep -qF "(${staticcheck_version#v})"; then
+  echo "test.sh: installing staticcheck $staticcheck_version" >&2
+  go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
+fi
+"$gobin/staticcheck" ./...
 go test -race -count=1 -timeout 25m "$@" ./...

@@ -11,6 +11,7 @@ import (
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 
 	"github.com/gotrack/gotrack/internal/enrich/enrichtest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestEnrichE2E runs gotrack with GEOIP_DB and the default enrichment,
@@ -33,7 +34,7 @@ func TestEnrichE2E(t *testing.T) {
 	hit("curl/8.5.0")
 	enrichtest.WriteDB(t, db, "GeoLite2-City", map[string]mmdbtype.Map{"127.0.0.0/8": enrichtest.City("DE", "", "Paris")})
 	p.signal(t, syscall.SIGHUP)
-	waitFor(t, "the reload", func() bool { return strings.Contains(p.stderr.String(), "geoip database reloaded") })
+	testkit.Eventually(t, "the reload", func() bool { return strings.Contains(p.stderr.String(), "geoip database reloaded") })
 	hit("python-requests/2.32.3")
 	p.stop(t)
 	if n := len(readEvents(t, p.path("events.ndjson"))); n != 2 { // readEvents checks the schema

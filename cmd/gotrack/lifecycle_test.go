@@ -17,6 +17,7 @@ import (
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 	"github.com/gotrack/gotrack/internal/spool"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestFailedStartClosesEverything fails a start after each step in turn
@@ -168,7 +169,7 @@ func TestDrainDelay(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, &stderr) }()
 	var in string
-	waitFor(t, "the start", func() bool {
+	testkit.Eventually(t, "the start", func() bool {
 		var ok bool
 		in, _, ok = startedLine(stderr.String())
 		return ok
@@ -178,7 +179,7 @@ func TestDrainDelay(t *testing.T) {
 		t.Fatalf("/readyz = %d before the stop, want 200", code)
 	}
 	cancel() // as SIGTERM does
-	waitFor(t, "/readyz to turn 503", func() bool { code, _ := httpGet(t, base+"/readyz"); return code == http.StatusServiceUnavailable })
+	testkit.Eventually(t, "/readyz to turn 503", func() bool { code, _ := httpGet(t, base+"/readyz"); return code == http.StatusServiceUnavailable })
 	sendEvents(t, in, 5) // 7 events, still served during the delay
 	if code, _ := httpGet(t, base+"/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz = %d during the drain delay, want 200", code)

@@ -2,8 +2,9 @@
 //
 //	gotrack [serve]                       run the collector (the default)
 //	gotrack replay [--sink NAME] FILE...  deliver NDJSON event or dead-letter files again
+//	gotrack spool verify DIR              check a stopped spool without changing it
 //	gotrack version                       print the version
-//	gotrack -h         list every setting with its default
+//	gotrack -h                            list the commands, and every setting with its default
 //
 // Every setting comes from the environment; see the README.
 package main
@@ -44,6 +45,14 @@ import (
 	"github.com/gotrack/gotrack/internal/telemetry"
 )
 
+// commands is every subcommand, one line each, for `gotrack -h`.
+var commands = []config.Command{
+	{Name: "serve", Help: "run the collector (the default command)"},
+	{Name: "replay [--sink NAME] FILE...", Help: "deliver NDJSON event or dead-letter files to the sinks again"},
+	{Name: "spool verify DIR", Help: "check a stopped spool's segments and cursors without changing them"},
+	{Name: "version", Help: "print the version"},
+}
+
 func main() {
 	// SIGINT and SIGTERM cancel ctx, and run catches SIGHUP, before
 	// anything slow happens.
@@ -82,7 +91,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "gotrack %s (%s)\n", telemetry.Version, runtime.Version())
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want serve, replay or version; -h for help)", cmd)
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i], _, _ = strings.Cut(c.Name, " ")
+	}
+	return fmt.Errorf("unknown command %q (want %s; -h for help)", cmd, strings.Join(names, ", "))
 }
 
 // startHooks let tests fail a start after any step and see what it opened.
@@ -106,7 +119,7 @@ func (h startHooks) after(step string) error {
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hup <-chan os.Signal, hooks startHooks) (err error) {
 	fs := flag.NewFlagSet("gotrack", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { config.Usage(stdout) }
+	fs.Usage = func() { config.Usage(stdout, commands) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -118,6 +131,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	for _, w := range config.Typos(os.Environ()) {
+		log.Warn(w)
+	}
 	reg := telemetry.NewRegistry()
 	if getenv("GOGC") == "" {
 		// GoTrack's live heap is small and it allocates per request, so the
@@ -362,12 +378,9 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		case config.OutputLog:
 			s, err = ndjson.Open(cfg.Log)
 		case config.OutputPostgres:
-			o := cfg.Postgres
-			o.BatchEvents, o.BatchBytes = cfg.PostgresBatch.Size, cfg.PostgresBatch.Bytes
-			s, err = postgres.Open(ctx, o)
+			s, err = postgres.Open(ctx, cfg.Postgres)
 		case config.OutputKafka:
 			o := cfg.Kafka
-			o.MaxBufferedRecords = cfg.Pipeline.QueueSize
 			if cfg.KafkaMetrics && reg != nil {
 				o.Metrics = reg
 			}

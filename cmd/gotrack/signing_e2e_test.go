@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // docExample returns the fenced block that follows the marker
@@ -28,8 +30,8 @@ func docExample(t *testing.T, name string) string {
 // of docs/sources.md against gotrack with a signing source, and checks
 // that each request is accepted and stored with its source_id.
 func TestSigningExamplesE2E(t *testing.T) {
-	openssl := requireTool(t, "openssl")
-	_ = requireTool(t, "curl")
+	openssl := testkit.RequireTool(t, "openssl")
+	_ = testkit.RequireTool(t, "curl")
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("no go tool to run the Go example")

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestSourcesReloadE2E runs gotrack with AUTH_MODE=key, checks a 401 and a
@@ -45,7 +47,7 @@ func TestSourcesReloadE2E(t *testing.T) {
 
 	write("sources:\n  - id: second\n    write_keys: [wk_second_1]\n")
 	p.signal(t, syscall.SIGHUP)
-	waitFor(t, "the reload", func() bool { return strings.Contains(p.stderr.String(), "sources reloaded") })
+	testkit.Eventually(t, "the reload", func() bool { return strings.Contains(p.stderr.String(), "sources reloaded") })
 	if got := post("wk_first_1"); got != http.StatusUnauthorized {
 		t.Errorf("a key of the old file after the reload: %d", got)
 	}
@@ -55,7 +57,7 @@ func TestSourcesReloadE2E(t *testing.T) {
 
 	write("sources:\n  - id: second\n    write_keys: [wk_second_1]\n  - id: second\n    write_keys: [wk_third_11]\n")
 	p.signal(t, syscall.SIGHUP)
-	waitFor(t, "the failed reload", func() bool { return strings.Contains(p.stderr.String(), "sources reload failed") })
+	testkit.Eventually(t, "the failed reload", func() bool { return strings.Contains(p.stderr.String(), "sources reload failed") })
 	if got := post("wk_second_1"); got != http.StatusAccepted {
 		t.Errorf("a bad file lost the previous keys: %d", got)
 	}

@@ -38,7 +38,7 @@ func ParseBotPolicy(v string) (BotPolicy, error) {
 	case BotFlag, BotDrop:
 		return p, nil
 	}
-	return "", errors.New("is not flag or drop")
+	return "", errors.New("is not flag or drop; want flag or drop")
 }
 
 // The parts of ENRICH.

@@ -32,7 +32,7 @@ func ParseMode(v string) (Mode, error) {
 	case ModeOpen, ModeKey:
 		return m, nil
 	}
-	return "", errors.New("is not open or key")
+	return "", errors.New("is not open or key; want open or key")
 }
 
 // Reasons, the reason label of gotrack_auth_failures_total.

@@ -127,7 +127,7 @@ func LoadFile(path string) (*Set, error) {
 		return nil, fmt.Errorf("sources: read %s: %w", path, err)
 	}
 	if len(b) > MaxFileBytes {
-		return nil, fmt.Errorf("sources: %s is larger than %d bytes", path, MaxFileBytes)
+		return nil, fmt.Errorf("sources: %s is larger than %d bytes; want a smaller file", path, MaxFileBytes)
 	}
 	return Parse(b, os.ReadFile)
 }
@@ -145,26 +145,26 @@ func Parse(data []byte, readFile func(string) ([]byte, error)) (*Set, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("sources: "+format, args...)) }
 	if len(f.Sources) == 0 {
-		bad("the file lists no source")
+		bad("the file lists no source; want a list under sources:")
 	}
 	for i, fs := range f.Sources {
 		name := fmt.Sprintf("source %d (%q)", i+1, fs.ID)
 		if !validID.MatchString(fs.ID) {
-			bad("%s: id must match [a-z0-9_-]{1,64}", name)
+			bad("%s: id is invalid; want [a-z0-9_-]{1,64}", name)
 		}
 		if fs.ID == Anonymous || fs.ID == Unknown {
-			bad("%s: id %q is reserved", name, fs.ID)
+			bad("%s: id %q is reserved; want another id", name, fs.ID)
 		}
 		src := &Source{ID: fs.ID}
 		if _, dup := set.byID[fs.ID]; dup {
-			bad("%s: duplicate id", name)
+			bad("%s: duplicate id; want each id once", name)
 		} else {
 			set.byID[fs.ID] = src
 		}
 		var digests [][sha256.Size]byte
 		for j, k := range fs.WriteKeys {
 			if len(k) < 8 || strings.TrimSpace(k) != k {
-				bad("%s: write_keys[%d] must be at least 8 characters, without surrounding spaces", name, j)
+				bad("%s: write_keys[%d] is too short or padded; want at least 8 characters, without surrounding spaces", name, j)
 				continue
 			}
 			digests = append(digests, sha256.Sum256([]byte(k)))
@@ -172,17 +172,17 @@ func Parse(data []byte, readFile func(string) ([]byte, error)) (*Set, error) {
 		for j, h := range fs.WriteKeySHA256 {
 			b, err := hex.DecodeString(h)
 			if err != nil || len(b) != sha256.Size {
-				bad("%s: write_key_sha256[%d] is not 64 hex digits", name, j)
+				bad("%s: write_key_sha256[%d] is malformed; want 64 hex digits", name, j)
 				continue
 			}
 			digests = append(digests, [sha256.Size]byte(b))
 		}
 		if len(digests) == 0 && len(fs.WriteKeys)+len(fs.WriteKeySHA256) == 0 {
-			bad("%s: has no write_keys nor write_key_sha256", name)
+			bad("%s: has no write_keys nor write_key_sha256; want at least one key", name)
 		}
 		for _, d := range digests {
 			if other, dup := set.byDigest[d]; dup {
-				bad("%s: a write key is also a key of source %q", name, other.ID)
+				bad("%s: a write key is also a key of source %q; want each key in one source, once", name, other.ID)
 				continue
 			}
 			set.byDigest[d] = src
@@ -190,7 +190,7 @@ func Parse(data []byte, readFile func(string) ([]byte, error)) (*Set, error) {
 		}
 		for _, o := range fs.Origins {
 			if !validOrigin(o) {
-				bad("%s: origin %q is not scheme://host[:port], without path", name, o)
+				bad("%s: origin %q is malformed; want scheme://host[:port], without path", name, o)
 			}
 		}
 		src.Origins = fs.Origins
@@ -205,9 +205,9 @@ func Parse(data []byte, readFile func(string) ([]byte, error)) (*Set, error) {
 		if fs.Burst != nil {
 			switch {
 			case fs.Rate == "":
-				bad("%s: burst needs a rate", name)
+				bad("%s: burst needs a rate; want rate set too", name)
 			case *fs.Burst < 1 || *fs.Burst > 1_000_000:
-				bad("%s: burst must be from 1 to 1000000", name)
+				bad("%s: burst is out of range; want 1 to 1000000", name)
 			default:
 				src.Burst = *fs.Burst
 			}
@@ -216,9 +216,9 @@ func Parse(data []byte, readFile func(string) ([]byte, error)) (*Set, error) {
 			b, err := readFile(fs.SigningSecretFile)
 			switch {
 			case err != nil:
-				bad("%s: signing_secret_file: %w", name, err)
+				bad("%s: signing_secret_file: %w; want a readable file", name, err)
 			case len(bytes.TrimSpace(b)) < 16:
-				bad("%s: signing_secret_file %s holds fewer than 16 bytes", name, fs.SigningSecretFile)
+				bad("%s: signing_secret_file %s holds fewer than 16 bytes; want at least 16", name, fs.SigningSecretFile)
 			default:
 				src.Secret = bytes.TrimRight(b, "\r\n")
 			}
@@ -244,7 +244,7 @@ func ParseRate(v string) (float64, error) {
 	n, unit, ok := strings.Cut(v, "/")
 	count, err := strconv.ParseFloat(n, 64)
 	if !ok || err != nil || count <= 0 || count > 1_000_000 || math.IsNaN(count) {
-		return 0, fmt.Errorf("%q is not COUNT/UNIT with a count from 1 to 1000000 (such as 200/s, 600/m, 1000/h)", v)
+		return 0, fmt.Errorf("%q is not a rate; want COUNT/UNIT with a count from 1 to 1000000, such as 200/s, 600/m, 1000/h", v)
 	}
 	switch unit {
 	case "s":

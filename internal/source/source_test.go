@@ -89,14 +89,14 @@ sources:
 	}
 	msg := err.Error()
 	for _, want := range []string{
-		`source 1 ("Shop Web"): id must match`,
+		`source 1 ("Shop Web"): id is invalid; want [a-z0-9_-]{1,64}`,
 		`source 1 ("Shop Web"): rate "10/d" has unit "d"`,
 		`source 2 ("b"): a write key is also a key of source "Shop Web"`,
-		`source 2 ("b"): origin "https://x.example/path" is not`,
+		`source 2 ("b"): origin "https://x.example/path" is malformed`,
 		`source 2 ("b"): burst needs a rate`,
 		`source 3 ("b"): duplicate id`,
-		`source 3 ("b"): write_key_sha256[0] is not 64 hex digits`,
-		`source 3 ("b"): rate "0/s" is not COUNT/UNIT`,
+		`source 3 ("b"): write_key_sha256[0] is malformed; want 64 hex digits`,
+		`source 3 ("b"): rate "0/s" is not a rate`,
 		`source 3 ("b"): signing_secret_file: open`,
 		`source 4 ("c"): signing_secret_file ` + short + ` holds fewer than 16 bytes`,
 		`source 5 ("anonymous"): id "anonymous" is reserved`,
@@ -254,7 +254,7 @@ func TestReload(t *testing.T) {
 	if ok != 1 || bad != 1 {
 		t.Errorf("reloads success %v failure %v, want 1 and 1", ok, bad)
 	}
-	if !strings.Contains(e.log.String(), "id must match") || strings.Contains(e.log.String(), "wk_leaked_key") {
+	if !strings.Contains(e.log.String(), "id is invalid") || strings.Contains(e.log.String(), "wk_leaked_key") {
 		t.Errorf("log should say why, without the key:\n%s", e.log)
 	}
 	os.Remove(e.path)
