@@ -163,20 +163,22 @@ func (e *Event) appendEnrichment(b []byte) []byte {
 		b = appendField(b, `,"org":`, a.Org)
 		b = append(b, '}')
 	}
-	if c := e.Campaign; c != nil {
-		b = append(b, `,"campaign":{`...)
-		n := len(b)
-		for _, f := range [...]struct{ k, v string }{
-			{`,"utm_source":`, c.Source}, {`,"utm_medium":`, c.Medium}, {`,"utm_campaign":`, c.Name},
-			{`,"utm_term":`, c.Term}, {`,"utm_content":`, c.Content}, {`,"utm_id":`, c.ID},
-			{`,"gclid":`, c.Gclid}, {`,"gbraid":`, c.Gbraid}, {`,"wbraid":`, c.Wbraid},
-			{`,"fbclid":`, c.Fbclid}, {`,"msclkid":`, c.Msclkid},
-		} {
-			b = appendField(b, f.k, f.v)
-		}
-		b = closeObject(b, n)
-	}
 	return b
+}
+
+// AppendJSON appends the campaign as a JSON object.
+func (c *Campaign) AppendJSON(b []byte) []byte {
+	b = append(b, '{')
+	n := len(b)
+	for _, f := range [...]struct{ k, v string }{
+		{`,"utm_source":`, c.Source}, {`,"utm_medium":`, c.Medium}, {`,"utm_campaign":`, c.Name},
+		{`,"utm_term":`, c.Term}, {`,"utm_content":`, c.Content}, {`,"utm_id":`, c.ID},
+		{`,"gclid":`, c.Gclid}, {`,"gbraid":`, c.Gbraid}, {`,"wbraid":`, c.Wbraid},
+		{`,"fbclid":`, c.Fbclid}, {`,"msclkid":`, c.Msclkid},
+	} {
+		b = appendField(b, f.k, f.v)
+	}
+	return closeObject(b, n)
 }
 
 // closeObject ends an object opened just before n, whose members were
@@ -203,10 +205,6 @@ func (e *Event) enrichmentSize() int {
 	}
 	if a := e.ASN; a != nil {
 		n += 40 + len(a.Org)
-	}
-	if c := e.Campaign; c != nil {
-		n += 160 + len(c.Source) + len(c.Medium) + len(c.Name) + len(c.Term) + len(c.Content) + len(c.ID) +
-			len(c.Gclid) + len(c.Gbraid) + len(c.Wbraid) + len(c.Fbclid) + len(c.Msclkid)
 	}
 	return n
 }

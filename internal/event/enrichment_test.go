@@ -44,7 +44,11 @@ func TestEnrichmentJSON(t *testing.T) {
 		Bot:      &Bot{IsBot: true, Reasons: []string{"crawler", "datacenter"}},
 		Geo:      &Geo{Country: "DE", City: "Berlin \"Mitte\""},
 		ASN:      &ASN{Number: 4294967295, Org: "AS"},
-		Campaign: &Campaign{Source: "news", Msclkid: "m"},
+		Campaign: (&Campaign{Source: "news", Msclkid: "m"}).AppendJSON(nil),
+	}
+	var c Campaign
+	if err := json.Unmarshal(e.Campaign, &c); err != nil || c != (Campaign{Source: "news", Msclkid: "m"}) {
+		t.Errorf("campaign %s decodes to %+v, %v", e.Campaign, c, err)
 	}
 	for _, ev := range []*Event{e, {EventID: e.EventID, ReceivedAt: e.ReceivedAt, Type: "x", Source: SourcePixel, Bot: &Bot{Reasons: []string{}}, Geo: &Geo{}}} {
 		b := ev.AppendJSON(nil)
@@ -55,7 +59,7 @@ func TestEnrichmentJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, pair := range [][2]any{{got.UA, ev.UA}, {got.Bot, ev.Bot}, {got.Geo, ev.Geo}, {got.ASN, ev.ASN}, {got.Campaign, ev.Campaign}} {
+		for _, pair := range [][2]any{{got.UA, ev.UA}, {got.Bot, ev.Bot}, {got.Geo, ev.Geo}, {got.ASN, ev.ASN}} {
 			if !reflect.DeepEqual(pair[0], pair[1]) {
 				t.Errorf("decoded %+v, want %+v, from %s", pair[0], pair[1], b)
 			}

@@ -25,6 +25,7 @@ type Source string
 const (
 	SourcePixel   Source = "pixel"
 	SourceCollect Source = "collect"
+	SourceSegment Source = "segment" // the Segment-compatible API, /v1/*
 )
 
 // Bounds on the fields of an event. They are part of the documented schema.
@@ -57,16 +58,31 @@ type Event struct {
 	IP         string          `json:"ip,omitempty"`
 	Props      json.RawMessage `json:"props,omitempty"`
 	Source     Source          `json:"source"`
-	// SourceID is the id of the source (SOURCES_FILE) whose write key the
-	// request carried; "anonymous" under AUTH_MODE=open.
+	// The enrichment (see Enrichment): each nil when off or unknown. The
+	// campaign parsed from url (ParseCampaign) is in Campaign below.
+	UA  *UA  `json:"ua,omitempty"`
+	Bot *Bot `json:"bot,omitempty"`
+	Geo *Geo `json:"geo,omitempty"`
+	ASN *ASN `json:"asn,omitempty"`
+
+	// SourceID is who sent the event: on /collect and the pixel, the id of
+	// the source (SOURCES_FILE) whose write key the request carried, or
+	// "anonymous" under AUTH_MODE=open; on the Segment API, see
+	// segment.SourceID.
 	SourceID string `json:"source_id,omitempty"`
-	// The enrichment (see Enrichment and Campaign): each nil when off or
-	// unknown.
-	UA       *UA       `json:"ua,omitempty"`
-	Bot      *Bot      `json:"bot,omitempty"`
-	Geo      *Geo      `json:"geo,omitempty"`
-	ASN      *ASN      `json:"asn,omitempty"`
-	Campaign *Campaign `json:"campaign,omitempty"`
+	// Campaign is, on /collect and the pixel, the campaign parameters of
+	// url (ENRICH=campaign, see ParseCampaign); on the Segment API,
+	// context.campaign as sent.
+	Campaign json.RawMessage `json:"campaign,omitempty"`
+
+	// Fields set only by the Segment-compatible API (internal/segment).
+	Call              string          `json:"call,omitempty"`
+	Name              string          `json:"name,omitempty"`
+	UserID            string          `json:"user_id,omitempty"`
+	MessageID         string          `json:"message_id,omitempty"`
+	Timestamp         time.Time       `json:"timestamp,omitzero"`
+	OriginalTimestamp time.Time       `json:"original_timestamp,omitzero"`
+	Context           json.RawMessage `json:"context,omitempty"`
 
 	raw []byte // the JSON encoding, set by Seal
 }
@@ -98,7 +114,9 @@ func (e *Event) Size() int {
 
 func (e *Event) sizeHint() int {
 	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + 16 + len(e.SourceID) + e.enrichmentSize()
+		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + 16 +
+		len(e.SourceID) + len(e.Call) + len(e.Name) + len(e.UserID) + len(e.MessageID) +
+		len(e.Campaign) + len(e.Context) + e.enrichmentSize()
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
@@ -165,8 +183,32 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = append(b, `,"source":`...)
 	b = appendString(b, string(e.Source))
 	b = appendField(b, `,"source_id":`, e.SourceID)
+	b = appendField(b, `,"call":`, e.Call)
+	b = appendField(b, `,"name":`, e.Name)
+	b = appendField(b, `,"user_id":`, e.UserID)
+	b = appendField(b, `,"message_id":`, e.MessageID)
+	b = appendTime(b, `,"timestamp":"`, e.Timestamp)
+	b = appendTime(b, `,"original_timestamp":"`, e.OriginalTimestamp)
 	b = e.appendEnrichment(b)
+	b = appendRaw(b, `,"campaign":`, e.Campaign)
+	b = appendRaw(b, `,"context":`, e.Context)
 	return append(b, '}')
+}
+
+func appendTime(b []byte, key string, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = append(b, key...)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+func appendRaw(b []byte, key string, v json.RawMessage) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	return append(append(b, key...), v...)
 }
 
 func appendField(b []byte, key, v string) []byte {

@@ -36,3 +36,13 @@ func newAuth(t testing.TB, content string, now func() time.Time, reg prometheus.
 	}
 	return auth
 }
+
+// secretFile writes a signing secret and returns its path.
+func secretFile(t testing.TB) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte("a-signing-secret-long-enough\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

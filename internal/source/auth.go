@@ -226,6 +226,30 @@ func (a *Auth) Check(r *http.Request, pixel bool) (*Source, error) {
 	return src, nil
 }
 
+// CheckKey is Check for an API that carried key where it could (the
+// Segment API: HTTP Basic, or a batch's writeKey), with the rules of a
+// header key. A source with a signing secret is refused, as that API has
+// no signatures.
+func (a *Auth) CheckKey(r *http.Request, key string) (*Source, error) {
+	if a.mode != ModeKey {
+		return a.anon, nil
+	}
+	if key == "" {
+		return nil, a.fail(Unknown, ReasonMissingKey, "a write key is required (HTTP Basic user, or the batch's writeKey)")
+	}
+	src := a.set.Load().Lookup(key)
+	if src == nil {
+		return nil, a.fail(Unknown, ReasonUnknownKey, "the write key is not known")
+	}
+	if origin := first(r.Header["Origin"]); origin != "" && len(src.Origins) > 0 && !src.AllowsOrigin(origin) {
+		return nil, a.fail(src.ID, ReasonOrigin, "the origin is not one of the write key's source's origins")
+	}
+	if src.Secret != nil {
+		return nil, a.fail(src.ID, ReasonSignatureMissing, "the source requires signed requests, which the Segment API cannot send; use /collect")
+	}
+	return src, nil
+}
+
 func (a *Auth) fail(id, reason, msg string) *Failure {
 	a.failures.WithLabelValues(id, reason).Inc()
 	return &Failure{Reason: reason, Msg: msg}
