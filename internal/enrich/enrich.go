@@ -195,20 +195,20 @@ func (x *Enricher) Request(r *http.Request, addr netip.Addr, ok bool) *event.Enr
 	if !x.opts.UA && !x.opts.Bot && x.geo.Load() == nil && x.asn.Load() == nil {
 		return nil
 	}
-	en := new(event.Enrichment)
 	uaHeader := first(r.Header["User-Agent"])
 	var ue *uaEntry
 	if x.opts.UA || x.opts.Bot {
 		ue = x.cache.get(truncate(uaHeader, event.MaxUserAgentLen))
-	}
-	if x.opts.UA {
-		en.UA = ue.ua
 	}
 	if ue != nil && !ok || x.geo.Load() == nil && x.asn.Load() == nil {
 		// Without the address's lookups, only the headers can add a reason.
 		if !x.opts.Bot || !x.missingHeaders(r, uaHeader, ue) {
 			return x.shared(ue)
 		}
+	}
+	en := new(event.Enrichment)
+	if x.opts.UA {
+		en.UA = ue.ua
 	}
 	if ok {
 		en.Geo = x.lookupGeo(addr)

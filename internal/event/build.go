@@ -472,7 +472,8 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 		e.UA, e.Bot, e.Geo, e.ASN = en.UA, en.Bot, en.Geo, en.ASN
 	}
 	if m.Campaign {
-		if c := ParseCampaign(e.URL); c != nil {
+		var c Campaign
+		if parseCampaign(e.URL, &c) {
 			e.Campaign = c.AppendJSON(make([]byte, 0, 64))
 		}
 	}

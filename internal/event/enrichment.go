@@ -69,12 +69,22 @@ const MaxCampaignValueLen = 256
 // when it has none. It reads only the query, and allocates nothing for a
 // url without campaign parameters.
 func ParseCampaign(rawURL string) *Campaign {
-	_, q, ok := strings.Cut(rawURL, "?")
-	if !ok {
+	var c Campaign
+	if !parseCampaign(rawURL, &c) {
 		return nil
 	}
+	return &c
+}
+
+// parseCampaign fills c from rawURL's query and reports whether it found
+// any campaign parameter.
+func parseCampaign(rawURL string, c *Campaign) bool {
+	_, q, ok := strings.Cut(rawURL, "?")
+	if !ok {
+		return false
+	}
 	q, _, _ = strings.Cut(q, "#")
-	var c *Campaign
+	found := false
 	var probe Campaign
 	for q != "" {
 		var part string
@@ -87,14 +97,12 @@ func ParseCampaign(rawURL string) *Campaign {
 		if err != nil || v == "" {
 			continue
 		}
-		if c == nil {
-			c = new(Campaign)
-		}
+		found = true
 		if dst := c.field(k); *dst == "" { // the first of a repeated parameter wins
 			*dst = truncateUTF8(validUTF8(v), MaxCampaignValueLen)
 		}
 	}
-	return c
+	return found
 }
 
 // field returns the field of parameter k, or nil when k is none of them.
@@ -193,7 +201,10 @@ func closeObject(b []byte, n int) []byte {
 // enrichmentSize estimates the length of the enrichment members, so that
 // Seal's first buffer holds them without growing.
 func (e *Event) enrichmentSize() int {
-	n := 0
+	if e.UA == nil && e.Bot == nil && e.Geo == nil && e.ASN == nil {
+		return 0
+	}
+	n := 64 // slack: the rest of the event is only estimated
 	if u := e.UA; u != nil {
 		n += 80 + len(u.Browser) + len(u.Version) + len(u.OS) + len(u.OSVersion)
 	}
