@@ -3,8 +3,11 @@
 package enrichtest
 
 import (
+	"cmp"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/maxmind/mmdbwriter"
@@ -12,7 +15,8 @@ import (
 )
 
 // WriteDB writes, atomically (by rename), an mmdb file of dbType (such as
-// GeoLite2-City or GeoLite2-ASN) holding the records of nets, by CIDR.
+// GeoLite2-City or GeoLite2-ASN) holding the records of nets, by CIDR; a
+// network inside another one overrides it there.
 // Reserved networks (loopback, documentation) are allowed.
 func WriteDB(t testing.TB, path, dbType string, nets map[string]mmdbtype.Map) {
 	t.Helper()
@@ -20,12 +24,15 @@ func WriteDB(t testing.TB, path, dbType string, nets map[string]mmdbtype.Map) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for cidr, rec := range nets {
-		_, n, err := net.ParseCIDR(cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tree.Insert(n, rec); err != nil {
+	// Broader networks first: inserting a network replaces whatever it
+	// covers, so a /32 inside a /24 must come after it.
+	cidrs := slices.Collect(maps.Keys(nets))
+	slices.SortFunc(cidrs, func(a, b string) int {
+		return cmp.Or(cmp.Compare(prefixLen(t, a), prefixLen(t, b)), cmp.Compare(a, b))
+	})
+	for _, cidr := range cidrs {
+		_, n, _ := net.ParseCIDR(cidr)
+		if err := tree.Insert(n, nets[cidr]); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -44,6 +51,15 @@ func WriteDB(t testing.TB, path, dbType string, nets map[string]mmdbtype.Map) {
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func prefixLen(t testing.TB, cidr string) int {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ones, _ := n.Mask.Size()
+	return ones
 }
 
 // City is a City database record.
