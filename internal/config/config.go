@@ -23,6 +23,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
 	"github.com/gotrack/gotrack/internal/spool"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 // Output names accepted in OUTPUTS.
@@ -70,6 +71,8 @@ type Config struct {
 	Spool Spool
 
 	Pushgateway Pushgateway
+
+	Tracing tracing.Options
 }
 
 // Pushgateway is where `gotrack replay` pushes its job metrics; URL ""
@@ -331,6 +334,7 @@ func settings(c *Config) []setting {
 	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR without mTLS, bearer token or basic auth (TLS alone does not count)", boolean(&m.AllowInsecure))
 	add("METRICS_MAX_SCRAPES", "4", "concurrent /metrics requests served; more get 503", integer(&m.MaxScrapes, 1, 1000))
 	add("METRICS_SCRAPE_TIMEOUT", "10s", "time limit of one /metrics response", duration(&m.ScrapeTimeout, 100*time.Millisecond, 5*time.Minute))
+	s = append(s, otelSettings(&c.Tracing)...)
 	return s
 }
 
@@ -442,6 +446,9 @@ func (c *Config) check() []error {
 		bad("PUSHGATEWAY_USER and PUSHGATEWAY_PASSWORD_FILE must be set together")
 	}
 	errs = append(errs, checkFiles(map[string]string{"PUSHGATEWAY_PASSWORD_FILE": c.Pushgateway.PasswordFile})...)
+	errs = append(errs, c.Tracing.Validate()...)
+	errs = append(errs, checkFiles(map[string]string{"OTEL_EXPORTER_OTLP_CERTIFICATE": c.Tracing.CA,
+		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": c.Tracing.ClientCert, "OTEL_EXPORTER_OTLP_CLIENT_KEY": c.Tracing.ClientKey})...)
 	return errs
 }
 
