@@ -38,6 +38,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/postgres"
 	"github.com/gotrack/gotrack/internal/spool"
 	"github.com/gotrack/gotrack/internal/telemetry"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 func main() {
@@ -113,8 +114,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	log := slog.New(tracing.LogHandler(telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).Handler()))
 	reg := telemetry.NewRegistry()
+	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Export the spans still buffered; bounded by the BSP export timeout.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := tp.Shutdown(sctx); err != nil {
+			log.Warn("tracing: spans not exported at exit", "err", err)
+		}
+	}()
 	if getenv("GOGC") == "" {
 		// GoTrack's live heap is small and it allocates per request, so the
 		// default GOGC=100 collects very often; 200 costs some MiB of RSS and
@@ -206,6 +219,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxBatchEvents:   cfg.MaxBatchEvents,
 		CORSOrigins:      cfg.CORSOrigins,
 		MaxInflightBytes: cfg.MaxInflightBytes,
+		Tracer:           tp.Tracer(),
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {
 		return err
@@ -242,6 +256,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
 		"ip_mode", cfg.Privacy.IPMode, "dnt_respect", cfg.Privacy.RespectDNT, "trust_proxy", cfg.Privacy.TrustProxy,
 		"queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
+		"tracing", cfg.Tracing.TracesURL() != "" && !cfg.Tracing.Disabled,
 		"version", telemetry.Version)
 
 	var runErr error

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
@@ -46,6 +47,7 @@ type server struct {
 	norm     *event.Normalizer
 	pipe     Pipeline
 	log      *slog.Logger
+	tracer   trace.Tracer // nil: tracing off
 	received struct{ pixel, collect prometheus.Counter }
 	shed     prometheus.Counter
 	anyOrig  bool
@@ -69,7 +71,7 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	if err := reg.Register(shed); err != nil {
 		return nil, err
 	}
-	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes)}
+	s := &server{opts: opts, norm: n, pipe: p, log: log, tracer: opts.Tracer, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes)}
 	s.budget.max = opts.MaxInflightBytes
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
@@ -114,14 +116,20 @@ func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case s.doNotTrack(r):
 		s.pipe.CountDropped(pipeline.DropDNT, 1)
+		s.count(r, 0, 0, 1)
 	default:
 		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r))
 		if err != nil {
 			s.pipe.CountDropped(pipeline.DropInvalid, 1)
-			s.log.Debug("pixel event invalid", "err", err)
+			s.count(r, 0, 1, 0)
+			s.log.DebugContext(r.Context(), "pixel event invalid", "err", err)
 			break
 		}
-		s.pipe.SubmitEach(e) // drops are counted per sink
+		if s.pipe.SubmitEach(e) { // drops are counted per sink
+			s.count(r, 1, 0, 0)
+		} else {
+			s.count(r, 0, 0, 1)
+		}
 	}
 	h := w.Header()
 	h["Content-Type"] = gifType
@@ -151,18 +159,23 @@ type itemError struct {
 func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 	resp, events, err := s.readEvents(w, r)
 	if err != nil {
+		if resp != nil {
+			s.count(r, 0, resp.Rejected, resp.Dropped)
+		}
 		writeError(w, r, err, resp)
 		s.countShed(err)
 		return
 	}
 	if resp.Dropped == 0 {
 		if err := s.pipe.Submit(events); err != nil {
-			if writeError(w, nil, err, nil).failed { // the body was read to its end
-				s.log.Error("submit failed", "err", err)
+			s.count(r, 0, resp.Rejected, resp.Accepted) // refused with a 503: the client may send them again
+			if writeError(w, nil, err, nil).failed {    // the body was read to its end
+				s.log.ErrorContext(r.Context(), "submit failed", "err", err)
 			}
 			return
 		}
 	}
+	s.count(r, resp.Accepted, resp.Rejected, resp.Dropped)
 	writeJSON(w, http.StatusAccepted, resp)
 }
 

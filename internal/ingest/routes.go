@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/httpmetrics"
 	"github.com/gotrack/gotrack/internal/event"
@@ -34,6 +35,9 @@ type Options struct {
 	// once, after decompression, across all requests; at least
 	// MaxBodyBytes. Zero means DefaultMaxInflightBytes.
 	MaxInflightBytes int64
+	// Tracer, when not nil, gives each /px.gif and /collect request a
+	// server span; nil (tracing off) costs nothing.
+	Tracer trace.Tracer
 }
 
 // Validate reports every option out of range at once.
@@ -94,8 +98,8 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /px.gif", s.pixel) // GET patterns also match HEAD
-	mux.HandleFunc("POST /collect", s.collect)
+	mux.HandleFunc("GET /px.gif", s.traced("/px.gif", s.pixel)) // GET patterns also match HEAD
+	mux.HandleFunc("POST /collect", s.traced("/collect", s.collect))
 	mux.HandleFunc("OPTIONS /collect", s.preflight)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"github.com/gotrack/gotrack/internal/tracing/otlptest"
+)
+
+// runTraced runs gotrack in-process with env, and returns its ingest URL,
+// its log output and a stop function.
+func runTraced(t *testing.T, env map[string]string) (ingestURL string, logs *syncBuffer, stop func() error) {
+	t.Helper()
+	dir := t.TempDir()
+	full := map[string]string{
+		"SERVER_ADDR":      "127.0.0.1:0",
+		"LOG_PATH":         filepath.Join(dir, "events.ndjson"),
+		"DEAD_LETTER_PATH": filepath.Join(dir, "dead.ndjson"),
+		"LOG_LEVEL":        "debug",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = new(syncBuffer)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return full[k] }, io.Discard, logs) }()
+	stop = sync.OnceValue(func() error { cancel(); return <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if addr, _, ok := startedLine(logs.String()); ok {
+			t.Cleanup(func() { stop() })
+			return "http://" + addr, logs, stop
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("run did not start:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+const (
+	clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	clientSpan  = "00f067aa0ba902b7"
+	traceparent = "00-" + clientTrace + "-" + clientSpan + "-01"
+	tracestate  = "vendor=opaque1"
+)
+
+// Personal data the requests carry, which must not reach a span.
+var personal = []string{"203.0.113.7", "alice@example.org", "v-secret-visitor", "Mozilla/5.0 (Secret)", "https://ref.example/private", "utm_source", "%zz"}
+
+func sendTraced(t *testing.T, method, url, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Traceparent", traceparent)
+	req.Header.Set("Tracestate", tracestate)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("User-Agent", "Mozilla/5.0 (Secret)")
+	req.Header.Set("Referer", "https://ref.example/private")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestIngestSpans checks, through a real OTLP/HTTP export decoded from
+// protobuf, that each ingest request has a server span named by its route
+// that joins the client's trace (traceparent and tracestate), counts its
+// events, carries nothing personal, and that the request's log lines carry
+// its trace and span ids.
+func TestIngestSpans(t *testing.T) {
+	rc := otlptest.New(t)
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"TRUST_PROXY":                 "true",
+	})
+	body := `[{"type":"signup","url":"https://shop.example/?utm_source=x","visitor_id":"v-secret-visitor","props":{"email":"alice@example.org"}},` +
+		`{"type":"pageview","url":"https://shop.example/"},{"type":7}]`
+	if code := sendTraced(t, "POST", url+"/collect", body); code != http.StatusAccepted {
+		t.Fatalf("/collect answered %d", code)
+	}
+	if code := sendTraced(t, "GET", url+"/px.gif?e=%zz&uid=v-secret-visitor", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	if code := sendTraced(t, "HEAD", url+"/healthz", ""); code == 0 {
+		t.Fatal("no answer")
+	}
+
+	named := func(name string) func(*tracepb.Span) bool {
+		return func(s *tracepb.Span) bool { return s.Name == name }
+	}
+	collect := rc.WaitSpan(t, "POST /collect", named("POST /collect"))
+	pixel := rc.WaitSpan(t, "GET /px.gif", named("GET /px.gif"))
+	for _, s := range []*tracepb.Span{collect, pixel} {
+		if otlptest.Hex(s.TraceId) != clientTrace || otlptest.Hex(s.ParentSpanId) != clientSpan {
+			t.Errorf("%s: trace %x parent %x, want the client's %s %s", s.Name, s.TraceId, s.ParentSpanId, clientTrace, clientSpan)
+		}
+		if s.TraceState != tracestate {
+			t.Errorf("%s: tracestate %q, want %q", s.Name, s.TraceState, tracestate)
+		}
+		if s.Kind != tracepb.Span_SPAN_KIND_SERVER {
+			t.Errorf("%s: kind %v, want server", s.Name, s.Kind)
+		}
+		for _, kv := range s.Attributes {
+			v := otlptest.AnyString(kv.Value)
+			for _, p := range personal {
+				if strings.Contains(v, p) {
+					t.Errorf("%s: attribute %s=%q carries personal data %q", s.Name, kv.Key, v, p)
+				}
+			}
+		}
+	}
+	want := map[string]string{"http.request.method": "POST", "http.route": "/collect", "http.response.status_code": "202",
+		"gotrack.events.accepted": "2", "gotrack.events.rejected": "1", "gotrack.events.dropped": "0"}
+	for k, v := range want {
+		if got, _ := otlptest.Attr(collect, k); got != v {
+			t.Errorf("POST /collect: %s=%q, want %q", k, got, v)
+		}
+	}
+	if got, _ := otlptest.Attr(pixel, "gotrack.events.rejected"); got != "1" {
+		t.Errorf("GET /px.gif: rejected=%q, want 1", got)
+	}
+	for _, s := range rc.Spans() {
+		if strings.Contains(s.Name, "healthz") {
+			t.Errorf("health checks are traced: %s", s.Name)
+		}
+	}
+
+	// The pixel's debug line carries the pixel span's ids.
+	var found bool
+	for line := range strings.Lines(logs.String()) {
+		var l struct{ Msg, TraceID, SpanID string }
+		var raw map[string]any
+		if json.Unmarshal([]byte(line), &raw) != nil || raw["msg"] != "pixel event invalid" {
+			continue
+		}
+		l.TraceID, _ = raw["trace_id"].(string)
+		l.SpanID, _ = raw["span_id"].(string)
+		found = true
+		if l.TraceID != clientTrace || l.SpanID != otlptest.Hex(pixel.SpanId) {
+			t.Errorf("log line ids %s/%s, want %s/%x:\n%s", l.TraceID, l.SpanID, clientTrace, pixel.SpanId, line)
+		}
+	}
+	if !found {
+		t.Errorf("no \"pixel event invalid\" line:\n%s", logs.String())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTracingOffByDefault checks that without an endpoint no span is
+// exported, even with OTEL_* settings, and that OTEL_SDK_DISABLED wins.
+func TestTracingOffByDefault(t *testing.T) {
+	rc := otlptest.New(t)
+	for _, env := range []map[string]string{
+		{"OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "20"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL, "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "20"},
+	} {
+		url, logs, stop := runTraced(t, env)
+		sendTraced(t, "GET", url+"/px.gif?e=%zz", "")
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(rc.Spans()); n != 0 {
+			t.Errorf("%v: %d spans exported, want none", env, n)
+		}
+		if strings.Contains(logs.String(), "trace_id") {
+			t.Errorf("%v: a log line carries a trace id though tracing is off", env)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+package ingest
+
+import (
+	"context"
+	"net/http"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/gotrack/gotrack/internal/tracing"
+)
+
+// Attributes of an ingest span besides the HTTP semantic conventions.
+const (
+	AttrAccepted = attribute.Key("gotrack.events.accepted")
+	AttrRejected = attribute.Key("gotrack.events.rejected")
+	AttrDropped  = attribute.Key("gotrack.events.dropped")
+)
+
+// spanCounts collects, while a traced request is served, the numbers its
+// span ends with.
+type spanCounts struct{ accepted, rejected, dropped int }
+
+type spanCountsKey struct{}
+
+// traced wraps an ingest handler in a server span named by method and
+// route ("POST /collect", "GET /px.gif"), joining the trace of a
+// traceparent/tracestate the client sent. With tracing off it returns h
+// itself, so the request path is unchanged. The span's attributes are the
+// method, route, scheme, protocol version and status, and the event counts:
+// never the body, the query, the client address, the user agent or the
+// referrer, which may be personal.
+func (s *server) traced(route string, h http.HandlerFunc) http.HandlerFunc {
+	if s.tracer == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx := tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		ctx, span := s.tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(
+				semconv.HTTPRequestMethodKey.String(r.Method),
+				semconv.HTTPRoute(route),
+				semconv.URLPath(route),
+				semconv.URLScheme(scheme),
+				semconv.NetworkProtocolVersion(protoVersion(r)),
+			))
+		defer span.End()
+		counts := new(spanCounts)
+		ctx = context.WithValue(ctx, spanCountsKey{}, counts)
+		sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h(sw, r.WithContext(ctx))
+		span.SetAttributes(
+			semconv.HTTPResponseStatusCode(sw.status),
+			AttrAccepted.Int(counts.accepted),
+			AttrRejected.Int(counts.rejected),
+			AttrDropped.Int(counts.dropped),
+		)
+		if sw.status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(sw.status))
+		}
+	}
+}
+
+// count adds to the event counts of r's span, if r is traced.
+func (s *server) count(r *http.Request, accepted, rejected, dropped int) {
+	if s.tracer == nil {
+		return
+	}
+	if c, ok := r.Context().Value(spanCountsKey{}).(*spanCounts); ok {
+		c.accepted += accepted
+		c.rejected += rejected
+		c.dropped += dropped
+	}
+}
+
+func protoVersion(r *http.Request) string {
+	switch {
+	case r.ProtoMajor == 2:
+		return "2"
+	case r.ProtoMinor == 0:
+		return "1.0"
+	}
+	return "1.1"
+}
+
+// statusRecorder keeps the status a traced handler answers.
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.status, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(b []byte) (int, error) {
+	w.wroteHeader = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController and http.MaxBytesReader reach the
+// underlying writer.
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
