@@ -196,6 +196,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	popts := cfg.Pipeline
+	popts.Tracer = tp.Tracer()
 	if cfg.Spool.Dir != "" {
 		sm, err := spool.NewMetrics(reg, names)
 		if err == nil {

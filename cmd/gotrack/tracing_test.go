@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -61,6 +62,11 @@ var personal = []string{"203.0.113.7", "alice@example.org", "v-secret-visitor", 
 
 func sendTraced(t *testing.T, method, url, body string) int {
 	t.Helper()
+	return sendWith(t, method, url, body, traceparent)
+}
+
+func sendWith(t *testing.T, method, url, body, traceparent string) int {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -87,14 +93,21 @@ func sendTraced(t *testing.T, method, url, body string) int {
 // its trace and span ids.
 func TestIngestSpans(t *testing.T) {
 	rc := otlptest.New(t)
+	eventsPath := filepath.Join(t.TempDir(), "events.ndjson")
 	url, logs, stop := runTraced(t, map[string]string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
 		"OTEL_BSP_SCHEDULE_DELAY":     "20",
 		"TRUST_PROXY":                 "true",
+		"LOG_PATH":                    eventsPath,
+		"FLUSH_INTERVAL":              "1s", // both /collect requests in one batch
 	})
 	body := `[{"type":"signup","url":"https://shop.example/?utm_source=x","visitor_id":"v-secret-visitor","props":{"email":"alice@example.org"}},` +
 		`{"type":"pageview","url":"https://shop.example/"},{"type":7}]`
 	if code := sendTraced(t, "POST", url+"/collect", body); code != http.StatusAccepted {
+		t.Fatalf("/collect answered %d", code)
+	}
+	const otherTrace, otherSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	if code := sendWith(t, "POST", url+"/collect", `{"type":"click"}`, "00-"+otherTrace+"-"+otherSpan+"-01"); code != http.StatusAccepted {
 		t.Fatalf("/collect answered %d", code)
 	}
 	if code := sendTraced(t, "GET", url+"/px.gif?e=%zz&uid=v-secret-visitor", ""); code != http.StatusOK {
@@ -137,6 +150,41 @@ func TestIngestSpans(t *testing.T) {
 	}
 	if got, _ := otlptest.Attr(pixel, "gotrack.events.rejected"); got != "1" {
 		t.Errorf("GET /px.gif: rejected=%q, want 1", got)
+	}
+	// The batch write of the log sink joins the first request's trace and
+	// links to the second request's span.
+	other := rc.WaitSpan(t, "POST /collect of the other trace", func(s *tracepb.Span) bool {
+		return s.Name == "POST /collect" && otlptest.Hex(s.TraceId) == otherTrace
+	})
+	write := rc.WaitSpan(t, "write log", named("write log"))
+	ids := map[string]bool{otlptest.Hex(write.ParentSpanId): true}
+	for _, l := range write.Links {
+		ids[otlptest.Hex(l.SpanId)] = true
+	}
+	if !ids[otlptest.Hex(collect.SpanId)] || !ids[otlptest.Hex(other.SpanId)] || len(ids) != 2 {
+		t.Errorf("write log: parent %x, links %v; want the two /collect spans %x and %x", write.ParentSpanId, write.Links, collect.SpanId, other.SpanId)
+	}
+	if got, _ := otlptest.Attr(write, "gotrack.batch.size"); got != "3" {
+		t.Errorf("write log: batch size %q, want 3", got)
+	}
+	if got, _ := otlptest.Attr(write, "gotrack.outcome"); got != "written" {
+		t.Errorf("write log: outcome %q, want written", got)
+	}
+	// Each stored event carries its request's trace id.
+	stored, err := os.ReadFile(eventsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces := map[string]int{}
+	for line := range strings.Lines(string(stored)) {
+		var e struct {
+			TraceID string `json:"trace_id"`
+		}
+		json.Unmarshal([]byte(line), &e)
+		traces[e.TraceID]++
+	}
+	if traces[clientTrace] != 2 || traces[otherTrace] != 1 {
+		t.Errorf("stored events' trace ids %v, want 2 of %s and 1 of %s", traces, clientTrace, otherTrace)
 	}
 	for _, s := range rc.Spans() {
 		if strings.Contains(s.Name, "healthz") {

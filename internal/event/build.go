@@ -18,6 +18,8 @@ type Meta struct {
 	IP        string // already under the IP mode; see Normalizer.ClientIP
 	UserAgent string
 	Referer   string // the Referer header; the pixel's url when it names none
+	// TraceID and SpanID are the sampled request span's, or empty.
+	TraceID, SpanID string
 }
 
 // FromQuery builds a sealed pixel event from a raw query string. Parameters:
@@ -451,6 +453,7 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 	e.ReceivedAt = m.Now.UTC()
 	e.UserAgent = truncateUTF8(m.UserAgent, MaxUserAgentLen)
 	e.IP = m.IP
+	e.TraceID, e.SpanID = m.TraceID, m.SpanID
 	e.Seal()
 	return nil
 }

@@ -90,12 +90,16 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 // their canonical keys directly: Header.Get would canonicalise each name
 // again on every request.
 func (s *server) meta(r *http.Request) event.Meta {
-	return event.Meta{
+	m := event.Meta{
 		Now:       time.Now(),
 		IP:        s.norm.ClientIP(r.RemoteAddr, r.Header["X-Forwarded-For"]),
 		UserAgent: first(r.Header["User-Agent"]),
 		Referer:   first(r.Header["Referer"]),
 	}
+	if s.tracer != nil {
+		m.TraceID, m.SpanID = spanIDs(r)
+	}
+	return m
 }
 
 func (s *server) doNotTrack(r *http.Request) bool {

@@ -80,6 +80,16 @@ func (s *server) count(r *http.Request, accepted, rejected, dropped int) {
 	}
 }
 
+// spanIDs returns the hex ids of r's span when it is sampled, for its
+// events to carry.
+func spanIDs(r *http.Request) (traceID, spanID string) {
+	sc := trace.SpanContextFromContext(r.Context())
+	if !sc.IsSampled() {
+		return "", ""
+	}
+	return sc.TraceID().String(), sc.SpanID().String()
+}
+
 func protoVersion(r *http.Request) string {
 	switch {
 	case r.ProtoMajor == 2:
