@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,12 @@ import (
 // runTraced runs gotrack in-process with env, and returns its ingest URL,
 // its log output and a stop function.
 func runTraced(t *testing.T, env map[string]string) (ingestURL string, logs *syncBuffer, stop func() error) {
+	ingestURL, _, logs, stop = runTracedMetrics(t, env)
+	return ingestURL, logs, stop
+}
+
+// runTracedMetrics is runTraced that also returns the metrics URL.
+func runTracedMetrics(t *testing.T, env map[string]string) (ingestURL, metricsURL string, logs *syncBuffer, stop func() error) {
 	t.Helper()
 	dir := t.TempDir()
 	full := map[string]string{
@@ -38,9 +46,9 @@ func runTraced(t *testing.T, env map[string]string) (ingestURL string, logs *syn
 	stop = sync.OnceValue(func() error { cancel(); return <-done })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if addr, _, ok := startedLine(logs.String()); ok {
+		if addr, metrics, ok := startedLine(logs.String()); ok {
 			t.Cleanup(func() { stop() })
-			return "http://" + addr, logs, stop
+			return "http://" + addr, metrics, logs, stop
 		}
 		if time.Now().After(deadline) {
 			cancel()
@@ -234,5 +242,91 @@ func TestTracingOffByDefault(t *testing.T) {
 		if strings.Contains(logs.String(), "trace_id") {
 			t.Errorf("%v: a log line carries a trace id though tracing is off", env)
 		}
+	}
+}
+
+// TestExemplarsReachPrometheus has a real Prometheus, with exemplar
+// storage, scrape GoTrack (which answers OpenMetrics when asked) and reads
+// back, through /api/v1/query_exemplars, exemplars carrying the client's
+// trace id on the request duration and the batch flush latency histograms.
+func TestExemplarsReachPrometheus(t *testing.T) {
+	promBin := requireTool(t, "prometheus")
+	rc := otlptest.New(t)
+	url, metricsURL, _, stop := runTracedMetrics(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"METRICS_ENABLED":             "true",
+		"METRICS_ADDR":                "127.0.0.1:0",
+		"FLUSH_INTERVAL":              "10ms",
+	})
+	for range 5 {
+		sendTraced(t, "POST", url+"/collect", `{"type":"signup"}`)
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(metricsURL, "http://"), "/metrics")
+
+	dir := t.TempDir()
+	cfg := "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: gotrack\n    static_configs:\n      - targets: [\"" + host + "\"]\n"
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	promAddr := freePort(t)
+	var promLog syncBuffer
+	prom := exec.Command(promBin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+promAddr, "--log.level=warn", "--enable-feature=exemplar-storage")
+	prom.Stdout, prom.Stderr = &promLog, &promLog
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		prom.Process.Kill()
+		prom.Wait()
+		if t.Failed() {
+			t.Logf("prometheus logs:\n%s", promLog.String())
+		}
+	})
+
+	exemplarTraces := func(metric string) map[string]bool {
+		now := time.Now()
+		q := "http://" + promAddr + "/api/v1/query_exemplars?query=" + metric +
+			"&start=" + strconv.FormatInt(now.Add(-time.Hour).Unix(), 10) + "&end=" + strconv.FormatInt(now.Add(time.Minute).Unix(), 10)
+		resp, err := http.Get(q)
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var r struct {
+			Data []struct {
+				Exemplars []struct {
+					Labels map[string]string `json:"labels"`
+				} `json:"exemplars"`
+			} `json:"data"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&r) != nil {
+			return nil
+		}
+		ids := map[string]bool{}
+		for _, s := range r.Data {
+			for _, e := range s.Exemplars {
+				ids[e.Labels["trace_id"]] = true
+			}
+		}
+		return ids
+	}
+	for _, metric := range []string{"gotrack_http_duration_seconds_bucket", "gotrack_batch_flush_latency_seconds_bucket"} {
+		deadline := time.Now().Add(60 * time.Second)
+		var got map[string]bool
+		for time.Now().Before(deadline) {
+			if got = exemplarTraces(metric); got[clientTrace] {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if !got[clientTrace] {
+			t.Errorf("%s: exemplar trace ids %v, want %s", metric, got, clientTrace)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -92,14 +92,15 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 		DurationLabels: []httpmetrics.Label{httpmetrics.Endpoint, httpmetrics.Method},
 		CatchAll:       catchAll,
 		Routes:         Routes,
+		Exemplar:       exemplar(opts.Tracer),
 	})
 	if err != nil {
 		return nil, err
 	}
 
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /px.gif", s.traced("/px.gif", s.pixel)) // GET patterns also match HEAD
-	mux.HandleFunc("POST /collect", s.traced("/collect", s.collect))
+	mux.HandleFunc("GET /px.gif", s.pixel) // GET patterns also match HEAD
+	mux.HandleFunc("POST /collect", s.collect)
 	mux.HandleFunc("OPTIONS /collect", s.preflight)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
@@ -107,7 +108,7 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 		mux.HandleFunc(path, methodNotAllowed)
 	}
 	mux.HandleFunc(catchAll, notFound)
-	return hm.Wrap(guard(mux)), nil
+	return s.traced(hm.Wrap(guard(mux))), nil
 }
 
 // guard answers, as JSON, the requests that net/http's mux or the metrics

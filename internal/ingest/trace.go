@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
@@ -26,18 +27,37 @@ type spanCounts struct{ accepted, rejected, dropped int }
 
 type spanCountsKey struct{}
 
-// traced wraps an ingest handler in a server span named by method and
-// route ("POST /collect", "GET /px.gif"), joining the trace of a
-// traceparent/tracestate the client sent. With tracing off it returns h
-// itself, so the request path is unchanged. The span's attributes are the
-// method, route, scheme, protocol version and status, and the event counts:
-// never the body, the query, the client address, the user agent or the
-// referrer, which may be personal.
-func (s *server) traced(route string, h http.HandlerFunc) http.HandlerFunc {
+// tracedRoute returns the route of an ingest request that gets a span:
+// GET and HEAD /px.gif, POST /collect.
+func tracedRoute(r *http.Request) string {
+	switch {
+	case r.URL.Path == "/px.gif" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		return "/px.gif"
+	case r.URL.Path == "/collect" && r.Method == http.MethodPost:
+		return "/collect"
+	}
+	return ""
+}
+
+// traced wraps the whole ingest handler, metrics included, so that the
+// duration histogram sees the span for its exemplar. Each request to an
+// ingest route gets a server span named by method and route ("POST
+// /collect", "GET /px.gif"), joining the trace of a traceparent/tracestate
+// the client sent; other requests (health checks, errors) get none. With
+// tracing off it returns h itself, so the request path is unchanged. The
+// span's attributes are the method, route, scheme, protocol version and
+// status, and the event counts: never the body, the query, the client
+// address, the user agent or the referrer, which may be personal.
+func (s *server) traced(h http.Handler) http.Handler {
 	if s.tracer == nil {
 		return h
 	}
-	return func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		route := tracedRoute(r)
+		if route == "" {
+			h.ServeHTTP(w, r)
+			return
+		}
 		ctx := tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 		scheme := "http"
 		if r.TLS != nil {
@@ -55,7 +75,7 @@ func (s *server) traced(route string, h http.HandlerFunc) http.HandlerFunc {
 		counts := new(spanCounts)
 		ctx = context.WithValue(ctx, spanCountsKey{}, counts)
 		sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		h(sw, r.WithContext(ctx))
+		h.ServeHTTP(sw, r.WithContext(ctx))
 		span.SetAttributes(
 			semconv.HTTPResponseStatusCode(sw.status),
 			AttrAccepted.Int(counts.accepted),
@@ -65,7 +85,16 @@ func (s *server) traced(route string, h http.HandlerFunc) http.HandlerFunc {
 		if sw.status >= 500 {
 			span.SetStatus(codes.Error, http.StatusText(sw.status))
 		}
+	})
+}
+
+// exemplar is the duration histogram's exemplar source: the sampled
+// span's trace id, or none when tracing is off.
+func exemplar(t trace.Tracer) func(context.Context) prometheus.Labels {
+	if t == nil {
+		return nil
 	}
+	return tracing.Exemplar
 }
 
 // count adds to the event counts of r's span, if r is traced.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -106,6 +107,20 @@ func endWrite(span trace.Span, outcome string, err error) {
 		span.RecordError(err)
 	}
 	span.End()
+}
+
+// observeFlush records a write's latency, with the span's trace id as the
+// exemplar when the span is sampled.
+func observeFlush(o prometheus.Observer, span trace.Span, d time.Duration) {
+	if span != nil {
+		if sc := span.SpanContext(); sc.IsSampled() {
+			if eo, ok := o.(prometheus.ExemplarObserver); ok {
+				eo.ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": sc.TraceID().String()})
+				return
+			}
+		}
+	}
+	o.Observe(d.Seconds())
 }
 
 // spanEvent adds an event to span, if there is one.

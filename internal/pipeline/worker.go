@@ -98,7 +98,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 		start := time.Now()
 		err := o.sink.WriteBatch(ctx, pending)
 		cancel()
-		sm.flushLatency.Observe(time.Since(start).Seconds())
+		observeFlush(sm.flushLatency, span, time.Since(start))
 		if err == nil {
 			endWrite(span, OutcomeWritten, nil)
 			p.written(o, len(pending))

@@ -4,8 +4,20 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 )
+
+// Exemplar returns the exemplar labels of an observation made under ctx:
+// trace_id when its span is sampled (an unsampled trace cannot be looked
+// up), else nil.
+func Exemplar(ctx context.Context) prometheus.Labels {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsSampled() {
+		return nil
+	}
+	return prometheus.Labels{"trace_id": sc.TraceID().String()}
+}
 
 // LogHandler wraps h so that a record logged with a context holding a
 // valid span context (sampled or not) carries trace_id and span_id.
