@@ -16,6 +16,7 @@ import (
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/gotrack/gotrack/internal/sink/sinktest"
 	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
 
@@ -328,5 +329,57 @@ func TestExemplarsReachPrometheus(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestReplaySpan checks that `gotrack replay` exports one root span for
+// the run, sampled although the default ratio would almost never pick it,
+// with its progress as events and its counts as attributes.
+func TestReplaySpan(t *testing.T) {
+	rc := otlptest.New(t)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.ndjson")
+	var b strings.Builder
+	for _, e := range sinktest.Events(25) {
+		b.Write(e.JSON())
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"LOG_PATH":                    filepath.Join(dir, "out.ndjson"),
+		"DEAD_LETTER_PATH":            filepath.Join(dir, "dead.ndjson"),
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"FLUSH_INTERVAL":              "10ms",
+	}
+	var stdout, stderr syncBuffer
+	if err := run(context.Background(), []string{"replay", in}, func(k string) string { return env[k] }, &stdout, &stderr); err != nil {
+		t.Fatalf("replay: %v\n%s", err, stderr.String())
+	}
+	// Shutdown exported the spans before run returned.
+	var root *tracepb.Span
+	for _, s := range rc.Spans() {
+		if s.Name == "gotrack replay" {
+			root = s
+		}
+	}
+	if root == nil {
+		t.Fatalf("no gotrack replay span among %d", len(rc.Spans()))
+	}
+	if len(root.ParentSpanId) != 0 {
+		t.Errorf("replay span has a parent %x", root.ParentSpanId)
+	}
+	if got, _ := otlptest.Attr(root, "gotrack.replay.replayed"); got != "25" {
+		t.Errorf("replayed=%q, want 25", got)
+	}
+	var progress int
+	for _, ev := range root.Events {
+		if ev.Name == "progress" {
+			progress++
+		}
+	}
+	if progress == 0 {
+		t.Error("no progress event")
 	}
 }

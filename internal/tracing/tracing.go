@@ -182,6 +182,9 @@ func Setup(o Options, version string) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Sampler != "always_off" {
+		sampler = jobSampler{sampler}
+	}
 	eopts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(o.TracesURL())}
 	if len(o.Headers) > 0 {
 		eopts = append(eopts, otlptracehttp.WithHeaders(o.Headers))
