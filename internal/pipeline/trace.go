@@ -109,6 +109,36 @@ func endWrite(span trace.Span, outcome string, err error) {
 	span.End()
 }
 
+// startAppend starts the span of a spool append, a child of the request
+// span the events carry (they come from one request); it returns nil when
+// tracing is off or the request was not sampled. Under SPOOL_FSYNC=always
+// the span includes the wait for the group commit's fsync.
+func (p *Pipeline) startAppend(events []*event.Event) trace.Span {
+	if p.opts.Tracer == nil || events[0].SpanID == "" {
+		return nil
+	}
+	tid, err1 := trace.TraceIDFromHex(events[0].TraceID)
+	sid, err2 := trace.SpanIDFromHex(events[0].SpanID)
+	if err1 != nil || err2 != nil {
+		return nil
+	}
+	parent := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled, Remote: true})
+	_, span := p.opts.Tracer.Start(trace.ContextWithRemoteSpanContext(context.Background(), parent), "spool append",
+		trace.WithAttributes(AttrBatchSize.Int(len(events))))
+	return span
+}
+
+func endAppend(span trace.Span, err error) {
+	if span == nil {
+		return
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, "append failed")
+		span.RecordError(err)
+	}
+	span.End()
+}
+
 // observeFlush records a write's latency, with the span's trace id as the
 // exemplar when the span is sampled.
 func observeFlush(o prometheus.Observer, span trace.Span, d time.Duration) {

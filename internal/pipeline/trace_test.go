@@ -139,3 +139,29 @@ func TestSinkSpansBisection(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolAppendSpan checks that a traced request's spool append is a
+// child span of the request, and that an untraced one has none.
+func TestSpoolAppendSpan(t *testing.T) {
+	rec, tp := recorder()
+	f := spoolFixture(t, t.TempDir(), 64<<20, Options{BatchSize: 100, Tracer: tp.Tracer("test")}, map[string]sink.Sink{"a": newMemSink()})
+	if err := f.p.Submit(tracedEvents(3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.p.Submit(sinktest.Events(2)); err != nil {
+		t.Fatal(err)
+	}
+	f.close(t, 10*time.Second)
+	var appends []sdktrace.ReadOnlySpan
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "spool append" {
+			appends = append(appends, sp)
+		}
+	}
+	if len(appends) != 1 {
+		t.Fatalf("%d spool append spans, want 1 (the traced request's)", len(appends))
+	}
+	if sp := appends[0]; sp.Parent().SpanID().String() != fmt.Sprintf("%016x", 1) || attr(sp, "gotrack.batch.size") != "3" {
+		t.Errorf("spool append: parent %s, attributes %v", sp.Parent().SpanID(), sp.Attributes())
+	}
+}
