@@ -208,8 +208,33 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 			errs = append(errs, err)
 		}
 	}
+	if cfg.Tracing.MetricsEnabled() {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := tracing.PushJobMetrics(mctx, cfg.Tracing, telemetry.Version, replayGauges(counts, took, ok)); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if counts.Failed > 0 {
 		errs = append(errs, fmt.Errorf("replay: %d lines or events failed", counts.Failed))
 	}
 	return errors.Join(errs...)
+}
+
+// replayGauges are the job metrics of a replay run for OTLP, named as those
+// pushed to the Pushgateway; the last success time only when the run
+// succeeded.
+func replayGauges(c replay.Counts, took time.Duration, ok bool) []tracing.Gauge {
+	help := "Events of the last replay run, by result (replayed, failed, skipped)."
+	g := []tracing.Gauge{
+		{Name: "gotrack_replay_events", Help: help, Value: float64(c.Replayed), Attrs: []attribute.KeyValue{attribute.String("result", "replayed")}},
+		{Name: "gotrack_replay_events", Help: help, Value: float64(c.Failed), Attrs: []attribute.KeyValue{attribute.String("result", "failed")}},
+		{Name: "gotrack_replay_events", Help: help, Value: float64(c.Skipped), Attrs: []attribute.KeyValue{attribute.String("result", "skipped")}},
+		{Name: "gotrack_replay_duration_seconds", Help: "How long the last replay run took.", Unit: "s", Value: took.Seconds()},
+	}
+	if ok {
+		g = append(g, tracing.Gauge{Name: "gotrack_replay_last_success_timestamp_seconds", Help: "Unix time the last successful replay run ended.",
+			Unit: "s", Value: float64(time.Now().UnixNano()) / 1e9})
+	}
+	return g
 }

@@ -334,7 +334,8 @@ func TestExemplarsReachPrometheus(t *testing.T) {
 
 // TestReplaySpan checks that `gotrack replay` exports one root span for
 // the run, sampled although the default ratio would almost never pick it,
-// with its progress as events and its counts as attributes.
+// with its progress as events and its counts as attributes, and its job
+// metrics over OTLP.
 func TestReplaySpan(t *testing.T) {
 	rc := otlptest.New(t)
 	dir := t.TempDir()
@@ -381,5 +382,26 @@ func TestReplaySpan(t *testing.T) {
 	}
 	if progress == 0 {
 		t.Error("no progress event")
+	}
+
+	// The job metrics went over OTLP too (OTEL_EXPORTER_OTLP_ENDPOINT with
+	// /v1/metrics), named as on the Pushgateway.
+	got := map[string]float64{}
+	for _, m := range rc.Metrics() {
+		for _, dp := range m.GetGauge().GetDataPoints() {
+			key := m.Name
+			for _, a := range dp.Attributes {
+				key += "{" + a.Key + "=" + otlptest.AnyString(a.Value) + "}"
+			}
+			got[key] = dp.GetAsDouble()
+		}
+	}
+	if got["gotrack_replay_events{result=replayed}"] != 25 || got["gotrack_replay_events{result=failed}"] != 0 {
+		t.Errorf("OTLP job metrics %v, want 25 replayed, 0 failed", got)
+	}
+	for _, name := range []string{"gotrack_replay_duration_seconds", "gotrack_replay_last_success_timestamp_seconds"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("OTLP job metrics lack %s: %v", name, got)
+		}
 	}
 }

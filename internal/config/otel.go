@@ -50,6 +50,7 @@ func otelSettings(o *tracing.Options) []setting {
 
 	add("OTEL_EXPORTER_OTLP_ENDPOINT", "", "OTLP/HTTP base URL (such as http://127.0.0.1:4318); /v1/traces is appended; tracing is off unless this or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set", endpoint(&o.Endpoint))
 	add("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", "OTLP/HTTP URL spans are posted to, used as it is; wins over OTEL_EXPORTER_OTLP_ENDPOINT", endpoint(&o.TracesEndpoint))
+	add("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "", "OTLP/HTTP URL gotrack replay posts its job metrics to, used as it is; else OTEL_EXPORTER_OTLP_ENDPOINT with /v1/metrics", endpoint(&o.MetricsEndpoint))
 	add("OTEL_EXPORTER_OTLP_PROTOCOL", tracing.Protocol, "OTLP transport; only http/protobuf is supported", func(v string) error {
 		if v != tracing.Protocol {
 			return errors.New("is not http/protobuf, the only OTLP protocol GoTrack speaks")

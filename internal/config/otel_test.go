@@ -23,6 +23,9 @@ func TestTracingDefaultsOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.Tracing.MetricsURL() != "http://127.0.0.1:4318/v1/metrics" {
+		t.Errorf("metrics URL %q", c.Tracing.MetricsURL())
+	}
 	if !c.Tracing.Enabled() || c.Tracing.TracesURL() != "http://127.0.0.1:4318/v1/traces" {
 		t.Errorf("endpoint: enabled=%v url=%q", c.Tracing.Enabled(), c.Tracing.TracesURL())
 	}
@@ -49,6 +52,7 @@ func TestTracingProblemsListed(t *testing.T) {
 		"QUEUE_SIZE", "ten",
 		"OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318",
 		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://x",
+		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://",
 		"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
 		"OTEL_EXPORTER_OTLP_HEADERS", "api-key",
 		"OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem",
@@ -66,7 +70,7 @@ func TestTracingProblemsListed(t *testing.T) {
 		t.Fatalf("Load = %v, want a *config.Error", err)
 	}
 	msg := err.Error()
-	for _, want := range []string{"QUEUE_SIZE", "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=",
+	for _, want := range []string{"QUEUE_SIZE", "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=",
 		"OTEL_EXPORTER_OTLP_PROTOCOL=", "OTEL_EXPORTER_OTLP_HEADERS=\"(secret)\"", "OTEL_EXPORTER_OTLP_CERTIFICATE:",
 		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY must be set together",
 		"OTEL_RESOURCE_ATTRIBUTES=", "OTEL_TRACES_SAMPLER=", "OTEL_TRACES_SAMPLER_ARG=", "OTEL_BSP_SCHEDULE_DELAY=",

@@ -51,6 +51,9 @@ type Options struct {
 	// /v1/traces is appended; TracesEndpoint,
 	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, is used as it is and wins.
 	Endpoint, TracesEndpoint string
+	// MetricsEndpoint, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, is where
+	// `gotrack replay` posts its job metrics, used as it is.
+	MetricsEndpoint string
 	Headers                  map[string]string // OTEL_EXPORTER_OTLP_HEADERS
 	// CA, ClientCert, ClientKey are PEM files (OTEL_EXPORTER_OTLP_CERTIFICATE,
 	// _CLIENT_CERTIFICATE, _CLIENT_KEY).
