@@ -54,7 +54,7 @@ type Options struct {
 	// MetricsEndpoint, OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, is where
 	// `gotrack replay` posts its job metrics, used as it is.
 	MetricsEndpoint string
-	Headers                  map[string]string // OTEL_EXPORTER_OTLP_HEADERS
+	Headers         map[string]string // OTEL_EXPORTER_OTLP_HEADERS
 	// CA, ClientCert, ClientKey are PEM files (OTEL_EXPORTER_OTLP_CERTIFICATE,
 	// _CLIENT_CERTIFICATE, _CLIENT_KEY).
 	CA, ClientCert, ClientKey string
