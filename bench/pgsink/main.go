@@ -44,7 +44,7 @@ func main() {
 // batches of batch events, and returns the time it took, the sink's close
 // included.
 func writeAll(ctx context.Context, dsn, table string, events []*event.Event, batch int) (time.Duration, error) {
-	s, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Table: table})
+	s, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Table: table, BatchSize: batch, BatchBytes: 1 << 30})
 	if err != nil {
 		return 0, err
 	}

@@ -53,42 +53,6 @@ func startServer(t *testing.T, name, bin string, args ...string) {
 	})
 }
 
-// ownPostgres starts a throwaway PostgreSQL cluster for this test alone,
-// with scripts/pg.sh, and points pgtest (PG_TEST_*) at it until the test
-// ends, when the cluster is removed. A test that stops PostgreSQL for
-// seconds uses it: go test runs packages in parallel, and the suite's
-// shared server going away would fail other packages' tests.
-func ownPostgres(t *testing.T) {
-	t.Helper()
-	cmd := exec.Command("bash", "-c", `. scripts/pg.sh && pg_start 2>/dev/null && printf '%s\n' "$PG_TEST_DSN" "$PG_TEST_PGDATA" "$PG_TEST_PGCTL" "$PG_TEST_RUNAS"`)
-	cmd.Dir = "../.."
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PG_TEST_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	out, err := cmd.Output()
-	lines := strings.Split(string(out), "\n")
-	if err != nil || len(lines) < 4 || lines[0] == "" {
-		t.Fatalf("start a PostgreSQL cluster with scripts/pg.sh: %v\n%s", err, out)
-	}
-	vars := map[string]string{"PG_TEST_DSN": lines[0], "PG_TEST_PGDATA": lines[1], "PG_TEST_PGCTL": lines[2], "PG_TEST_RUNAS": lines[3]}
-	t.Cleanup(func() {
-		stop := exec.Command("bash", "-c", ". scripts/pg.sh && pg_stop")
-		stop.Dir = "../.."
-		stop.Env = os.Environ()
-		for k, v := range vars {
-			stop.Env = append(stop.Env, k+"="+v)
-		}
-		if out, err := stop.CombinedOutput(); err != nil {
-			t.Errorf("pg_stop: %v\n%s", err, out)
-		}
-	})
-	for k, v := range vars {
-		t.Setenv(k, v)
-	}
-}
-
 // waitReady polls url until it answers 200.
 func waitReady(t *testing.T, what, url string) {
 	t.Helper()
@@ -197,8 +161,7 @@ func (s *alertSink) names() []string {
 func TestAlertsReachAlertmanager(t *testing.T) {
 	promBin := requireTool(t, "prometheus")
 	amBin := requireTool(t, "prometheus-alertmanager")
-	pgtest.Controllable(t)
-	ownPostgres(t)
+	pgtest.Controllable(t) // a cluster of its own, stopped below
 	table := pgtest.Table(t)
 	dir := t.TempDir()
 

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/gotrack/gotrack/internal/replay"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // selectorUse is one vector selector of a PromQL expression: the metric
@@ -310,14 +311,14 @@ func TestDashboardAndAlertsQueryExposedMetrics(t *testing.T) {
 	pki := newSecurePKI(t)
 	p := startGotrack(t, append(pki.env, "FLUSH_INTERVAL=10ms", "SPOOL_DIR="+filepath.Join(t.TempDir(), "spool"))...)
 	sendEvents(t, p.ingest, 20)
-	waitFor(t, "the events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 30 })
+	testkit.Eventually(t, "the events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 30 })
 	exposed := map[string]bool{}
 	exposedNames(pki.scrape(t, p.metrics), exposed)
 	p.stop(t)
 	// Without a spool, the in-memory queues expose their capacity instead.
 	q := startGotrack(t, "FLUSH_INTERVAL=10ms", "METRICS_ENABLED=true", "METRICS_ADDR=127.0.0.1:0")
 	sendEvents(t, q.ingest, 20)
-	waitFor(t, "the events to be written", func() bool { return len(readEventsQuiet(q.path("events.ndjson"))) == 30 })
+	testkit.Eventually(t, "the events to be written", func() bool { return len(readEventsQuiet(q.path("events.ndjson"))) == 30 })
 	_, body := httpGet(t, q.metrics)
 	exposedNames([]byte(body), exposed)
 	q.stop(t)

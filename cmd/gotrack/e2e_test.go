@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestGracefulStopLosesNothing loads the binary from concurrent clients
@@ -135,12 +138,12 @@ func TestSIGHUPReopens(t *testing.T) {
 		}
 	}
 	hit(3)
-	waitFor(t, "the first events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 3 })
+	testkit.Eventually(t, "the first events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 3 })
 	if err := os.Rename(p.path("events.ndjson"), p.path("events.ndjson.1")); err != nil {
 		t.Fatal(err)
 	}
 	p.signal(t, syscall.SIGHUP)
-	waitFor(t, "the reopen", func() bool { return strings.Contains(p.stderr.String(), "reopened on SIGHUP") })
+	testkit.Eventually(t, "the reopen", func() bool { return strings.Contains(p.stderr.String(), "reopened on SIGHUP") })
 	hit(2)
 	p.stop(t)
 	if old, cur := readEvents(t, p.path("events.ndjson.1")), readEvents(t, p.path("events.ndjson")); len(old) != 3 || len(cur) != 2 {
@@ -154,17 +157,6 @@ func readEventsQuiet(path string) []string {
 		return nil
 	}
 	return strings.Fields(string(b))
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestBadConfigListsEveryProblem(t *testing.T) {
@@ -190,5 +182,44 @@ func TestHelpListsEverySetting(t *testing.T) {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("-h output lacks %q", want)
 		}
+	}
+}
+
+// TestHelpListsCommands checks that -h lists every subcommand with its line
+// of help, and that each one listed is one run knows.
+func TestHelpListsCommands(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), []string{"-h"}, func(string) string { return "" }, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	help := stdout.String()
+	for _, c := range commands {
+		if !strings.Contains(help, "  "+c.Name+"  ") || !strings.Contains(help, c.Help+"\n") {
+			t.Errorf("-h does not list %q with its help:\n%s", c.Name, help)
+		}
+		args := append(strings.Fields(strings.Split(c.Name, " [")[0]), "-h")
+		err := run(t.Context(), args, func(string) string { return "" }, io.Discard, io.Discard)
+		if err != nil && strings.Contains(err.Error(), "unknown command") {
+			t.Errorf("-h lists %q, which run does not know: %v", c.Name, err)
+		}
+	}
+	for _, want := range []string{"serve", "replay", "version"} {
+		if !slices.ContainsFunc(commands, func(c config.Command) bool { return strings.HasPrefix(c.Name, want) }) {
+			t.Errorf("-h does not list %s", want)
+		}
+	}
+}
+
+// TestTypoWarned starts the binary with a misspelt setting and checks the
+// warning names the setting meant.
+func TestTypoWarned(t *testing.T) {
+	p := startGotrack(t, "SPOOL_DIRR=/nonexistent", "PG_MAJOR=16")
+	p.stop(t)
+	logs := p.stderr.String()
+	if !strings.Contains(logs, "SPOOL_DIRR is not a GoTrack setting and is ignored; did you mean SPOOL_DIR?") {
+		t.Errorf("no warning about SPOOL_DIRR:\n%s", logs)
+	}
+	if strings.Contains(logs, "PG_MAJOR") {
+		t.Errorf("PG_MAJOR, the postgres image's, was taken for a typo:\n%s", logs)
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pgtest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // binPath is the gotrack binary built once for the end-to-end tests.
@@ -216,21 +217,11 @@ func loadSchema(t *testing.T) *jsonschema.Schema {
 	return schema
 }
 
-// requireTool finds a program the test depends on. A missing tool skips
-// the test, saying why, only outside CI: under scripts/test.sh
-// (GOTRACK_TEST_STRICT set), which installs every tool, or in CI (CI set),
-// it fails it.
+// requireTool is testkit.RequireTool: a missing tool skips the test only
+// outside CI and scripts/test.sh, and fails it there.
 func requireTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") != "" || os.Getenv("GOTRACK_TEST_STRICT") != "" {
-		t.Fatalf("%s is not installed; scripts/test.sh installs it", name)
-	}
-	t.Skipf("%s is not installed (run scripts/test.sh, which installs it); skipping outside CI", name)
-	return ""
+	return testkit.RequireTool(t, name)
 }
 
 // httpGet fetches url and returns the status and body.

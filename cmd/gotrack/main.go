@@ -2,8 +2,9 @@
 //
 //	gotrack [serve]                       run the collector (the default)
 //	gotrack replay [--sink NAME] FILE...  deliver NDJSON event or dead-letter files again
+//	gotrack spool verify DIR              check a stopped spool without changing it
 //	gotrack version                       print the version
-//	gotrack -h         list every setting with its default
+//	gotrack -h                            list the commands, and every setting with its default
 //
 // Every setting comes from the environment; see the README.
 package main
@@ -40,6 +41,14 @@ import (
 	"github.com/gotrack/gotrack/internal/telemetry"
 	"github.com/gotrack/gotrack/internal/tracing"
 )
+
+// commands is every subcommand, one line each, for `gotrack -h`.
+var commands = []config.Command{
+	{Name: "serve", Help: "run the collector (the default command)"},
+	{Name: "replay [--sink NAME] FILE...", Help: "deliver NDJSON event or dead-letter files to the sinks again"},
+	{Name: "spool verify DIR", Help: "check a stopped spool's segments and cursors without changing them"},
+	{Name: "version", Help: "print the version"},
+}
 
 func main() {
 	// SIGINT and SIGTERM cancel ctx, and run catches SIGHUP, before
@@ -79,7 +88,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "gotrack %s (%s)\n", telemetry.Version, runtime.Version())
 		return nil
 	}
-	return fmt.Errorf("unknown command %q (want serve, replay or version; -h for help)", cmd)
+	names := make([]string, len(commands))
+	for i, c := range commands {
+		names[i], _, _ = strings.Cut(c.Name, " ")
+	}
+	return fmt.Errorf("unknown command %q (want %s; -h for help)", cmd, strings.Join(names, ", "))
 }
 
 // startHooks let tests fail a start after any step and see what it opened.
@@ -103,7 +116,7 @@ func (h startHooks) after(step string) error {
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, hup <-chan os.Signal, hooks startHooks) (err error) {
 	fs := flag.NewFlagSet("gotrack", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { config.Usage(stdout) }
+	fs.Usage = func() { config.Usage(stdout, commands) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -115,6 +128,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	log := slog.New(tracing.LogHandler(telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).Handler()))
+	for _, w := range config.Typos(os.Environ()) {
+		log.Warn(w)
+	}
 	reg := telemetry.NewRegistry()
 	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
 	if err != nil {
@@ -221,6 +237,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		CORSOrigins:      cfg.CORSOrigins,
 		MaxInflightBytes: cfg.MaxInflightBytes,
 		Tracer:           tp.Tracer(),
+		RoutePrefix:      cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {
 		return err
@@ -286,13 +303,24 @@ func spoolDesc(cfg *config.Config) string {
 	return cfg.Spool.Dir + " (fsync every " + cfg.Spool.Sync.Interval.String() + ")"
 }
 
+// listenerShare is how long the ingest listener may take to finish the
+// requests under way at a stop: half of the time left before ctx's
+// deadline.
+func listenerShare(ctx context.Context) time.Duration {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return time.Hour
+	}
+	return time.Until(d) / 2
+}
+
 // shutdown stops in order, all within SHUTDOWN_TIMEOUT, the one deadline
 // passed down to every step:
 //
 //  1. for SHUTDOWN_DRAIN_DELAY, /readyz answers 503 while requests are
 //     still served, so that load balancers stop sending;
 //  2. the ingest listener stops accepting and finishes the requests under
-//     way;
+//     way, for at most half of the time left (listenerShare);
 //  3. the pipeline drains every buffer into its sink, dead-letters what a
 //     sink cannot take in time (a spool keeps it instead), and closes the
 //     spool, the sinks and the dead-letter file (see pipeline.Close);
@@ -315,9 +343,16 @@ func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *p
 		t.Stop()
 	}
 	var errs []error
-	if err := srv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("ingest listener: %w", err))
+	// The listener gets at most half of the time left: a request still
+	// under way then (a client stalling its body, up to ReadTimeout) is cut
+	// off, since it was not acknowledged, rather than leave the pipeline no
+	// time to deliver or dead-letter the events that were.
+	lctx, lcancel := context.WithTimeout(sctx, listenerShare(sctx))
+	if err := srv.Shutdown(lctx); err != nil {
+		srv.Close()
+		errs = append(errs, fmt.Errorf("ingest listener: requests still under way were cut off: %w", err))
 	}
+	lcancel()
 	if err := pipe.Close(sctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -352,12 +387,9 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		case config.OutputLog:
 			s, err = ndjson.Open(cfg.Log)
 		case config.OutputPostgres:
-			o := cfg.Postgres
-			o.BatchEvents, o.BatchBytes = cfg.PostgresBatch.Size, cfg.PostgresBatch.Bytes
-			s, err = postgres.Open(ctx, o)
+			s, err = postgres.Open(ctx, cfg.Postgres)
 		case config.OutputKafka:
 			o := cfg.Kafka
-			o.MaxBufferedRecords = cfg.Pipeline.QueueSize
 			if cfg.KafkaMetrics && reg != nil {
 				o.Metrics = reg
 			}

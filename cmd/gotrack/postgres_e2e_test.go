@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pgtest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestLogAndPostgresHoldTheSameEvents runs the binary with both sinks and
@@ -95,4 +97,77 @@ func TestWrongPostgresPasswordFailsAtStart(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "password authentication failed") || strings.Contains(err.Error(), "wrong-password") {
 		t.Errorf("run = %v, want a refusal naming the authentication failure without the password", err)
 	}
+}
+
+// TestDuplicatesCountedApart sends events whose event_id the table already
+// holds, and one repeated within a request: gotrack_events_ingested_total
+// must count the rows newly written, gotrack_events_duplicate_total the
+// rest.
+func TestDuplicatesCountedApart(t *testing.T) {
+	table := pgtest.Table(t)
+	p := startGotrack(t, "OUTPUTS=postgres", "PG_DSN="+pgtest.DSN(t), "PG_TABLE="+table, "FLUSH_INTERVAL=10ms",
+		"METRICS_ENABLED=true", "METRICS_ADDR=127.0.0.1:0")
+	a, b, c := event.NewID(time.Now()), event.NewID(time.Now()), event.NewID(time.Now())
+	counts := func() (ingested, duplicates float64) {
+		_, body := httpGet(t, p.metrics)
+		return sample(t, body, `gotrack_events_ingested_total{sink="postgres"}`), sample(t, body, `gotrack_events_duplicate_total{sink="postgres"}`)
+	}
+	post := func(ids ...string) {
+		var body bytes.Buffer
+		body.WriteByte('[')
+		for i, id := range ids {
+			if i > 0 {
+				body.WriteByte(',')
+			}
+			fmt.Fprintf(&body, `{"event_id":%q,"type":"dup"}`, id)
+		}
+		body.WriteByte(']')
+		resp, err := http.Post("http://"+p.ingest+"/collect", "application/json", &body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 202 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	for _, step := range []struct {
+		send          []string
+		ingested, dup float64
+	}{
+		{[]string{a, b}, 2, 0},
+		{[]string{a}, 2, 1},       // the issue's case: 3 events for 2 rows
+		{[]string{c, c, b}, 3, 3}, // c is new once; its repeat and b are duplicates
+	} {
+		post(step.send...)
+		testkit.Eventually(t, "the batch to be written", func() bool {
+			i, d := counts()
+			return i+d >= step.ingested+step.dup
+		})
+		if i, d := counts(); i != step.ingested || d != step.dup {
+			t.Errorf("after sending %d events: ingested %v, duplicates %v; want %v and %v", len(step.send), i, d, step.ingested, step.dup)
+		}
+	}
+	p.stop(t)
+	if rows := pgtest.IDs(t, table); len(rows) != 3 {
+		t.Errorf("table holds %d rows, want 3", len(rows))
+	}
+}
+
+// sample returns the value of the series named exactly by series (name and
+// labels) in an exposition, failing the test when it is missing.
+func sample(t *testing.T, exposition, series string) float64 {
+	t.Helper()
+	for line := range strings.Lines(exposition) {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("exposition lacks %s", series)
+	return 0
 }

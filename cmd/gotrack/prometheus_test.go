@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gotrack/gotrack/internal/testkit"
 	"github.com/gotrack/gotrack/internal/testpki"
 )
 
@@ -118,7 +119,7 @@ func TestPrometheusScrapesOverMTLS(t *testing.T) {
 		t.Fatalf("metrics URL %q, want https", p.metrics)
 	}
 	sendEvents(t, p.ingest, 100) // 50 pixels and 50 collects of 2: 150 events
-	waitFor(t, "150 events in the file", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 150 })
+	testkit.Eventually(t, "150 events in the file", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 150 })
 
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global:
@@ -243,7 +244,7 @@ func TestExpositionPassesPromtool(t *testing.T) {
 	pki := newSecurePKI(t)
 	p := startGotrack(t, append(pki.env, "FLUSH_INTERVAL=10ms")...)
 	sendEvents(t, p.ingest, 20)
-	waitFor(t, "the events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 30 })
+	testkit.Eventually(t, "the events to be written", func() bool { return len(readEventsQuiet(p.path("events.ndjson"))) == 30 })
 	for i := range 5 { // a few unknown paths first, so the "other" series exist
 		resp, err := http.Get(fmt.Sprintf("http://%s/warm/%d", p.ingest, i))
 		if err == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/pgtest"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 func startPushgateway(t *testing.T) string {
@@ -23,7 +24,7 @@ func startPushgateway(t *testing.T) string {
 	// unless told otherwise, which leaks pushes from one run into the next.
 	startServer(t, "pushgateway", bin, "--web.listen-address="+addr,
 		"--persistence.file="+filepath.Join(t.TempDir(), "pushgateway.data"))
-	waitFor(t, "the Pushgateway", func() bool {
+	testkit.Eventually(t, "the Pushgateway", func() bool {
 		resp, err := http.Get("http://" + addr + "/-/ready")
 		if err == nil {
 			resp.Body.Close()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pgtest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // loader sends pixel and collect events with client-made ids from several
@@ -94,13 +95,13 @@ func TestCrashLosesNothing(t *testing.T) {
 	env := []string{"SPOOL_DIR=" + dir + "/spool", "SPOOL_FSYNC=always", "FLUSH_INTERVAL=20ms"}
 	p := startGotrackIn(t, dir, env...)
 	l := startLoad("http://"+p.ingest, 16)
-	waitFor(t, "load to build up", func() bool { return l.count() >= 1500 })
+	testkit.Eventually(t, "load to build up", func() bool { return l.count() >= 1500 })
 	p.signal(t, syscall.SIGKILL)
 	<-p.exited
 	accepted := l.finish()
 
 	p2 := startGotrackIn(t, dir, env...)
-	waitFor(t, "the replay", func() bool { return strings.Contains(p2.stderr.String(), `"msg":"gotrack started"`) })
+	testkit.Eventually(t, "the replay", func() bool { return strings.Contains(p2.stderr.String(), `"msg":"gotrack started"`) })
 	p2.stop(t)
 	stored := readEvents(t, p2.path("events.ndjson"))
 	dupes := 0
@@ -126,16 +127,16 @@ func TestPostgresOutageWithSpool(t *testing.T) {
 	p := startGotrackIn(t, dir, "OUTPUTS=log,postgres", "PG_DSN="+pgtest.DSN(t), "PG_TABLE="+table,
 		"SPOOL_DIR="+dir+"/spool", "FLUSH_INTERVAL=20ms", "RETRY_MAX_BACKOFF=200ms", "PG_BATCH_SIZE=500")
 	l := startLoad("http://"+p.ingest, 8)
-	waitFor(t, "load to build up", func() bool { return l.count() >= 500 })
+	testkit.Eventually(t, "load to build up", func() bool { return l.count() >= 500 })
 	restart := pgtest.Outage(t)
 	before := len(readEventsQuiet(p.path("events.ndjson")))
-	waitFor(t, "events to keep reaching the file during the outage", func() bool {
+	testkit.Eventually(t, "events to keep reaching the file during the outage", func() bool {
 		return len(readEventsQuiet(p.path("events.ndjson"))) >= before+1000
 	})
 	restart()
 	time.Sleep(300 * time.Millisecond)
 	accepted := l.finish()
-	waitFor(t, "the table to catch up", func() bool { return len(pgtest.IDs(t, table)) >= len(accepted) })
+	testkit.Eventually(t, "the table to catch up", func() bool { return len(pgtest.IDs(t, table)) >= len(accepted) })
 	p.stop(t)
 	requireOnceInTable(t, table, slices.Collect(maps.Keys(accepted)))
 	t.Logf("%d events answered 2xx across the outage; each in the table once", len(accepted))
@@ -178,7 +179,7 @@ func TestSpoolQuotaGives503(t *testing.T) {
 		t.Errorf("readyz with a full spool: %d %s", code, body)
 	}
 	restart()
-	waitFor(t, "the table to catch up", func() bool { return len(pgtest.IDs(t, table)) >= len(accepted) })
+	testkit.Eventually(t, "the table to catch up", func() bool { return len(pgtest.IDs(t, table)) >= len(accepted) })
 	p.stop(t)
 	requireOnceInTable(t, table, accepted)
 	t.Logf("%d events accepted into a 256 KiB spool before the 503s; all delivered", len(accepted))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 	"github.com/gotrack/gotrack/internal/spool"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestSpoolLockAndVerify runs the real binary: a second gotrack on a
@@ -100,7 +101,7 @@ func TestSpoolDamageEndToEnd(t *testing.T) {
 		b, _ := os.ReadFile(p.path("events.ndjson"))
 		return strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
 	}
-	waitFor(t, "1,959 events in the file", func() bool { return len(lines()) >= 1959 })
+	testkit.Eventually(t, "1,959 events in the file", func() bool { return len(lines()) >= 1959 })
 	p.stop(t)
 	if got := lines(); len(got) != 1959 || !strings.Contains(got[0], events[0].EventID) || !strings.Contains(got[1958], events[1959].EventID) {
 		t.Errorf("%d events delivered, want the 1,959 undamaged ones in order", len(got))

@@ -8,17 +8,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
+	"math"
 	"net"
 	"net/netip"
-	"os"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gotrack/gotrack/internal/credfile"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
@@ -42,6 +45,7 @@ type Config struct {
 	MaxBatchEvents  int
 	MaxBodyBytes    int64
 	CORSOrigins     []string // empty means any origin
+	RoutePrefix     string   // ROUTE_PREFIX; "" serves the routes at the root
 	ShutdownTimeout time.Duration
 	// ShutdownDrainDelay is how long /readyz answers 503 while the
 	// listener still serves, before the stop; part of ShutdownTimeout.
@@ -57,11 +61,10 @@ type Config struct {
 	Pipeline       pipeline.Options
 	DeadLetterPath string
 
-	Log           ndjson.Options
-	Postgres      postgres.Options
-	PostgresBatch Batch
-	Kafka         kafka.Options
-	KafkaMetrics  bool
+	Log          ndjson.Options
+	Postgres     postgres.Options // with its batch policy
+	Kafka        kafka.Options
+	KafkaMetrics bool
 
 	LogFormat string // json or text
 	LogLevel  slog.Level
@@ -86,11 +89,6 @@ type Spool struct {
 	Dir      string
 	Sync     spool.Sync
 	MaxBytes int64
-}
-
-// Batch is a sink's own batch limits.
-type Batch struct {
-	Size, Bytes int
 }
 
 // Metrics configures the metrics listener.
@@ -139,7 +137,7 @@ func settings(c *Config) []setting {
 		return func(v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return errors.New("is not a boolean (true or false)")
+				return errors.New("want true or false")
 			}
 			*p = b
 			return nil
@@ -149,7 +147,7 @@ func settings(c *Config) []setting {
 		return func(v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < lo || n > hi {
-				return fmt.Errorf("is not a whole number from %d to %d", lo, hi)
+				return fmt.Errorf("want a whole number from %d to %d", lo, hi)
 			}
 			*p = n
 			return nil
@@ -159,7 +157,29 @@ func settings(c *Config) []setting {
 		return func(v string) error {
 			d, err := time.ParseDuration(v)
 			if err != nil || d < lo || d > hi {
-				return fmt.Errorf("is not a duration from %v to %v (such as 200ms or 5s)", lo, hi)
+				return fmt.Errorf("want a duration from %s to %s, such as %s", short(lo), short(hi), example(lo, hi))
+			}
+			*p = d
+			return nil
+		}
+	}
+	// Options of a sink are only parsed here; their ranges are the sink's
+	// Validate's to check.
+	whole := func(p *int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return errors.New("want a whole number")
+			}
+			*p = n
+			return nil
+		}
+	}
+	anyDuration := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return errors.New("want a duration, such as 10s or 1m")
 			}
 			*p = d
 			return nil
@@ -168,6 +188,13 @@ func settings(c *Config) []setting {
 	var bodyBytes, rotateMB int
 
 	add("SERVER_ADDR", ":19890", "address of the ingest listener (/px.gif, /collect, /healthz, /readyz)", str(&c.ServerAddr))
+	add("ROUTE_PREFIX", "", "path prefix, such as /a7x, under which every ingest route and /gotrack.js are served (health checks stay at the root too)", func(v string) error {
+		if !ingest.ValidRoutePrefix(v) {
+			return errors.New("is not a path prefix; want a leading slash and no trailing one, with letters, digits and - _ . ~, such as /a7x")
+		}
+		c.RoutePrefix = v
+		return nil
+	})
 	add("OUTPUTS", "log", "comma list of sinks: log, postgres, kafka", list(&c.Outputs))
 	add("LOG_PATH", "./events.ndjson", "NDJSON file of the log sink; - for standard output", str(&c.Log.Path))
 	add("LOG_FSYNC", "batch", "when the log sink fsyncs: batch (before a batch counts as written), interval (each second), never", func(v string) (err error) {
@@ -181,7 +208,7 @@ func settings(c *Config) []setting {
 		c.Log.RotateBytes = int64(rotateMB) << 20
 		return nil
 	})
-	add("LOG_BACKUPS", "5", "rotated log files kept (events.ndjson.1 ... .N)", integer(&c.Log.Backups, 0, 1000))
+	add("LOG_BACKUPS", "5", "rotated log files kept (events.ndjson.1 ... .N)", whole(&c.Log.Backups))
 	add("MAX_BODY_BYTES", "1048576", "largest /collect body, checked before and after gzip decompression", func(v string) error {
 		if err := integer(&bodyBytes, 1024, 64<<20)(v); err != nil {
 			return err
@@ -189,7 +216,7 @@ func settings(c *Config) []setting {
 		c.MaxBodyBytes = int64(bodyBytes)
 		return nil
 	})
-	add("MAX_INFLIGHT_BYTES", "67108864", "most /collect body bytes held in memory at once, after decompression, across all requests; beyond it /collect answers 503 at once; larger than MAX_BODY_BYTES", func(v string) error {
+	add("MAX_INFLIGHT_BYTES", "67108864", "most /collect and Segment API body bytes held in memory at once, after decompression, across all requests; beyond it they answer 503 at once; larger than MAX_BODY_BYTES", func(v string) error {
 		var n int
 		if err := integer(&n, 1024, 1<<40)(v); err != nil {
 			return err
@@ -199,7 +226,10 @@ func settings(c *Config) []setting {
 	})
 	add("MAX_CONNECTIONS", "1024", "most ingest connections open at once; at the limit an idle keep-alive one is closed to make room, or else new ones wait in the kernel's accept backlog", integer(&c.MaxConnections, 1, 1<<20))
 	add("MAX_BATCH_EVENTS", "500", "most events in one /collect array", integer(&c.MaxBatchEvents, 1, 100000))
-	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", list(&c.CORSOrigins))
+	add("CORS_ORIGINS", "", "comma list of origins allowed to POST /collect from a browser; empty allows any (without credentials)", func(v string) (err error) {
+		c.CORSOrigins, err = parseOrigins(v)
+		return err
+	})
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)
@@ -224,7 +254,7 @@ func settings(c *Config) []setting {
 			c.Privacy.TrustedProxies = append(c.Privacy.TrustedProxies, p.Masked())
 		}
 		if len(bad) > 0 {
-			return fmt.Errorf("has entries that are not CIDRs: %s", strings.Join(bad, ", "))
+			return fmt.Errorf("has entries that are not CIDRs: %s; want a comma list of CIDRs or addresses, such as 10.0.0.0/8,192.0.2.1", strings.Join(bad, ", "))
 		}
 		return nil
 	})
@@ -248,7 +278,7 @@ func settings(c *Config) []setting {
 	add("SPOOL_MAX_BYTES", "1073741824", "disk the spool may use; when full, /collect answers 503, the pixel drops, /readyz is not ready", func(v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 64<<10 {
-			return errors.New("is not a whole number of bytes, at least 65536")
+			return errors.New("want a whole number of bytes, at least 65536")
 		}
 		c.Spool.MaxBytes = n
 		return nil
@@ -261,36 +291,33 @@ func settings(c *Config) []setting {
 	add("SHUTDOWN_DRAIN_DELAY", "0s", "on SIGTERM/SIGINT: time /readyz answers 503 while requests are still served, before the stop; part of SHUTDOWN_TIMEOUT", duration(&c.ShutdownDrainDelay, 0, time.Hour))
 	add("LOG_FORMAT", "json", "format of GoTrack's own logs on stderr: json or text", func(v string) error {
 		if v != "json" && v != "text" {
-			return errors.New("is not json or text")
+			return errors.New("want json or text")
 		}
 		c.LogFormat = v
 		return nil
 	})
 	add("LOG_LEVEL", "info", "least level logged: debug, info, warn, error", func(v string) error {
-		return c.LogLevel.UnmarshalText([]byte(v))
+		if c.LogLevel.UnmarshalText([]byte(v)) != nil {
+			return errors.New("want debug, info, warn or error")
+		}
+		return nil
 	})
 
 	s = append(s, setting{name: "PG_DSN", help: "PostgreSQL connection, a libpq URL or key=value string (required with OUTPUTS=postgres)", secret: true,
 		set: func(v string) error { c.Postgres.DSN = v; return nil }})
-	add("PG_TABLE", "events", "table the postgres sink writes, created when missing; schema.table allowed", func(v string) error {
-		if !postgres.ValidTable(v) {
-			return errors.New("is not an identifier (letters, digits, _; optionally schema.table)")
-		}
-		c.Postgres.Table = v
-		return nil
-	})
+	add("PG_TABLE", "events", "table the postgres sink writes, created when missing; schema.table allowed", str(&c.Postgres.Table))
 	var pgConns int
-	add("PG_MAX_CONNS", "4", "connections in the postgres sink's pool", func(v string) error {
-		if err := integer(&pgConns, 1, 1000)(v); err != nil {
+	add("PG_MAX_CONNS", strconv.Itoa(postgres.DefaultMaxConns), "connections in the postgres sink's pool", func(v string) error {
+		if err := whole(&pgConns)(v); err != nil {
 			return err
 		}
-		c.Postgres.MaxConns = int32(pgConns)
+		c.Postgres.MaxConns = int32(max(math.MinInt32, min(pgConns, math.MaxInt32)))
 		return nil
 	})
-	add("PG_BATCH_SIZE", "5000", "batch size of the postgres sink, which writes far faster in large batches", integer(&c.PostgresBatch.Size, 1, 1_000_000))
-	add("PG_BATCH_BYTES", "8388608", "batch byte limit of the postgres sink", integer(&c.PostgresBatch.Bytes, 1024, 1<<30))
-	add("PG_PARALLEL", "2", "connections one postgres batch is spread over, 1000 events or more each", integer(&c.Postgres.Parallel, 1, 64))
-	add("PG_CONNECT_TIMEOUT", "10s", "time to connect and migrate at start; GoTrack refuses to start past it", duration(&c.Postgres.ConnectTimeout, time.Second, 10*time.Minute))
+	add("PG_BATCH_SIZE", strconv.Itoa(postgres.DefaultBatchSize), "batch size of the postgres sink, which writes far faster in large batches", whole(&c.Postgres.BatchSize))
+	add("PG_BATCH_BYTES", strconv.Itoa(postgres.DefaultBatchBytes), "batch byte limit of the postgres sink", whole(&c.Postgres.BatchBytes))
+	add("PG_PARALLEL", strconv.Itoa(postgres.DefaultParallel), "connections one postgres batch is spread over, 1000 events or more each", whole(&c.Postgres.Parallel))
+	add("PG_CONNECT_TIMEOUT", postgres.DefaultConnectTimeout.String(), "time to connect and migrate at start; GoTrack refuses to start past it", anyDuration(&c.Postgres.ConnectTimeout))
 
 	k := &c.Kafka
 	add("KAFKA_BROKERS", "", "comma list of seed brokers, host:port (required with OUTPUTS=kafka)", list(&k.Brokers))
@@ -299,7 +326,7 @@ func settings(c *Config) []setting {
 		k.Acks, err = kafka.ParseAcks(v)
 		return err
 	})
-	add("KAFKA_COMPRESSION", "zstd", "record batch compression: none, gzip, snappy, lz4, zstd", func(v string) (err error) {
+	add("KAFKA_COMPRESSION", kafka.DefaultCompression, "record batch compression: "+strings.Join(kafka.Compressions(), ", "), func(v string) (err error) {
 		k.Compression, err = kafka.ParseCompression(v)
 		return err
 	})
@@ -339,16 +366,22 @@ func settings(c *Config) []setting {
 }
 
 // Load reads the configuration through getenv and checks it. The error
-// lists every problem found, one per line.
+// lists every problem found, one per line: values that do not parse, values
+// that do not fit together, each sink's own rules (its Options.Validate),
+// and the content of every file a setting names (certificates, keys, token,
+// htpasswd and password files).
+//
+// An empty value is the same as an unset one: the setting takes its default.
 func Load(getenv func(string) string) (*Config, error) {
 	c := &Config{}
 	var errs []error
+	failed := map[string]bool{} // settings whose value did not parse
 	for _, s := range settings(c) {
 		v, from := getenv(s.name), "environment"
 		if v == "" {
 			v, from = s.def, "default"
 		}
-		if v == "" && s.def == "" {
+		if v == "" {
 			continue
 		}
 		if err := s.set(v); err != nil {
@@ -356,10 +389,12 @@ func Load(getenv func(string) string) (*Config, error) {
 			if s.secret {
 				shown = "(secret)"
 			}
-			errs = append(errs, fmt.Errorf("%s=%q (%s) %w", s.name, shown, from, err))
+			failed[s.name] = true
+			errs = append(errs, fmt.Errorf("%s=%q (%s): %w", s.name, shown, from, err))
 		}
 	}
-	errs = append(errs, c.check()...)
+	c.Kafka.MaxBufferedRecords = c.Pipeline.QueueSize // the client's buffer is bounded like a queue
+	errs = append(errs, c.check(failed)...)
 	if len(errs) > 0 {
 		return nil, &Error{Problems: errs}
 	}
@@ -373,7 +408,11 @@ type Error struct {
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "invalid configuration (%d problems):", len(e.Problems))
+	noun := "problems"
+	if len(e.Problems) == 1 {
+		noun = "problem"
+	}
+	fmt.Fprintf(&b, "invalid configuration (%d %s):", len(e.Problems), noun)
 	for _, p := range e.Problems {
 		b.WriteString("\n  - ")
 		b.WriteString(p.Error())
@@ -381,121 +420,127 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-func (c *Config) check() []error {
+// The setting each sink option comes from, to name it in Validate's errors.
+var (
+	logFields = map[string]string{"Path": "LOG_PATH", "Fsync": "LOG_FSYNC", "RotateBytes": "LOG_ROTATE_MB", "Backups": "LOG_BACKUPS"}
+	pgFields  = map[string]string{"DSN": "PG_DSN", "Table": "PG_TABLE", "MaxConns": "PG_MAX_CONNS", "Parallel": "PG_PARALLEL",
+		"ConnectTimeout": "PG_CONNECT_TIMEOUT", "BatchSize": "PG_BATCH_SIZE", "BatchBytes": "PG_BATCH_BYTES"}
+	kafkaFields = map[string]string{"Brokers": "KAFKA_BROKERS", "Topic": "KAFKA_TOPIC", "Acks": "KAFKA_ACKS",
+		"Compression": "KAFKA_COMPRESSION", "Key": "KAFKA_KEY", "ClientID": "KAFKA_CLIENT_ID",
+		"TLSCA": "KAFKA_TLS_CA", "TLSCert": "KAFKA_TLS_CERT", "TLSKey": "KAFKA_TLS_KEY",
+		"SASLMechanism": "KAFKA_SASL_MECHANISM", "SASLUser": "KAFKA_SASL_USER", "SASLPasswordFile": "KAFKA_SASL_PASSWORD_FILE",
+		"AllowPlaintextSASL": "KAFKA_ALLOW_PLAINTEXT_SASL", "MaxBufferedRecords": "QUEUE_SIZE"}
+)
+
+// sinkProblems renders the problems a sink's Validate found with the
+// settings' names. A problem about a setting whose value did not parse is
+// left out: that setting is reported already.
+func sinkProblems(err error, names map[string]string, failed map[string]bool) []error {
+	if err == nil {
+		return nil
+	}
+	all := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		all = j.Unwrap()
+	}
+	var out []error
+	for _, e := range all {
+		var oe *sink.OptionError
+		if !errors.As(e, &oe) {
+			out = append(out, e)
+			continue
+		}
+		skip := false
+		text := oe.Render(func(f string) string {
+			n, ok := names[f]
+			if !ok {
+				n = oe.Sink + " option " + f
+			}
+			skip = skip || failed[n]
+			return n
+		})
+		if !skip {
+			out = append(out, errors.New(text))
+		}
+	}
+	return out
+}
+
+func (c *Config) check(failed map[string]bool) []error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if c.MaxInflightBytes <= c.MaxBodyBytes {
-		bad("MAX_INFLIGHT_BYTES=%d must be larger than MAX_BODY_BYTES=%d, or no body of the largest size could be read", c.MaxInflightBytes, c.MaxBodyBytes)
+	if c.MaxInflightBytes <= c.MaxBodyBytes && !failed["MAX_INFLIGHT_BYTES"] && !failed["MAX_BODY_BYTES"] {
+		bad("MAX_INFLIGHT_BYTES=%d must be larger than MAX_BODY_BYTES=%d, or no body of the largest size could be read; want more than MAX_BODY_BYTES", c.MaxInflightBytes, c.MaxBodyBytes)
 	}
 	if len(c.Outputs) == 0 {
-		bad("OUTPUTS names no sink (want one or more of %s)", strings.Join(knownOutputs, ", "))
+		bad("OUTPUTS names no sink; want one or more of %s", strings.Join(knownOutputs, ", "))
 	}
 	seen := map[string]bool{}
 	for _, o := range c.Outputs {
 		switch {
 		case !slices.Contains(knownOutputs, o):
-			bad("OUTPUTS names an unknown sink %q (want %s)", o, strings.Join(knownOutputs, ", "))
+			bad("OUTPUTS names an unknown sink %q; want %s", o, strings.Join(knownOutputs, ", "))
 		case seen[o]:
-			bad("OUTPUTS names %q twice", o)
+			bad("OUTPUTS names %q twice; want each sink once", o)
 		}
 		seen[o] = true
 	}
-	if seen[OutputPostgres] && c.Postgres.DSN == "" {
-		bad("OUTPUTS names postgres but PG_DSN is not set")
+	if seen[OutputLog] {
+		errs = append(errs, sinkProblems(c.Log.Validate(), logFields, failed)...)
+	}
+	if seen[OutputPostgres] {
+		errs = append(errs, sinkProblems(c.Postgres.Validate(), pgFields, failed)...)
 	}
 	if seen[OutputKafka] {
-		errs = append(errs, checkKafka(c.Kafka)...)
+		errs = append(errs, sinkProblems(c.Kafka.Validate(), kafkaFields, failed)...)
 	}
-	if c.ShutdownDrainDelay > 0 && c.ShutdownDrainDelay >= c.ShutdownTimeout {
-		bad("SHUTDOWN_DRAIN_DELAY=%s is not shorter than SHUTDOWN_TIMEOUT=%s, which bounds the whole stop, drain delay included", c.ShutdownDrainDelay, c.ShutdownTimeout)
+	if c.ShutdownDrainDelay > 0 && c.ShutdownDrainDelay >= c.ShutdownTimeout && !failed["SHUTDOWN_DRAIN_DELAY"] && !failed["SHUTDOWN_TIMEOUT"] {
+		bad("SHUTDOWN_DRAIN_DELAY=%s is not shorter than SHUTDOWN_TIMEOUT=%s, which bounds the whole stop, drain delay included; want a delay shorter than SHUTDOWN_TIMEOUT", c.ShutdownDrainDelay, c.ShutdownTimeout)
 	}
 	if _, _, err := net.SplitHostPort(c.ServerAddr); err != nil {
-		bad("SERVER_ADDR=%q is not host:port: %v", c.ServerAddr, err)
+		bad("SERVER_ADDR=%q is not host:port (%v); want host:port, such as :19890 or 127.0.0.1:19890", c.ServerAddr, err)
 	}
 	if c.Privacy.IPMode == event.IPHash && len(c.Privacy.IPHashSecret) == 0 {
-		bad("IP_MODE=hash needs IP_HASH_SECRET")
+		bad("IP_MODE=hash needs IP_HASH_SECRET; want a random secret of 16 bytes or more")
 	}
 	if c.Privacy.IPMode == event.IPHash && len(c.Privacy.IPHashSecret) > 0 && len(c.Privacy.IPHashSecret) < 16 {
-		bad("IP_HASH_SECRET is shorter than 16 bytes, too short to keep hashed addresses from being guessed")
+		bad("IP_HASH_SECRET is shorter than 16 bytes, too short to keep hashed addresses from being guessed; want 16 bytes or more")
 	}
 	if len(c.Privacy.TrustedProxies) > 0 && !c.Privacy.TrustProxy {
-		bad("TRUSTED_PROXIES is set but TRUST_PROXY is false, so it would be ignored")
+		bad("TRUSTED_PROXIES is set but TRUST_PROXY is false, so it would be ignored; want TRUST_PROXY=true, or TRUSTED_PROXIES empty")
 	}
 	if q := c.Pipeline.QueueSize; q > 0 {
 		if c.MaxBatchEvents > q {
-			bad("MAX_BATCH_EVENTS=%d is larger than QUEUE_SIZE=%d, so a full batch could never be queued", c.MaxBatchEvents, q)
+			bad("MAX_BATCH_EVENTS=%d is larger than QUEUE_SIZE=%d, so a full batch could never be queued; want at most QUEUE_SIZE", c.MaxBatchEvents, q)
 		}
 		if c.Pipeline.BatchSize > q {
-			bad("BATCH_SIZE=%d is larger than QUEUE_SIZE=%d", c.Pipeline.BatchSize, q)
+			bad("BATCH_SIZE=%d is larger than QUEUE_SIZE=%d; want at most QUEUE_SIZE", c.Pipeline.BatchSize, q)
 		}
-		if slices.Contains(c.Outputs, OutputPostgres) && c.PostgresBatch.Size > q {
-			bad("PG_BATCH_SIZE=%d is larger than QUEUE_SIZE=%d", c.PostgresBatch.Size, q)
+		if seen[OutputPostgres] && c.Postgres.BatchSize > q {
+			bad("PG_BATCH_SIZE=%d is larger than QUEUE_SIZE=%d; want at most QUEUE_SIZE", c.Postgres.BatchSize, q)
 		}
-	}
-	if c.Log.Path == "" {
-		bad("LOG_PATH is empty")
-	}
-	if c.DeadLetterPath == "" {
-		bad("DEAD_LETTER_PATH is empty")
 	}
 	if c.Metrics.Enabled {
 		errs = append(errs, c.Metrics.check(c.ServerAddr)...)
 	}
 	if (c.Pushgateway.User == "") != (c.Pushgateway.PasswordFile == "") {
-		bad("PUSHGATEWAY_USER and PUSHGATEWAY_PASSWORD_FILE must be set together")
+		bad("PUSHGATEWAY_USER and PUSHGATEWAY_PASSWORD_FILE must be set together; want both or neither")
 	}
-	errs = append(errs, checkFiles(map[string]string{"PUSHGATEWAY_PASSWORD_FILE": c.Pushgateway.PasswordFile})...)
+	if p := c.Pushgateway.PasswordFile; p != "" {
+		if _, err := credfile.ReadPassword(p); err != nil {
+			bad("PUSHGATEWAY_PASSWORD_FILE: %v", err)
+		}
+	}
 	errs = append(errs, c.Tracing.Validate()...)
-	errs = append(errs, checkFiles(map[string]string{"OTEL_EXPORTER_OTLP_CERTIFICATE": c.Tracing.CA,
-		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": c.Tracing.ClientCert, "OTEL_EXPORTER_OTLP_CLIENT_KEY": c.Tracing.ClientKey})...)
-	return errs
-}
-
-func checkKafka(k kafka.Options) []error {
-	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if len(k.Brokers) == 0 {
-		bad("OUTPUTS names kafka but KAFKA_BROKERS is not set")
-	}
-	for _, b := range k.Brokers {
-		if _, _, err := net.SplitHostPort(b); err != nil {
-			bad("KAFKA_BROKERS entry %q is not host:port", b)
+	if ca := c.Tracing.CA; ca != "" {
+		if _, err := credfile.LoadCAPool(ca); err != nil {
+			bad("OTEL_EXPORTER_OTLP_CERTIFICATE: %v", err)
 		}
 	}
-	if k.Topic == "" {
-		bad("KAFKA_TOPIC is empty")
-	}
-	if (k.TLSCert == "") != (k.TLSKey == "") {
-		bad("KAFKA_TLS_CERT and KAFKA_TLS_KEY must be set together")
-	}
-	tls := k.TLSCA != "" || k.TLSCert != ""
-	if k.SASLMechanism != "" {
-		if k.SASLUser == "" || k.SASLPasswordFile == "" {
-			bad("KAFKA_SASL_MECHANISM needs KAFKA_SASL_USER and KAFKA_SASL_PASSWORD_FILE")
-		}
-		if !tls && !k.AllowPlaintextSASL {
-			bad("KAFKA_SASL_MECHANISM without TLS would send the credentials in the clear; set KAFKA_TLS_CA, or KAFKA_ALLOW_PLAINTEXT_SASL=true")
-		}
-	}
-	errs = append(errs, checkFiles(map[string]string{"KAFKA_TLS_CA": k.TLSCA, "KAFKA_TLS_CERT": k.TLSCert,
-		"KAFKA_TLS_KEY": k.TLSKey, "KAFKA_SASL_PASSWORD_FILE": k.SASLPasswordFile})...)
-	return errs
-}
-
-// checkFiles reports each named file that cannot be opened; empty paths are
-// not set and pass.
-func checkFiles(files map[string]string) []error {
-	var errs []error
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		path := files[name]
-		if path == "" {
-			continue
-		}
-		if f, err := os.Open(path); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-		} else {
-			f.Close()
+	if crt, key := c.Tracing.ClientCert, c.Tracing.ClientKey; crt != "" && key != "" {
+		if _, err := credfile.LoadKeyPair(crt, key); err != nil {
+			bad("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/OTEL_EXPORTER_OTLP_CLIENT_KEY: %v", err)
 		}
 	}
 	return errs
@@ -506,32 +551,50 @@ func (m Metrics) check(serverAddr string) []error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	host, port, err := net.SplitHostPort(m.Addr)
 	if err != nil {
-		bad("METRICS_ADDR=%q is not host:port: %v", m.Addr, err)
+		bad("METRICS_ADDR=%q is not host:port (%v); want host:port, such as 127.0.0.1:9090", m.Addr, err)
 	}
 	if m.Addr == serverAddr && port != "0" {
-		bad("METRICS_ADDR is the same as SERVER_ADDR; metrics need a listener of their own")
+		bad("METRICS_ADDR is the same as SERVER_ADDR; metrics need a listener of their own: want another port")
 	}
-	if (m.TLSCert == "") != (m.TLSKey == "") {
-		bad("METRICS_TLS_CERT and METRICS_TLS_KEY must be set together")
+	switch {
+	case (m.TLSCert == "") != (m.TLSKey == ""):
+		bad("METRICS_TLS_CERT and METRICS_TLS_KEY must be set together; want both or neither")
+	case m.TLS():
+		if _, err := credfile.LoadKeyPair(m.TLSCert, m.TLSKey); err != nil {
+			bad("METRICS_TLS_CERT and METRICS_TLS_KEY: %v", err)
+		}
 	}
 	if m.RequireTLS && !m.TLS() {
-		bad("METRICS_REQUIRE_TLS=true but METRICS_TLS_CERT and METRICS_TLS_KEY are not set")
+		bad("METRICS_REQUIRE_TLS=true but METRICS_TLS_CERT and METRICS_TLS_KEY are not set; want both set")
 	}
-	if m.ClientCA != "" && !m.TLS() {
-		bad("METRICS_CLIENT_CA (mTLS) needs METRICS_TLS_CERT and METRICS_TLS_KEY")
+	if m.ClientCA != "" {
+		if !m.TLS() {
+			bad("METRICS_CLIENT_CA (mTLS) needs METRICS_TLS_CERT and METRICS_TLS_KEY; want both set")
+		}
+		if _, err := credfile.LoadCAPool(m.ClientCA); err != nil {
+			bad("METRICS_CLIENT_CA: %v", err)
+		}
 	}
 	if len(m.ClientAllowedSANs) > 0 && m.ClientCA == "" {
-		bad("METRICS_CLIENT_ALLOWED_SANS needs METRICS_CLIENT_CA")
+		bad("METRICS_CLIENT_ALLOWED_SANS needs METRICS_CLIENT_CA; want METRICS_CLIENT_CA set, or no SAN list")
 	}
-	errs = append(errs, checkFiles(map[string]string{"METRICS_TLS_CERT": m.TLSCert, "METRICS_TLS_KEY": m.TLSKey,
-		"METRICS_CLIENT_CA": m.ClientCA, "METRICS_BEARER_TOKEN_FILE": m.BearerTokenFile, "METRICS_BASIC_AUTH_FILE": m.BasicAuthFile})...)
+	if m.BearerTokenFile != "" {
+		if _, err := credfile.ReadToken(m.BearerTokenFile); err != nil {
+			bad("METRICS_BEARER_TOKEN_FILE: %v", err)
+		}
+	}
+	if m.BasicAuthFile != "" {
+		if _, err := credfile.ReadHtpasswd(m.BasicAuthFile); err != nil {
+			bad("METRICS_BASIC_AUTH_FILE: %v", err)
+		}
+	}
 	if err == nil && !isLoopback(host) && !m.Auth() && !m.AllowInsecure {
 		// TLS alone hides the metrics on the wire but lets anyone who can
 		// connect read them, so it does not count as protection here.
 		bad("METRICS_ADDR=%q listens beyond loopback and scrapers are not authenticated, so anyone who can reach it "+
-			"could read GoTrack's metrics. Set one of METRICS_CLIENT_CA (mTLS, with METRICS_TLS_CERT and METRICS_TLS_KEY), "+
-			"METRICS_BEARER_TOKEN_FILE or METRICS_BASIC_AUTH_FILE; or bind METRICS_ADDR to 127.0.0.1; "+
-			"or set METRICS_ALLOW_INSECURE=true if the network alone keeps others out", m.Addr)
+			"could read GoTrack's metrics; want one of METRICS_CLIENT_CA (mTLS, with METRICS_TLS_CERT and METRICS_TLS_KEY), "+
+			"METRICS_BEARER_TOKEN_FILE or METRICS_BASIC_AUTH_FILE; or METRICS_ADDR bound to 127.0.0.1; "+
+			"or METRICS_ALLOW_INSECURE=true if the network alone keeps others out", m.Addr)
 	}
 	return errs
 }
@@ -556,10 +619,68 @@ func splitList(v string) []string {
 	return out
 }
 
-// Usage writes every variable with its default and meaning.
-func Usage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: gotrack [serve]")
-	fmt.Fprintln(w, "\nGoTrack is configured by environment variables:")
+// parseOrigins parses CORS_ORIGINS. Each entry must be an origin exactly as
+// a browser sends it in the Origin header (scheme://host[:port], lower case,
+// no path, no default port), since the ingest compares them byte for byte:
+// any other entry would never match.
+func parseOrigins(v string) ([]string, error) {
+	var out, bad []string
+	for _, item := range splitList(v) {
+		u, err := url.Parse(item)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || item != strings.ToLower(item) ||
+			item != u.Scheme+"://"+u.Host || u.Scheme == "https" && u.Port() == "443" || u.Scheme == "http" && u.Port() == "80" {
+			bad = append(bad, item)
+			continue
+		}
+		out = append(out, item)
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("has entries that are not origins: %s; want scheme://host[:port] in lower case, with no path and no default port, such as https://www.example.com", strings.Join(bad, ", "))
+	}
+	return out, nil
+}
+
+// short formats d without zero units: 1h rather than 1h0m0s.
+func short(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// example picks a round duration from lo to hi to show the form.
+func example(lo, hi time.Duration) string {
+	for _, d := range []time.Duration{5 * time.Second, 30 * time.Second, 200 * time.Millisecond, time.Minute} {
+		if d >= lo && d <= hi {
+			return short(d)
+		}
+	}
+	return short(lo)
+}
+
+// Command is one of gotrack's subcommands, for the help text.
+type Command struct {
+	Name, Help string
+}
+
+// Usage writes the subcommands, then every variable with its default and
+// meaning.
+func Usage(w io.Writer, commands []Command) {
+	fmt.Fprintln(w, "Usage: gotrack [COMMAND] [ARGUMENTS]")
+	fmt.Fprintln(w, "\nCommands:")
+	width := 0
+	for _, c := range commands {
+		width = max(width, len(c.Name))
+	}
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.Name, c.Help)
+	}
+	fmt.Fprintln(w, "\nGoTrack is configured by environment variables; an empty value is the same as an unset one:")
 	for _, s := range settings(&Config{}) {
 		def := ""
 		if s.def != "" {

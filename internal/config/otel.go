@@ -30,7 +30,7 @@ func otelSettings(o *tracing.Options) []setting {
 		return func(v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 3_600_000 {
-				return errors.New("is not a whole number of milliseconds from 1 to 3600000")
+				return errors.New("is not a whole number of milliseconds; want 1 to 3600000")
 			}
 			*p = time.Duration(n) * time.Millisecond
 			return nil
@@ -40,7 +40,7 @@ func otelSettings(o *tracing.Options) []setting {
 		return func(v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 1 || n > 1_000_000 {
-				return errors.New("is not a whole number from 1 to 1000000")
+				return errors.New("is not a whole number; want 1 to 1000000")
 			}
 			*p = n
 			return nil
@@ -53,7 +53,7 @@ func otelSettings(o *tracing.Options) []setting {
 	add("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "", "OTLP/HTTP URL gotrack replay posts its job metrics to, used as it is; else OTEL_EXPORTER_OTLP_ENDPOINT with /v1/metrics", endpoint(&o.MetricsEndpoint))
 	add("OTEL_EXPORTER_OTLP_PROTOCOL", tracing.Protocol, "OTLP transport; only http/protobuf is supported", func(v string) error {
 		if v != tracing.Protocol {
-			return errors.New("is not http/protobuf, the only OTLP protocol GoTrack speaks")
+			return errors.New("is not a protocol GoTrack speaks; want http/protobuf")
 		}
 		return nil
 	})
@@ -76,7 +76,7 @@ func otelSettings(o *tracing.Options) []setting {
 	})
 	add("OTEL_TRACES_SAMPLER", tracing.DefaultSampler, "sampler: parentbased_traceidratio (a client's sampled traceparent is followed, other traces are sampled at OTEL_TRACES_SAMPLER_ARG), traceidratio, always_on, always_off, parentbased_always_on, parentbased_always_off", func(v string) error {
 		if !slices.Contains(tracing.Samplers, v) {
-			return errors.New("is not a sampler GoTrack knows (" + "always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio)")
+			return errors.New("is not a sampler GoTrack knows; want one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio")
 		}
 		o.Sampler = v
 		return nil
@@ -92,7 +92,7 @@ func otelSettings(o *tracing.Options) []setting {
 	add("OTEL_SDK_DISABLED", "false", "true turns tracing off even with an endpoint set", func(v string) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
-			return errors.New("is not a boolean (true or false)")
+			return errors.New("is not a boolean; want true or false")
 		}
 		o.Disabled = b
 		return nil

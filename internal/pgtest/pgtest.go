@@ -9,15 +9,19 @@ import (
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // strict reports whether a missing server must fail the test rather than
 // skip it: in CI, and under scripts/test.sh, which always provides one.
-func strict() bool { return os.Getenv("CI") != "" || os.Getenv("GOTRACK_TEST_STRICT") != "" }
+func strict() bool { return testkit.Strict() }
 
 // DSN returns the test server's DSN, skipping the test (outside CI) when
 // there is none.
@@ -88,8 +92,13 @@ func IDs(t testing.TB, table string) map[string]int {
 	return ids
 }
 
-// Controllable reports whether the test may stop and start the server,
-// skipping the test when it may not (outside CI).
+// Controllable gives the test a server it may stop and start: a throwaway
+// cluster of its own, started with scripts/pg.sh and removed when the test
+// ends, with PG_TEST_* pointing at it meanwhile. go test runs packages in
+// parallel, and the suite's shared server going away would fail other
+// packages' tests. It skips the test (outside CI) when the suite's server
+// is not a cluster scripts/pg.sh started, since then the PostgreSQL
+// binaries may be missing too. Tests that call it must not be parallel.
 func Controllable(t testing.TB) {
 	t.Helper()
 	DSN(t)
@@ -98,6 +107,57 @@ func Controllable(t testing.TB) {
 			t.Fatal("PG_TEST_PGDATA and PG_TEST_PGCTL are not set; scripts/test.sh sets them")
 		}
 		t.Skip("the server is not ours to stop (PG_TEST_PGDATA unset); run scripts/test.sh")
+	}
+	if os.Getenv("PG_TEST_OWN") == "" {
+		own(t)
+	}
+}
+
+// own starts a cluster for this test alone and points PG_TEST_* at it
+// until the test ends, when the cluster is removed.
+func own(t testing.TB) {
+	t.Helper()
+	root, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(root, "scripts", "pg.sh")); err == nil {
+			break
+		}
+		up := filepath.Dir(root)
+		if up == root {
+			t.Fatal("scripts/pg.sh not found above the test's directory")
+		}
+		root = up
+	}
+	cmd := exec.Command("bash", "-c", `. scripts/pg.sh && pg_start 2>/dev/null && printf '%s\n' "$PG_TEST_DSN" "$PG_TEST_PGDATA" "$PG_TEST_PGCTL" "$PG_TEST_RUNAS"`)
+	cmd.Dir = root
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG_TEST_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.Output()
+	lines := strings.Split(string(out), "\n")
+	if err != nil || len(lines) < 4 || lines[0] == "" {
+		t.Fatalf("start a PostgreSQL cluster with scripts/pg.sh: %v\n%s", err, out)
+	}
+	vars := map[string]string{"PG_TEST_DSN": lines[0], "PG_TEST_PGDATA": lines[1], "PG_TEST_PGCTL": lines[2],
+		"PG_TEST_RUNAS": lines[3], "PG_TEST_OWN": "1"}
+	t.Cleanup(func() {
+		stop := exec.Command("bash", "-c", ". scripts/pg.sh && pg_stop")
+		stop.Dir = root
+		stop.Env = os.Environ()
+		for k, v := range vars {
+			stop.Env = append(stop.Env, k+"="+v)
+		}
+		if out, err := stop.CombinedOutput(); err != nil {
+			t.Errorf("pg_stop: %v\n%s", err, out)
+		}
+	})
+	for k, v := range vars {
+		t.Setenv(k, v)
 	}
 }
 

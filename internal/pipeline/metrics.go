@@ -31,6 +31,7 @@ const (
 // Metrics are the pipeline's Prometheus metrics.
 type Metrics struct {
 	ingested     *prometheus.CounterVec
+	duplicates   *prometheus.CounterVec
 	sinkErrors   *prometheus.CounterVec
 	flushLatency *prometheus.HistogramVec
 	batchSize    *prometheus.HistogramVec
@@ -48,6 +49,10 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_ingested_total",
 			Help: "Events the sink has durably written (counted after the write, not at enqueue).",
+		}, []string{"sink"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gotrack_events_duplicate_total",
+			Help: "Events the sink held already (a repeated event_id), so did not write again; not counted as ingested. Only sinks that can tell (postgres) count them.",
 		}, []string{"sink"}),
 		sinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_sink_errors_total",
@@ -84,7 +89,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 			Help: "Acknowledged events GoTrack gave up without delivering them or writing them to the dead-letter file.",
 		}, []string{"sink"}),
 	}
-	for _, c := range []prometheus.Collector{m.ingested, m.sinkErrors, m.flushLatency, m.batchSize,
+	for _, c := range []prometheus.Collector{m.ingested, m.duplicates, m.sinkErrors, m.flushLatency, m.batchSize,
 		m.retries, m.lastFlush, m.dropped, m.deadLettered, m.lost} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -95,6 +100,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 	}
 	for _, s := range sinks {
 		m.ingested.WithLabelValues(s)
+		m.duplicates.WithLabelValues(s)
 		for _, t := range sink.ErrorTypes {
 			m.sinkErrors.WithLabelValues(s, t)
 		}
@@ -113,6 +119,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 // sinkMetrics are one sink's series, looked up once rather than per batch.
 type sinkMetrics struct {
 	ingested     prometheus.Counter
+	duplicates   prometheus.Counter
 	errors       map[string]prometheus.Counter
 	flushLatency prometheus.Observer
 	batchSize    prometheus.Observer
@@ -127,6 +134,7 @@ type sinkMetrics struct {
 func (m *Metrics) forSink(name string) *sinkMetrics {
 	sm := &sinkMetrics{
 		ingested:     m.ingested.WithLabelValues(name),
+		duplicates:   m.duplicates.WithLabelValues(name),
 		errors:       make(map[string]prometheus.Counter, len(sink.ErrorTypes)),
 		flushLatency: m.flushLatency.WithLabelValues(name),
 		batchSize:    m.batchSize.WithLabelValues(name),

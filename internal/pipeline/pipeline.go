@@ -351,7 +351,7 @@ func (p *Pipeline) Ready() (bool, []string) {
 // Stats is what one sink delivered.
 type Stats struct {
 	Sink         string
-	Delivered    int64 // events the sink wrote
+	Delivered    int64 // events the sink wrote, or held already (duplicates)
 	DeadLettered int64 // events written to the dead-letter file instead
 	Lost         int64 // acknowledged events neither delivered nor dead-lettered
 	Pending      int   // events still buffered, or in the spool for the next start

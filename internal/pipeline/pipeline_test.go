@@ -22,6 +22,7 @@ import (
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // memSink stores events in memory; fail, when set, decides each write's
@@ -151,15 +152,10 @@ func (f *fixture) deadLines(t *testing.T) []deadletter.Line {
 	return out
 }
 
+// eventually is testkit.Eventually, under the name these tests use.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testkit.Eventually(t, what, cond)
 }
 
 func submitAll(t *testing.T, p *Pipeline, events []*event.Event) {

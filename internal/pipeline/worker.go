@@ -96,12 +96,12 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 		sctx, span := p.startWrite(p.abortCtx, o, pending, attempt, slept)
 		ctx, cancel := context.WithTimeout(sctx, p.opts.WriteTimeout)
 		start := time.Now()
-		err := o.sink.WriteBatch(ctx, pending)
+		dups, err := sink.Write(ctx, o.sink, pending)
 		cancel()
 		observeFlush(sm.flushLatency, span, time.Since(start))
 		if err == nil {
 			endWrite(span, OutcomeWritten, nil)
-			p.written(o, len(pending))
+			p.written(o, len(pending)-dups, dups)
 			return unsaved
 		}
 		sm.errors[sink.ErrorType(err)].Inc()
@@ -109,7 +109,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 		var be *sink.BatchError
 		switch {
 		case errors.As(err, &be):
-			p.written(o, len(pending)-len(be.Failed))
+			p.written(o, len(pending)-len(be.Failed), 0)
 			var retry []*event.Event
 			for _, f := range be.Failed {
 				if !sink.IsPermanent(f.Err) {
@@ -151,13 +151,16 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 	return append(unsaved, pending...)
 }
 
-func (p *Pipeline) written(o *output, n int) {
-	if n <= 0 {
+// written counts a successful write of n new events and dups events the
+// sink held already (see sink.Deduplicator).
+func (p *Pipeline) written(o *output, n, dups int) {
+	if n+dups <= 0 {
 		return
 	}
-	o.delivered.Add(int64(n))
+	o.delivered.Add(int64(n + dups)) // the sink holds them all: Stats and replay count both
 	o.m.ingested.Add(float64(n))
-	o.m.batchSize.Observe(float64(n))
+	o.m.duplicates.Add(float64(dups))
+	o.m.batchSize.Observe(float64(n + dups))
 	o.m.lastFlush.SetToCurrentTime()
 	if !o.writeOK.Swap(true) {
 		p.log.Info("sink recovered", "sink", o.name)

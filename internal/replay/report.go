@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/push"
+
+	"github.com/gotrack/gotrack/internal/credfile"
 )
 
 // Counts is how a run went.
@@ -107,11 +109,11 @@ func Push(o PushOptions, c Counts, took time.Duration, ok bool) error {
 	reg.MustRegister(events, duration)
 	p := push.New(o.URL, Job).Gatherer(reg)
 	if o.User != "" {
-		b, err := os.ReadFile(o.PasswordFile)
+		pass, err := credfile.ReadPassword(o.PasswordFile)
 		if err != nil {
 			return fmt.Errorf("PUSHGATEWAY_PASSWORD_FILE: %w", err)
 		}
-		p = p.BasicAuth(o.User, strings.TrimRight(string(b), "\r\n"))
+		p = p.BasicAuth(o.User, pass)
 	}
 	if !ok {
 		if err := p.Add(); err != nil {

@@ -1,8 +1,6 @@
 package telemetry
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -10,13 +8,14 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/gotrack/gotrack/internal/credfile"
 )
 
 // authenticator checks scrapes against a bearer token, htpasswd users, or
@@ -61,60 +60,29 @@ func newAuthenticator(tokenFile, htpasswdFile string, failures *prometheus.Count
 		gate: newBcryptGate(bcryptSlots, bcryptPerClient, bcryptClients), failed: newFailureCache(failureCacheSize),
 		delay: failureDelay}
 	if tokenFile != "" {
-		b, err := os.ReadFile(tokenFile)
+		tok, err := credfile.ReadToken(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("METRICS_BEARER_TOKEN_FILE: %w", err)
-		}
-		tok := strings.TrimSpace(string(b))
-		if len(tok) < 16 {
-			return nil, fmt.Errorf("METRICS_BEARER_TOKEN_FILE: the token is shorter than 16 characters")
 		}
 		sum := sha256.Sum256([]byte(tok))
 		a.token = &sum
 	}
 	if htpasswdFile != "" {
-		users, err := readHtpasswd(htpasswdFile)
+		users, err := credfile.ReadHtpasswd(htpasswdFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE: %w", err)
 		}
 		a.users = users
 		// The dummy costs as much as the dearest real hash, so that an
 		// unknown user is neither faster nor slower to refuse.
 		cost := bcrypt.MinCost
 		for _, h := range users {
-			c, _ := bcrypt.Cost(h) // readHtpasswd checked every hash
+			c, _ := bcrypt.Cost(h) // credfile.ReadHtpasswd checked every hash
 			cost = max(cost, c)
 		}
 		a.dummy, _ = bcrypt.GenerateFromPassword([]byte("gotrack-dummy"), cost)
 	}
 	return a, nil
-}
-
-func readHtpasswd(path string) (map[string][]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE: %w", err)
-	}
-	users := map[string][]byte{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		user, hash, ok := strings.Cut(line, ":")
-		if !ok || user == "" {
-			return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE line %d: want user:bcrypt-hash", n)
-		}
-		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
-			return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE line %d: user %q does not have a bcrypt hash (make one with htpasswd -nBC 10 %s)", n, user, user)
-		}
-		users[user] = []byte(hash)
-	}
-	if len(users) == 0 {
-		return nil, fmt.Errorf("METRICS_BASIC_AUTH_FILE: %s lists no user", path)
-	}
-	return users, nil
 }
 
 func (a *authenticator) enabled() bool { return a.token != nil || a.users != nil }

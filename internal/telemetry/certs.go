@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotrack/gotrack/internal/credfile"
 )
 
 // certReloader serves a certificate and key pair from files, reloading them
@@ -45,7 +47,7 @@ func newCertReloader(certPath, keyPath string, interval time.Duration, log *slog
 	if err != nil {
 		return nil, err
 	}
-	cert, err := loadPair(certPath, keyPath)
+	cert, err := credfile.LoadKeyPair(certPath, keyPath)
 	if err != nil {
 		return nil, fmt.Errorf("load METRICS_TLS_CERT and METRICS_TLS_KEY: %w", err)
 	}
@@ -85,7 +87,7 @@ func (r *certReloader) reload() {
 	if err != nil || st == r.loaded || st == r.failed {
 		return
 	}
-	cert, err := loadPair(r.certPath, r.keyPath)
+	cert, err := credfile.LoadKeyPair(r.certPath, r.keyPath)
 	if err != nil {
 		r.failed = st
 		r.failures.Inc()
@@ -97,15 +99,6 @@ func (r *certReloader) reload() {
 	r.loaded, r.failed = st, fileState{}
 	r.reloads.Inc()
 	r.log.Info("metrics TLS certificate reloaded", "cert", r.certPath)
-}
-
-// loadPair loads a certificate and key pair with its Leaf parsed.
-func loadPair(certPath, keyPath string) (tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-	if err == nil && cert.Leaf == nil { // filled in by LoadX509KeyPair unless GODEBUG x509keypairleaf=0
-		cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0])
-	}
-	return cert, err
 }
 
 // warnValidity logs at WARN a certificate that is served although it has
@@ -128,13 +121,9 @@ func (r *certReloader) notAfter() time.Time { return r.cert.Load().Leaf.NotAfter
 
 // loadCAPool reads a PEM bundle that must hold at least one certificate.
 func loadCAPool(path string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(path)
+	pool, err := credfile.LoadCAPool(path)
 	if err != nil {
 		return nil, fmt.Errorf("METRICS_CLIENT_CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("METRICS_CLIENT_CA: %s holds no PEM certificate", path)
 	}
 	return pool, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/internal/config"
+	"github.com/gotrack/gotrack/internal/testkit"
 	"github.com/gotrack/gotrack/internal/testpki"
 )
 
@@ -96,7 +97,9 @@ func TestClientCertRejectionsCountedAndLogged(t *testing.T) {
 	}
 	// The server counts a rejection as its handshake fails, which the client
 	// may see a moment earlier.
-	waitFor(t, func() bool { return seriesValue(t, reg, "gotrack_metrics_auth_failures_total", "client_cert") >= 3 }, "3 rejections counted")
+	testkit.Eventually(t, "3 rejections counted", func() bool {
+		return seriesValue(t, reg, "gotrack_metrics_auth_failures_total", "client_cert") >= 3
+	})
 	if got := seriesValue(t, reg, "gotrack_metrics_auth_failures_total", "client_cert"); got != 3 {
 		t.Errorf("client_cert failures = %v, want 3", got)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/gotrack/gotrack/internal/testkit"
 	"github.com/gotrack/gotrack/internal/testpki"
 )
 
@@ -82,7 +83,7 @@ func TestRightPasswordDuringFlood(t *testing.T) {
 				return seriesValue(t, reg, "gotrack_metrics_auth_failures_total", "invalid") +
 					seriesValue(t, reg, "gotrack_metrics_auth_failures_total", "busy")
 			}
-			waitFor(t, func() bool { return refused() >= 64 }, "the flood to get going")
+			testkit.Eventually(t, "the flood to get going", func() bool { return refused() >= 64 })
 
 			scraper := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 			for i := 1; i <= users; i++ {
@@ -98,7 +99,7 @@ func TestRightPasswordDuringFlood(t *testing.T) {
 				if resp.StatusCode != 200 {
 					t.Errorf("right password %d during the flood: %d, want 200", i, resp.StatusCode)
 				}
-				waitFor(t, func() bool { return refused() > before+8 }, "the flood to go on")
+				testkit.Eventually(t, "the flood to go on", func() bool { return refused() > before+8 })
 			}
 		})
 	}
@@ -124,15 +125,4 @@ func seriesValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 	}
 	t.Fatalf("no series %s{%s}", name, label)
 	return 0
-}
-
-// waitFor polls cond until it holds, failing the test after a generous
-// bound that only a broken server reaches.
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-	}
 }

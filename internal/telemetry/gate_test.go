@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestGateTakesClientsInTurn: a client with every slot and a full queue
@@ -27,7 +29,7 @@ func TestGateTakesClientsInTurn(t *testing.T) {
 	got := make(chan string, 8)
 	queued := func(n int) {
 		t.Helper()
-		waitFor(t, func() bool {
+		testkit.Eventually(t, "waiters to queue", func() bool {
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			total := 0
@@ -35,7 +37,7 @@ func TestGateTakesClientsInTurn(t *testing.T) {
 				total += len(q)
 			}
 			return total == n
-		}, "waiters to queue")
+		})
 	}
 	for i := range 4 {
 		go func() {

@@ -89,7 +89,7 @@ func (o Options) TracesURL() string {
 func (o Options) Validate() []error {
 	var errs []error
 	if (o.ClientCert == "") != (o.ClientKey == "") {
-		errs = append(errs, errors.New("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY must be set together"))
+		errs = append(errs, errors.New("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY must be set together; want both or neither"))
 	}
 	if o.MaxQueue > 0 && o.MaxExportBatch > o.MaxQueue {
 		errs = append(errs, fmt.Errorf("OTEL_BSP_MAX_EXPORT_BATCH_SIZE=%d is larger than OTEL_BSP_MAX_QUEUE_SIZE=%d", o.MaxExportBatch, o.MaxQueue))
@@ -104,7 +104,7 @@ func (o Options) Validate() []error {
 func ParseEndpoint(v string) (string, error) {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", errors.New("is not an http:// or https:// URL with a host")
+		return "", errors.New("is not a URL with a host; want http:// or https://HOST[:PORT][/PATH]")
 	}
 	return v, nil
 }
@@ -121,11 +121,11 @@ func ParseKeyValues(v string) (map[string]string, error) {
 		k, val, ok := strings.Cut(item, "=")
 		k = strings.TrimSpace(k)
 		if !ok || k == "" {
-			return nil, errors.New("is not a comma list of key=value pairs")
+			return nil, errors.New("is not a comma list of key=value pairs; want such as key1=value1,key2=value2")
 		}
 		dec, err := url.PathUnescape(strings.TrimSpace(val))
 		if err != nil {
-			return nil, errors.New("has a value that is not percent-encoded correctly")
+			return nil, errors.New("has a value that is not percent-encoded correctly; want %XX escapes only")
 		}
 		m[k] = dec
 	}
@@ -162,7 +162,7 @@ func NewSampler(name string, arg float64) (sdktrace.Sampler, error) {
 func ParseRatio(v string) (float64, error) {
 	f, err := strconv.ParseFloat(v, 64)
 	if err != nil || f < 0 || f > 1 {
-		return 0, errors.New("is not a ratio from 0 to 1")
+		return 0, errors.New("is not a ratio; want 0 to 1")
 	}
 	return f, nil
 }

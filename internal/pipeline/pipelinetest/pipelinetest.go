@@ -17,10 +17,12 @@ import (
 	"github.com/gotrack/gotrack/internal/sink"
 )
 
-// Fixture is a started pipeline with one sink, and its dead-letter file.
+// Fixture is a started pipeline with one sink, its dead-letter file, and
+// the registry of its metrics.
 type Fixture struct {
 	Pipe *pipeline.Pipeline
 	Dead string
+	Reg  *prometheus.Registry
 }
 
 // Start starts a pipeline delivering to s under name.
@@ -38,7 +40,7 @@ func Start(t *testing.T, name string, s sink.Sink, opts pipeline.Options) *Fixtu
 		t.Fatal(err)
 	}
 	p.Start()
-	return &Fixture{Pipe: p, Dead: dead}
+	return &Fixture{Pipe: p, Dead: dead, Reg: reg}
 }
 
 // Close closes the pipeline, failing the test on an error or when it takes

@@ -4,12 +4,12 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
+	"net"
 	"strings"
 	"sync"
 
@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kprom"
 
+	"github.com/gotrack/gotrack/internal/credfile"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 )
@@ -37,7 +38,7 @@ type Options struct {
 	Brokers     []string
 	Topic       string
 	Acks        Acks
-	Compression string // none, gzip, snappy, lz4, zstd
+	Compression string // one of Compressions(); "" for DefaultCompression
 	Key         Key
 	ClientID    string
 
@@ -53,7 +54,8 @@ type Options struct {
 	MaxBufferedRecords int
 
 	// Metrics, when set, receives franz-go's own client metrics (kprom),
-	// prefixed gotrack_kafka_.
+	// prefixed gotrack_kafka_. The two kprom gauges named *_total are
+	// exposed without that suffix, which Prometheus keeps for counters.
 	Metrics prometheus.Registerer
 }
 
@@ -96,13 +98,46 @@ func ParseKey(s string) (Key, error) {
 	return "", fmt.Errorf("unknown key %q (want event_id, visitor_id, session_id or none)", s)
 }
 
+// codecs is the one list of compressions: each name and its codec.
+var codecs = []struct {
+	name  string
+	codec func() kgo.CompressionCodec
+}{
+	{"none", kgo.NoCompression},
+	{"gzip", kgo.GzipCompression},
+	{"snappy", kgo.SnappyCompression},
+	{"lz4", kgo.Lz4Compression},
+	{"zstd", kgo.ZstdCompression},
+}
+
+// DefaultCompression is the compression of Options.Compression "".
+const DefaultCompression = "zstd"
+
+// Compressions returns the compression names ParseCompression accepts.
+func Compressions() []string {
+	names := make([]string, len(codecs))
+	for i, c := range codecs {
+		names[i] = c.name
+	}
+	return names
+}
+
 // ParseCompression checks a compression codec name.
 func ParseCompression(s string) (string, error) {
-	switch s {
-	case "none", "gzip", "snappy", "lz4", "zstd":
-		return s, nil
+	if codec(s) == nil {
+		return "", fmt.Errorf("unknown compression %q (want %s)", s, strings.Join(Compressions(), ", "))
 	}
-	return "", fmt.Errorf("unknown compression %q (want none, gzip, snappy, lz4 or zstd)", s)
+	return s, nil
+}
+
+// codec returns the named codec's constructor, or nil.
+func codec(name string) func() kgo.CompressionCodec {
+	for _, c := range codecs {
+		if c.name == name {
+			return c.codec
+		}
+	}
+	return nil
 }
 
 // ParseSASLMechanism checks a SASL mechanism name.
@@ -114,6 +149,68 @@ func ParseSASLMechanism(s string) (string, error) {
 	return "", fmt.Errorf("unknown SASL mechanism %q (want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)", s)
 }
 
+// Validate reports every problem with o, each a *sink.OptionError, joined:
+// the values and how they combine, and the content of the files they name
+// (TLS certificates and keys, the SASL password). Open calls it; zero values
+// that have a default (Acks, Compression, Key) are valid.
+func (o Options) Validate() error {
+	errs := sink.NewOptionErrors("kafka")
+	if len(o.Brokers) == 0 {
+		errs.Add("{Brokers} is not set; want a comma list of seed brokers, host:port")
+	}
+	for _, b := range o.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			errs.Add(fmt.Sprintf("{Brokers} entry %q is not host:port; want a comma list of host:port", b))
+		}
+	}
+	if o.Topic == "" {
+		errs.Add("{Topic} is empty; want the name of an existing topic")
+	}
+	if o.Acks != "" {
+		if _, err := ParseAcks(string(o.Acks)); err != nil {
+			errs.Add("{Acks}: " + err.Error())
+		}
+	}
+	if o.Compression != "" {
+		if _, err := ParseCompression(o.Compression); err != nil {
+			errs.Add("{Compression}: " + err.Error())
+		}
+	}
+	if o.Key != "" {
+		if _, err := ParseKey(string(o.Key)); err != nil {
+			errs.Add("{Key}: " + err.Error())
+		}
+	}
+	if o.MaxBufferedRecords < 0 {
+		errs.Add("{MaxBufferedRecords} is negative; want 0 (the client's default) or more")
+	}
+	tlsFiles := o
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		errs.Add("{TLSCert} and {TLSKey} must be set together; want both (a client certificate and its key) or neither")
+		tlsFiles.TLSCert, tlsFiles.TLSKey = "", "" // the CA can still be checked
+	}
+	if _, err := tlsConfig(tlsFiles); err != nil {
+		errs.Join(err)
+	}
+	if o.SASLMechanism != "" {
+		if _, err := ParseSASLMechanism(o.SASLMechanism); err != nil {
+			errs.Add("{SASLMechanism}: " + err.Error())
+		}
+		if o.SASLUser == "" || o.SASLPasswordFile == "" {
+			errs.Add("{SASLMechanism} needs {SASLUser} and {SASLPasswordFile}; want both set")
+		} else if _, err := credfile.ReadPassword(o.SASLPasswordFile); err != nil {
+			errs.Add("{SASLPasswordFile}: " + err.Error())
+		}
+		if !o.tls() && !o.AllowPlaintextSASL {
+			errs.Add("{SASLMechanism} without TLS would send the credentials in the clear; " +
+				"want {TLSCA} set (and a client pair if the brokers want one), or {AllowPlaintextSASL}=true")
+		}
+	}
+	return errs.Err()
+}
+
+func (o Options) tls() bool { return o.TLSCA != "" || o.TLSCert != "" || o.TLSKey != "" }
+
 // Sink produces events to Kafka.
 type Sink struct {
 	client *kgo.Client
@@ -124,14 +221,15 @@ type Sink struct {
 // Open builds the client. It does not wait for a broker: while none
 // answers, the sink is reported down and its queue fills, as for any outage.
 func Open(o Options) (*Sink, error) {
-	if len(o.Brokers) == 0 {
-		return nil, errors.New("kafka: no brokers")
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(o.Brokers...),
 		kgo.DefaultProduceTopic(o.Topic),
 		kgo.ProducerLinger(0), // the pipeline batches already
 		kgo.RecordPartitioner(kgo.UniformBytesPartitioner(1<<20, true, true, nil)),
+		kgo.ProducerBatchCompression(codec(cmp.Or(o.Compression, DefaultCompression))()),
 	}
 	if o.ClientID != "" {
 		opts = append(opts, kgo.ClientID(o.ClientID))
@@ -147,14 +245,7 @@ func Open(o Options) (*Sink, error) {
 	case AcksNone:
 		opts = append(opts, kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
 	}
-	codec, err := compression(o.Compression)
-	if err != nil {
-		return nil, err
-	}
-	opts = append(opts, kgo.ProducerBatchCompression(codec))
-
-	useTLS := o.TLSCA != "" || o.TLSCert != "" || o.TLSKey != ""
-	if useTLS {
+	if o.tls() {
 		cfg, err := tlsConfig(o)
 		if err != nil {
 			return nil, err
@@ -162,10 +253,6 @@ func Open(o Options) (*Sink, error) {
 		opts = append(opts, kgo.DialTLSConfig(cfg))
 	}
 	if o.SASLMechanism != "" {
-		if !useTLS && !o.AllowPlaintextSASL {
-			return nil, errors.New("kafka: SASL without TLS would send the credentials in the clear; " +
-				"set KAFKA_TLS_CA (and a client pair if the brokers want one), or KAFKA_ALLOW_PLAINTEXT_SASL=true")
-		}
 		m, err := mechanism(o)
 		if err != nil {
 			return nil, err
@@ -173,7 +260,7 @@ func Open(o Options) (*Sink, error) {
 		opts = append(opts, kgo.SASL(m))
 	}
 	if o.Metrics != nil {
-		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("gotrack_kafka", kprom.Registerer(o.Metrics))))
+		opts = append(opts, kgo.WithHooks(kprom.NewMetrics("gotrack_kafka", kprom.Registerer(&gaugeNames{Registerer: o.Metrics}))))
 	}
 	client, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -182,38 +269,24 @@ func Open(o Options) (*Sink, error) {
 	return &Sink{client: client, topic: o.Topic, key: o.Key}, nil
 }
 
-func compression(name string) (kgo.CompressionCodec, error) {
-	switch name {
-	case "none":
-		return kgo.NoCompression(), nil
-	case "gzip":
-		return kgo.GzipCompression(), nil
-	case "snappy":
-		return kgo.SnappyCompression(), nil
-	case "lz4":
-		return kgo.Lz4Compression(), nil
-	case "zstd", "":
-		return kgo.ZstdCompression(), nil
-	}
-	return kgo.CompressionCodec{}, fmt.Errorf("kafka: unknown compression %q", name)
-}
-
+// tlsConfig builds the client's TLS configuration from the PEM files, or
+// returns nil when none is set. Its errors are *sink.OptionError.
 func tlsConfig(o Options) (*tls.Config, error) {
+	if !o.tls() {
+		return nil, nil
+	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.TLSCA != "" {
-		pem, err := os.ReadFile(o.TLSCA)
+		pool, err := credfile.LoadCAPool(o.TLSCA)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: KAFKA_TLS_CA: %w", err)
+			return nil, &sink.OptionError{Sink: "kafka", Text: "{TLSCA}: " + err.Error()}
 		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka: KAFKA_TLS_CA: %s holds no PEM certificate", o.TLSCA)
-		}
+		cfg.RootCAs = pool
 	}
 	if o.TLSCert != "" || o.TLSKey != "" {
-		pair, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		pair, err := credfile.LoadKeyPair(o.TLSCert, o.TLSKey)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: KAFKA_TLS_CERT and KAFKA_TLS_KEY: %w", err)
+			return nil, &sink.OptionError{Sink: "kafka", Text: "{TLSCert} and {TLSKey}: " + err.Error()}
 		}
 		cfg.Certificates = []tls.Certificate{pair}
 	}
@@ -221,15 +294,11 @@ func tlsConfig(o Options) (*tls.Config, error) {
 }
 
 func mechanism(o Options) (sasl.Mechanism, error) {
-	b, err := os.ReadFile(o.SASLPasswordFile)
+	pass, err := credfile.ReadPassword(o.SASLPasswordFile)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: KAFKA_SASL_PASSWORD_FILE: %w", err)
+		return nil, &sink.OptionError{Sink: "kafka", Text: "{SASLPasswordFile}: " + err.Error()}
 	}
-	pass := strings.TrimRight(string(b), "\r\n")
-	if o.SASLUser == "" || pass == "" {
-		return nil, errors.New("kafka: SASL needs KAFKA_SASL_USER and a non-empty KAFKA_SASL_PASSWORD_FILE")
-	}
-	switch o.SASLMechanism {
+	switch strings.ToUpper(o.SASLMechanism) {
 	case "PLAIN":
 		return plain.Auth{User: o.SASLUser, Pass: pass}.AsMechanism(), nil
 	case "SCRAM-SHA-256":

@@ -1,10 +1,12 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -21,6 +25,7 @@ import (
 	"github.com/gotrack/gotrack/internal/pipeline/pipelinetest"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 const topic = "gotrack.events"
@@ -250,12 +255,12 @@ func TestBrokerFailure(t *testing.T) {
 	if err := p.Submit(events[:1000]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first events", func() bool { return p.Stats()[0].Delivered == 1000 })
+	testkit.Eventually(t, "the first events", func() bool { return p.Stats()[0].Delivered == 1000 })
 	down.Store(true)
 	if err := p.Submit(events[1000:2000]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the sink to be reported down", func() bool { ready, _ := p.Ready(); return !ready })
+	testkit.Eventually(t, "the sink to be reported down", func() bool { ready, _ := p.Ready(); return !ready })
 	if d := p.Stats()[0].Delivered; d >= 2000 {
 		t.Fatalf("%d delivered while the broker was down", d)
 	}
@@ -331,13 +336,89 @@ func TestSASLAgainstCluster(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	if err := (Options{Brokers: []string{"127.0.0.1:9092"}, Topic: topic}).Validate(); err != nil {
+		t.Errorf("Validate of the least options = %v", err)
+	}
+	err := Options{
+		Brokers: []string{"no-port"}, Acks: "some", Compression: "brotli", Key: "user",
+		TLSCA: garbage, TLSKey: garbage, SASLMechanism: "PLAIN",
+	}.Validate()
+	for _, want := range []string{
+		`Brokers entry "no-port" is not host:port`, "Topic is empty", `Acks: unknown acks "some"`,
+		`Compression: unknown compression "brotli" (want none, gzip, snappy, lz4, zstd)`, `Key: unknown key "user"`,
+		"TLSCA: " + garbage + " holds no PEM certificate", "TLSCert and TLSKey must be set together", "SASLMechanism needs SASLUser and SASLPasswordFile",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want it to say %q", err, want)
+		}
+	}
+	err = Options{Brokers: []string{"127.0.0.1:9092"}, Topic: topic, SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: garbage}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "SASLMechanism without TLS would send the credentials in the clear") {
+		t.Errorf("SASL without TLS: Validate = %v", err)
+	}
+	if _, err := Open(Options{Brokers: []string{"127.0.0.1:9092"}}); err == nil || !strings.Contains(err.Error(), "kafka: Topic is empty") {
+		t.Errorf("Open without a topic = %v", err)
+	}
+}
+
+// TestClientMetricsPassPromtool turns franz-go's client metrics on, as
+// KAFKA_CLIENT_METRICS=true does, produces a batch, and checks the
+// exposition with the real promtool: kprom names two gauges *_total, which
+// promtool refuses, so the sink renames them. Closing the sink takes every
+// client metric away again.
+func TestClientMetricsPassPromtool(t *testing.T) {
+	promtool := testkit.RequireTool(t, "promtool")
+	c := newCluster(t, 1)
+	reg := prometheus.NewRegistry()
+	s, err := Open(Options{Brokers: c.ListenAddrs(), Topic: topic, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteBatch(t.Context(), sinktest.Events(3)); err != nil {
+		t.Fatal(err)
+	}
+	var text string
+	// kprom counts a produced batch in a hook that may run just after the
+	// produce returns.
+	testkit.Eventually(t, "kprom to count the produced batch", func() bool {
+		text = expose(t, reg)
+		return strings.Contains(text, "\ngotrack_kafka_produce_bytes_total{")
+	})
+	for _, want := range []string{"\ngotrack_kafka_buffered_produce_records ", "\ngotrack_kafka_buffered_fetch_records ", "\ngotrack_kafka_produce_bytes_total{"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("exposition lacks %q:\n%s", want, text)
+		}
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+	if err := s.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if text := expose(t, reg); strings.Contains(text, "gotrack_kafka_buffered") {
+		t.Errorf("client metrics left registered after Close:\n%s", text)
+	}
+}
+
+func expose(t *testing.T, g prometheus.Gatherer) string {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	for _, mf := range mfs {
+		if _, err := expfmt.MetricFamilyToText(&b, mf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.String()
 }

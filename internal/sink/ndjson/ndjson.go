@@ -44,8 +44,35 @@ type Options struct {
 	Fsync         FsyncPolicy   // default FsyncBatch
 	FsyncInterval time.Duration // for FsyncInterval; default 1s
 	RotateBytes   int64         // rotate before a batch would grow the file past this; 0 never
-	Backups       int           // rotated files kept as Path.1 ... Path.N
+	Backups       int           // rotated files kept as Path.1 ... Path.N, 0 to MaxBackups
 	Stdout        io.Writer     // used when Path is Stdout; default os.Stdout
+}
+
+// MaxBackups is the most rotated files Options.Backups may keep.
+const MaxBackups = 1000
+
+// Validate reports every problem with o, each a *sink.OptionError, joined.
+// Open calls it; zero values that have a default are valid.
+func (o Options) Validate() error {
+	errs := sink.NewOptionErrors("ndjson")
+	if o.Path == "" {
+		errs.Add("{Path} is empty; want a file path, or - for standard output")
+	}
+	if o.Fsync != "" {
+		if _, err := ParseFsyncPolicy(string(o.Fsync)); err != nil {
+			errs.Add("{Fsync}: " + err.Error())
+		}
+	}
+	if o.FsyncInterval < 0 {
+		errs.Add("{FsyncInterval} is negative; want a positive duration, or 0 for 1s")
+	}
+	if o.RotateBytes < 0 {
+		errs.Add("{RotateBytes} is negative; want 0 (never rotate) or a positive size")
+	}
+	if o.Backups < 0 || o.Backups > MaxBackups {
+		errs.Add(fmt.Sprintf("{Backups}=%d is out of range; want 0 to %d", o.Backups, MaxBackups))
+	}
+	return errs.Err()
 }
 
 // Sink appends events to a file. Each batch is one write; a batch that fails
@@ -67,8 +94,12 @@ type Sink struct {
 	lastSync time.Time
 }
 
-// Open opens (creating if needed) the file for appending.
+// Open opens (creating if needed) the file for appending. It fails with
+// Validate's error when opts are not valid.
 func Open(opts Options) (*Sink, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
 	if opts.Fsync == "" {
 		opts.Fsync = FsyncBatch
 	}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -237,5 +238,20 @@ func TestParseFsyncPolicy(t *testing.T) {
 	}
 	if _, err := ParseFsyncPolicy("sometimes"); err == nil {
 		t.Error("accepted an unknown policy")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	if err := (Options{Path: "events.ndjson"}).Validate(); err != nil {
+		t.Errorf("Validate of a plain path = %v", err)
+	}
+	err := Options{Fsync: "sometimes", RotateBytes: -1, Backups: MaxBackups + 1}.Validate()
+	for _, want := range []string{"Path is empty", `Fsync: unknown fsync policy "sometimes"`, "RotateBytes is negative", "Backups=1001 is out of range; want 0 to 1000"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want it to say %q", err, want)
+		}
+	}
+	if _, err := Open(Options{}); err == nil || !strings.Contains(err.Error(), "ndjson: Path is empty") {
+		t.Errorf("Open without a path = %v", err)
 	}
 }

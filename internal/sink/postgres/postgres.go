@@ -9,6 +9,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,22 +29,71 @@ import (
 	"github.com/gotrack/gotrack/internal/sink"
 )
 
-// Options configure a Sink.
+// Options configure a Sink. Zero numbers take the defaults below.
 type Options struct {
 	DSN      string // libpq URL or key=value string
 	Table    string // "events" or "schema.events"; see ValidTable
-	MaxConns int32  // pool size; default 4
+	MaxConns int32  // pool size, 1 to 1000; default 4
 	// Parallel is how many connections one batch is spread over, each
 	// writing a part of at least MinPart events in its own transaction;
-	// default min(2, MaxConns). The pipeline does the spreading (see
-	// Policy). Parts commit independently, which is safe because every
+	// 1 to 64, default min(2, MaxConns). The pipeline does the spreading
+	// (see Policy). Parts commit independently, which is safe because every
 	// write is idempotent by event_id.
 	Parallel       int
-	ConnectTimeout time.Duration // for connecting and migrating at Open; default 10s
-	// BatchEvents and BatchBytes bound the pipeline's batches for this
-	// sink, which writes far faster in large ones (PG_BATCH_SIZE,
-	// PG_BATCH_BYTES); 0 takes the pipeline's.
-	BatchEvents, BatchBytes int
+	ConnectTimeout time.Duration // for connecting and migrating at Open, 1s to 10m; default 10s
+
+	// BatchSize and BatchBytes are this sink's batch policy, which the
+	// pipeline applies in place of its own (see Policy): PostgreSQL writes
+	// far faster in large batches. 1 to 1,000,000 events and 1 KiB to 1 GiB.
+	BatchSize, BatchBytes int
+}
+
+// The defaults of Options.
+const (
+	DefaultMaxConns       = 4
+	DefaultParallel       = 2
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultBatchSize      = 5000
+	DefaultBatchBytes     = 8 << 20
+)
+
+// WithDefaults returns o with every zero number set to its default.
+func (o Options) WithDefaults() Options {
+	o.MaxConns = cmp.Or(o.MaxConns, DefaultMaxConns)
+	o.Parallel = cmp.Or(o.Parallel, DefaultParallel)
+	o.ConnectTimeout = cmp.Or(o.ConnectTimeout, DefaultConnectTimeout)
+	o.BatchSize = cmp.Or(o.BatchSize, DefaultBatchSize)
+	o.BatchBytes = cmp.Or(o.BatchBytes, DefaultBatchBytes)
+	return o
+}
+
+// Validate reports every problem with o, each a *sink.OptionError, joined.
+// A malformed DSN is reported without being echoed, since it may hold a
+// password. Validate does not connect; Open does.
+func (o Options) Validate() error {
+	errs := sink.NewOptionErrors("postgres")
+	if o.DSN == "" {
+		errs.Add("{DSN} is not set; want a libpq URL (postgres://user@host/db) or key=value string (host=... dbname=...)")
+	} else if _, err := pgxpool.ParseConfig(o.DSN); err != nil {
+		// The parse error can quote the DSN, password and all; say only what is wrong.
+		errs.Add("{DSN} is not valid; want a libpq URL (postgres://user@host/db) or key=value string (host=... dbname=...)")
+	}
+	if !ValidTable(o.Table) {
+		errs.Add(fmt.Sprintf("{Table}=%q is not an identifier; want letters, digits and _, optionally schema.table", o.Table))
+	}
+	between := func(name string, v, lo, hi int64) {
+		if v < lo || v > hi {
+			errs.Add(fmt.Sprintf("{%s}=%d is out of range; want %d to %d", name, v, lo, hi))
+		}
+	}
+	between("MaxConns", int64(o.MaxConns), 1, 1000)
+	between("Parallel", int64(o.Parallel), 1, 64)
+	between("BatchSize", int64(o.BatchSize), 1, 1_000_000)
+	between("BatchBytes", int64(o.BatchBytes), 1024, 1<<30)
+	if d := o.ConnectTimeout; d < time.Second || d > 10*time.Minute {
+		errs.Add(fmt.Sprintf("{ConnectTimeout}=%s is out of range; want 1s to 10m", d))
+	}
+	return errs.Err()
 }
 
 var tableName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$`)
@@ -70,27 +120,19 @@ type Sink struct {
 	policy sink.Policy
 }
 
-// Open connects, applies the schema migrations, and returns the sink. A
+// Open connects, applies the schema migrations, and returns the sink. It
+// fails with Validate's error when o, with its defaults, is not valid. A
 // wrong DSN, an unreachable server or bad credentials fail here, so that
 // GoTrack refuses to start rather than queue events it can never write.
 func Open(ctx context.Context, o Options) (*Sink, error) {
-	if !ValidTable(o.Table) {
-		return nil, fmt.Errorf("postgres: table name %q is not a valid identifier", o.Table)
-	}
-	if o.MaxConns <= 0 {
-		o.MaxConns = 4
-	}
-	if o.Parallel <= 0 {
-		o.Parallel = 2
+	o = o.WithDefaults()
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	o.Parallel = min(o.Parallel, int(o.MaxConns))
-	if o.ConnectTimeout <= 0 {
-		o.ConnectTimeout = 10 * time.Second
-	}
 	cfg, err := pgxpool.ParseConfig(o.DSN)
 	if err != nil {
-		// The parse error can quote the DSN, password and all; say only what is wrong.
-		return nil, errors.New("postgres: PG_DSN is not a valid libpq URL or key=value string")
+		return nil, errors.New("postgres: the DSN is not valid") // Validate said more
 	}
 	cfg.MaxConns = o.MaxConns
 	cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
@@ -101,7 +143,7 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		return err
 	}
 	s := &Sink{table: pgx.Identifier(strings.Split(o.Table, ".")), policy: sink.Policy{
-		BatchEvents: o.BatchEvents, BatchBytes: o.BatchBytes,
+		BatchEvents: o.BatchSize, BatchBytes: o.BatchBytes,
 		MaxInFlight: o.Parallel, MinPart: MinPart, Idempotent: true,
 	}}
 	t := s.table.Sanitize()
@@ -130,34 +172,46 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 // idempotent.
 func (s *Sink) Policy() sink.Policy { return s.policy }
 
-// WriteBatch writes the batch in one transaction. It first COPYs straight
-// into the events table, the fast path for the usual batch of new events;
-// when any event_id is already there (a retry or a replay), the primary key
-// refuses the COPY, the transaction rolls back whole, and the batch is
-// written again through the staging table with ON CONFLICT DO NOTHING. An
-// event_id already in the table, or twice in the batch, is written once.
-// The error is permanent when the batch was rejected for its content; the
-// pipeline then isolates the offending events.
+// WriteBatch is WriteBatchDedup without the count of duplicates.
 func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
+	_, err := s.WriteBatchDedup(ctx, batch)
+	return err
+}
+
+// WriteBatchDedup writes the batch in one transaction and returns how many
+// of its events were not written because their event_id was in the table
+// already, or twice in the batch. It first COPYs straight into the events
+// table, the fast path for the usual batch of new events; when any event_id
+// is already there (a retry or a replay), the primary key refuses the COPY,
+// the transaction rolls back whole, and the batch is written again through
+// the staging table with ON CONFLICT DO NOTHING, whose row count is the
+// number of new events. The error is permanent when the batch was rejected
+// for its content; the pipeline then isolates the offending events.
+func (s *Sink) WriteBatchDedup(ctx context.Context, batch []*event.Event) (duplicates int, err error) {
 	if len(batch) == 0 {
-		return nil
+		return 0, nil
 	}
-	err := s.tx(ctx, func(tx pgx.Tx) error {
+	err = s.tx(ctx, func(tx pgx.Tx) error {
 		_, err := tx.CopyFrom(ctx, s.table, columns, rows(batch))
 		return err
 	})
 	var pe *pgconn.PgError
 	if err == nil || !errors.As(err, &pe) || pe.Code != uniqueViolation {
-		return classify(fmt.Sprintf("copy %d events", len(batch)), err)
+		return 0, classify(fmt.Sprintf("copy %d events", len(batch)), err)
 	}
+	var inserted int64
 	err = s.tx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{staging}, columns, rows(batch)); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, s.insert)
+		tag, err := tx.Exec(ctx, s.insert)
+		inserted = tag.RowsAffected()
 		return err
 	})
-	return classify(fmt.Sprintf("copy %d events through staging", len(batch)), err)
+	if err != nil {
+		return 0, classify(fmt.Sprintf("copy %d events through staging", len(batch)), err)
+	}
+	return len(batch) - int(inserted), nil
 }
 
 const uniqueViolation = "23505"

@@ -17,6 +17,7 @@ import (
 	"github.com/gotrack/gotrack/internal/pipeline/pipelinetest"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 func open(t *testing.T, table string) *Sink {
@@ -238,10 +239,10 @@ func TestServerRestartMidStream(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, "some events to be written", func() bool { return f.Pipe.Stats()[0].Delivered >= 1000 })
+	testkit.Eventually(t, "some events to be written", func() bool { return f.Pipe.Stats()[0].Delivered >= 1000 })
 	pgtest.Stop(t)
 	close(stopped)
-	waitFor(t, "the sink to be reported down", func() bool { ready, _ := f.Pipe.Ready(); return !ready })
+	testkit.Eventually(t, "the sink to be reported down", func() bool { ready, _ := f.Pipe.Ready(); return !ready })
 	time.Sleep(300 * time.Millisecond) // let writes fail and retry against the stopped server
 	pgtest.Start(t)
 	wg.Wait()
@@ -257,17 +258,6 @@ func TestServerRestartMidStream(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestOpenFailsClearly(t *testing.T) {
 	dsn := pgtest.DSN(t)
 	cfg, err := pgx.ParseConfig(dsn)
@@ -280,43 +270,95 @@ func TestOpenFailsClearly(t *testing.T) {
 		t.Errorf("wrong password: %v", err)
 	}
 	_, err = Open(t.Context(), Options{DSN: "postgres://u:secretpw@[::1", Table: "events"})
-	if err == nil || !strings.Contains(err.Error(), "PG_DSN") || strings.Contains(err.Error(), "secretpw") {
+	if err == nil || !strings.Contains(err.Error(), "DSN is not valid") || strings.Contains(err.Error(), "secretpw") {
 		t.Errorf("malformed DSN: %v", err)
 	}
 	_, err = Open(t.Context(), Options{DSN: dsn, Table: "events; DROP TABLE x"})
-	if err == nil || !strings.Contains(err.Error(), "not a valid identifier") {
+	if err == nil || !strings.Contains(err.Error(), "is not an identifier") {
 		t.Errorf("bad table name: %v", err)
 	}
 }
 
-// TestParallelParts writes batches large enough to be spread over several
-// connections: a clean one in full, and one with a poison event, which the
-// pipeline narrows down to that event alone.
+// TestParallelParts: the pipeline spreads a batch large enough over
+// PG_PARALLEL connections, each part in its own transaction. A clean batch
+// is written in full; in one with a poison event, the other parts commit
+// once and that event alone is dead-lettered; the clean batch delivered
+// again counts every event of every part as a duplicate, none as ingested.
 func TestParallelParts(t *testing.T) {
 	table := pgtest.Table(t)
-	s, err := Open(t.Context(), Options{DSN: pgtest.DSN(t), Table: table, MaxConns: 4, Parallel: 3})
+	s, err := Open(t.Context(), Options{DSN: pgtest.DSN(t), Table: table, MaxConns: 4, Parallel: 3, BatchSize: 3 * MinPart})
 	if err != nil {
 		t.Fatal(err)
 	}
-	clean := sinktest.Events(3 * MinPart)
-	if err := s.WriteBatch(t.Context(), clean); err != nil {
-		t.Fatal(err)
+	if p := s.Policy(); p.MaxInFlight != 3 || p.MinPart != MinPart || p.BatchEvents != 3*MinPart || !p.Idempotent {
+		t.Fatalf("Policy() = %+v", p)
 	}
+	// A batch is read when 3*MinPart events are buffered, so each Submit
+	// below is one batch of three parts.
+	f := pipelinetest.Start(t, "postgres", s, pipeline.Options{QueueSize: 4 * 3 * MinPart, FlushInterval: time.Hour})
+	clean := sinktest.Events(3 * MinPart)
 	bad := poison()
 	dirty := append(sinktest.Events(3*MinPart-1), bad)
-	if err := s.WriteBatch(t.Context(), dirty); !sink.IsPermanent(err) {
-		t.Fatalf("a batch with a poison event in one part = %v, want permanent", err)
-	}
-	f := pipelinetest.Start(t, "postgres", s, pipeline.Options{BatchSize: len(dirty), FlushInterval: time.Hour})
-	if err := f.Pipe.Submit(dirty); err != nil {
-		t.Fatal(err)
+	taken := int64(0)
+	for _, batch := range [][]*event.Event{clean, dirty, clean} {
+		if err := f.Pipe.Submit(batch); err != nil {
+			t.Fatal(err)
+		}
+		taken += int64(len(batch))
+		testkit.Eventually(t, "the batch to be written", func() bool {
+			st := f.Pipe.Stats()[0]
+			return st.Delivered+st.DeadLettered >= taken
+		})
 	}
 	f.Close(t, 60*time.Second)
 	ids := pgtest.IDs(t, table)
 	if len(ids) != len(clean)+len(dirty)-1 || ids[bad.EventID] != 0 {
 		t.Errorf("table holds %d rows (poison %d), want %d", len(ids), ids[bad.EventID], len(clean)+len(dirty)-1)
 	}
-	if st := f.Pipe.Stats()[0]; st.DeadLettered != 1 {
-		t.Errorf("%d dead-lettered, want 1", st.DeadLettered)
+	if st := f.Pipe.Stats()[0]; st.DeadLettered != 1 || st.Delivered != int64(2*len(clean)+len(dirty)-1) {
+		t.Errorf("%d delivered, %d dead-lettered; want %d and 1", st.Delivered, st.DeadLettered, 2*len(clean)+len(dirty)-1)
+	}
+	if got, want := counter(t, f, "gotrack_events_ingested_total"), float64(len(clean)+len(dirty)-1); got != want {
+		t.Errorf("ingested %v, want %v: the committed parts of the poisoned batch were written again", got, want)
+	}
+	if got, want := counter(t, f, "gotrack_events_duplicate_total"), float64(len(clean)); got != want {
+		t.Errorf("duplicates %v, want the clean batch's %v", got, want)
+	}
+}
+
+// counter returns the value of the pipeline's counter name for the sink.
+func counter(t *testing.T, f *pipelinetest.Fixture, name string) float64 {
+	t.Helper()
+	mfs, err := f.Reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func TestValidate(t *testing.T) {
+	if err := (Options{DSN: "postgres://localhost/db", Table: "events"}).WithDefaults().Validate(); err != nil {
+		t.Errorf("Validate of the defaults = %v", err)
+	}
+	err := Options{DSN: "postgres://u:secretpw@[::1", Table: "a.b.c", MaxConns: -1, Parallel: 65,
+		BatchSize: 2_000_000, BatchBytes: 10, ConnectTimeout: time.Millisecond}.Validate()
+	for _, want := range []string{"DSN is not valid", `Table="a.b.c" is not an identifier`, "MaxConns=-1 is out of range; want 1 to 1000",
+		"Parallel=65 is out of range; want 1 to 64", "BatchSize=2000000 is out of range", "BatchBytes=10 is out of range; want 1024 to",
+		"ConnectTimeout=1ms is out of range; want 1s to 10m"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want it to say %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "secretpw") {
+		t.Errorf("Validate echoes the DSN's password: %v", err)
+	}
+	if err := (Options{Table: "events"}).WithDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "postgres: DSN is not set") {
+		t.Errorf("Validate without a DSN = %v", err)
 	}
 }
