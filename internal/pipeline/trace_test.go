@@ -36,7 +36,7 @@ func recorder() (*tracetest.SpanRecorder, *sdktrace.TracerProvider) {
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""
