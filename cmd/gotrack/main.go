@@ -43,6 +43,7 @@ import (
 	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/internal/spool"
 	"github.com/gotrack/gotrack/internal/telemetry"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 // commands is every subcommand, one line each, for `gotrack -h`.
@@ -130,11 +131,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	log := slog.New(tracing.LogHandler(telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).Handler()))
 	for _, w := range config.Typos(os.Environ()) {
 		log.Warn(w)
 	}
 	reg := telemetry.NewRegistry()
+	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Export the spans still buffered; bounded by the BSP export timeout.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := tp.Shutdown(sctx); err != nil {
+			log.Warn("tracing: spans not exported at exit", "err", err)
+		}
+	}()
 	if getenv("GOGC") == "" {
 		// GoTrack's live heap is small and it allocates per request, so the
 		// default GOGC=100 collects very often; 200 costs some MiB of RSS and
@@ -203,6 +216,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	popts := cfg.Pipeline
+	popts.Tracer = tp.Tracer()
 	if cfg.Spool.Dir != "" {
 		sm, err := spool.NewMetrics(reg, names)
 		if err == nil {
@@ -238,6 +252,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxBatchEvents:   cfg.MaxBatchEvents,
 		CORSOrigins:      cfg.CORSOrigins,
 		MaxInflightBytes: cfg.MaxInflightBytes,
+		Tracer:           tp.Tracer(),
 		RoutePrefix:      cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {
@@ -275,6 +290,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
 		"ip_mode", cfg.Privacy.IPMode, "dnt_respect", cfg.Privacy.RespectDNT, "trust_proxy", cfg.Privacy.TrustProxy,
 		"auth_mode", auth.String(), "queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
+		"tracing", cfg.Tracing.TracesURL() != "" && !cfg.Tracing.Disabled,
 		"version", telemetry.Version)
 
 	var runErr error

@@ -30,6 +30,7 @@ import (
 	"github.com/gotrack/gotrack/internal/sink/postgres"
 	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/internal/spool"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 // Output names accepted in OUTPUTS.
@@ -80,6 +81,7 @@ type Config struct {
 
 	Sources Sources
 	Enrich  enrich.Options
+	Tracing tracing.Options
 }
 
 // Sources is who may write events (AUTH_MODE, SOURCES_FILE). Set is the
@@ -420,6 +422,7 @@ func settings(c *Config) []setting {
 	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR without mTLS, bearer token or basic auth (TLS alone does not count)", boolean(&m.AllowInsecure))
 	add("METRICS_MAX_SCRAPES", "4", "concurrent /metrics requests served; more get 503", integer(&m.MaxScrapes, 1, 1000))
 	add("METRICS_SCRAPE_TIMEOUT", "10s", "time limit of one /metrics response", duration(&m.ScrapeTimeout, 100*time.Millisecond, 5*time.Minute))
+	s = append(s, otelSettings(&c.Tracing)...)
 	return s
 }
 
@@ -602,6 +605,17 @@ func (c *Config) check(failed map[string]bool) []error {
 			bad("%s: %v; want a readable MaxMind .mmdb file", f.name, err)
 		} else if !fi.Mode().IsRegular() {
 			bad("%s=%q is not a regular file; want a MaxMind .mmdb file", f.name, f.path)
+		}
+	}
+	errs = append(errs, c.Tracing.Validate()...)
+	if ca := c.Tracing.CA; ca != "" {
+		if _, err := credfile.LoadCAPool(ca); err != nil {
+			bad("OTEL_EXPORTER_OTLP_CERTIFICATE: %v", err)
+		}
+	}
+	if crt, key := c.Tracing.ClientCert, c.Tracing.ClientKey; crt != "" && key != "" {
+		if _, err := credfile.LoadKeyPair(crt, key); err != nil {
+			bad("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/OTEL_EXPORTER_OTLP_CLIENT_KEY: %v", err)
 		}
 	}
 	return errs

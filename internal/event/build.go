@@ -23,6 +23,8 @@ type Meta struct {
 	Enrichment *Enrichment
 	// Campaign parses each event's url for its campaign parameters.
 	Campaign bool
+	// TraceID and SpanID are the sampled request span's, or empty.
+	TraceID, SpanID string
 }
 
 // FromQuery builds a sealed pixel event from a raw query string. Parameters:
@@ -477,6 +479,7 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 			e.Campaign = c.AppendJSON(make([]byte, 0, 64))
 		}
 	}
+	e.TraceID, e.SpanID = m.TraceID, m.SpanID
 	e.Seal()
 	return nil
 }

@@ -74,6 +74,11 @@ type Event struct {
 	// url (ENRICH=campaign, see ParseCampaign); on the Segment API,
 	// context.campaign as sent.
 	Campaign json.RawMessage `json:"campaign,omitempty"`
+	// TraceID and SpanID, lower-case hex, are those of the sampled request
+	// span that received the event, when tracing is on: an analyst joins
+	// the event to its trace, and sink spans link to the request.
+	TraceID string `json:"trace_id,omitempty"`
+	SpanID  string `json:"span_id,omitempty"`
 
 	// Fields set only by the Segment-compatible API (internal/segment).
 	Call              string          `json:"call,omitempty"`
@@ -192,6 +197,8 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = e.appendEnrichment(b)
 	b = appendRaw(b, `,"campaign":`, e.Campaign)
 	b = appendRaw(b, `,"context":`, e.Context)
+	b = appendField(b, `,"trace_id":`, e.TraceID)
+	b = appendField(b, `,"span_id":`, e.SpanID)
 	return append(b, '}')
 }
 
@@ -291,8 +298,27 @@ func Decode(line []byte) (*Event, error) {
 	if e.ReceivedAt.IsZero() {
 		return nil, errField("received_at", "is missing")
 	}
+	if !isHexID(e.TraceID, 32) || !isHexID(e.SpanID, 16) {
+		return nil, errField("trace_id", "or span_id is not lower-case hex of 32 or 16 digits")
+	}
 	e.Seal()
 	return &e, nil
+}
+
+// isHexID reports whether s is empty or n lower-case hex digits.
+func isHexID(s string, n int) bool {
+	if s == "" {
+		return true
+	}
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // FieldError reports an event field that breaks the schema.

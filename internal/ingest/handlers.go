@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
@@ -49,6 +50,7 @@ type server struct {
 	norm     *event.Normalizer
 	pipe     Pipeline
 	log      *slog.Logger
+	tracer   trace.Tracer // nil: tracing off
 	received struct{ pixel, collect, segment prometheus.Counter }
 	shed     prometheus.Counter
 	anyOrig  bool
@@ -81,7 +83,7 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	if err := reg.Register(rateLimited); err != nil {
 		return nil, err
 	}
-	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes), rateLimited: rateLimited}
+	s := &server{opts: opts, norm: n, pipe: p, log: log, tracer: opts.Tracer, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes), rateLimited: rateLimited}
 	s.budget.max = opts.MaxInflightBytes
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
@@ -105,7 +107,7 @@ func (s *server) meta(r *http.Request, src *source.Source, c client, en *event.E
 	if c.ok {
 		ip = s.norm.MaskAddr(c.addr)
 	}
-	return event.Meta{
+	m := event.Meta{
 		SourceID:   src.ID,
 		Enrichment: en,
 		Campaign:   s.opts.Enricher != nil && s.opts.Enricher.Campaign(),
@@ -114,6 +116,10 @@ func (s *server) meta(r *http.Request, src *source.Source, c client, en *event.E
 		UserAgent:  first(r.Header["User-Agent"]),
 		Referer:    first(r.Header["Referer"]),
 	}
+	if s.tracer != nil {
+		m.TraceID, m.SpanID = spanIDs(r)
+	}
+	return m
 }
 
 func (s *server) doNotTrack(r *http.Request) bool {
@@ -231,32 +237,42 @@ func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case s.doNotTrack(r):
 		s.pipe.CountDropped(pipeline.DropDNT, 1)
+		s.count(r, 0, 0, 1)
 	default:
 		c := s.client(r)
 		if s.limitIP(c) != nil {
 			s.pipe.CountDropped(pipeline.DropRateLimited, 1)
+			s.count(r, 0, 0, 1)
 			break
 		}
 		src, err := s.auth(r, true)
 		if err != nil {
 			s.pipe.CountDropped(pipeline.DropUnauthorized, 1)
+			s.count(r, 0, 0, 1)
 			break
 		}
 		if s.limitSource(src) != nil {
 			s.pipe.CountDropped(pipeline.DropRateLimited, 1)
+			s.count(r, 0, 0, 1)
 			break
 		}
 		en, drop := s.enrich(r, c, 1)
 		if drop {
+			s.count(r, 0, 0, 1)
 			break
 		}
 		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r, src, c, en))
 		if err != nil {
 			s.pipe.CountDropped(pipeline.DropInvalid, 1)
-			s.log.Debug("pixel event invalid", "err", err)
+			s.count(r, 0, 1, 0)
+			s.log.DebugContext(r.Context(), "pixel event invalid", "err", err)
 			break
 		}
-		s.pipe.SubmitEach(e) // drops are counted per sink
+		if s.pipe.SubmitEach(e) { // drops are counted per sink
+			s.count(r, 1, 0, 0)
+		} else {
+			s.count(r, 0, 0, 1)
+		}
 	}
 	h := w.Header()
 	h["Content-Type"] = gifType
@@ -288,6 +304,9 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 	resp, events, err := s.readEvents(w, r, &signed)
 	if err != nil {
 		signed.Forget() // not accepted: a retry with the same signature is no replay
+		if resp != nil {
+			s.count(r, 0, resp.Rejected, resp.Dropped)
+		}
 		writeError(w, r, err, resp)
 		s.countShed(err)
 		return
@@ -295,12 +314,14 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 	if resp.Dropped == 0 {
 		if err := s.pipe.Submit(events); err != nil {
 			signed.Forget()
-			if writeError(w, nil, err, nil).failed { // the body was read to its end
-				s.log.Error("submit failed", "err", err)
+			s.count(r, 0, resp.Rejected, resp.Accepted) // refused with a 503: the client may send them again
+			if writeError(w, nil, err, nil).failed {    // the body was read to its end
+				s.log.ErrorContext(r.Context(), "submit failed", "err", err)
 			}
 			return
 		}
 	}
+	s.count(r, resp.Accepted, resp.Rejected, resp.Dropped)
 	writeJSON(w, http.StatusAccepted, resp)
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/httpmetrics"
 	"github.com/gotrack/gotrack/internal/enrich"
@@ -50,6 +51,9 @@ type Options struct {
 	// once, after decompression, across all requests; at least
 	// MaxBodyBytes. Zero means DefaultMaxInflightBytes.
 	MaxInflightBytes int64
+	// Tracer, when not nil, gives each /px.gif and /collect request a
+	// server span; nil (tracing off) costs nothing.
+	Tracer trace.Tracer
 }
 
 // Validate reports every option out of range at once.
@@ -105,6 +109,7 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 		DurationLabels: []httpmetrics.Label{httpmetrics.Endpoint, httpmetrics.Method},
 		CatchAll:       catchAll,
 		Routes:         Routes,
+		Exemplar:       exemplar(opts.Tracer),
 	})
 	if err != nil {
 		return nil, err
@@ -130,9 +135,9 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 	}
 	mux.HandleFunc(catchAll, notFound)
 	if opts.RoutePrefix != "" {
-		return underPrefix(opts.RoutePrefix, hm.Wrap(guard(mux))), nil
+		return underPrefix(opts.RoutePrefix, s.traced(hm.Wrap(guard(mux)))), nil
 	}
-	return hm.Wrap(guard(mux)), nil
+	return s.traced(hm.Wrap(guard(mux))), nil
 }
 
 // guard answers, as JSON, the requests that net/http's mux or the metrics
