@@ -185,7 +185,11 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 			}
 		}
 	}
-	progress.Update(in.Total(), in.Total(), read, true)
+	if interrupted {
+		progress.Update(in.Done(), in.Total(), read, true)
+	} else {
+		progress.Update(in.Total(), in.Total(), read, true)
+	}
 	took := time.Since(start)
 	fmt.Fprintf(stdout, "replay: %d replayed, %d failed, %d skipped in %s\n", counts.Replayed, counts.Failed, counts.Skipped, took.Round(time.Millisecond))
 	ok := counts.Failed == 0 && len(errs) == 0
