@@ -13,6 +13,9 @@ packages=()
 command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || packages+=(prometheus-pushgateway)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || packages+=(nginx)
 command -v prometheus-alertmanager >/dev/null 2>&1 || packages+=(prometheus-alertmanager)
 if ((${#packages[@]})); then
@@ -35,6 +38,18 @@ if ! promtool check config --syntax-only deploy/prometheus/kubernetes-sd.yml >/d
   fi
   export GOTRACK_PROMTOOL_K8S="$PWD/.tools/bin/promtool"
 fi
+
+# The real JavaScript clients the tests drive (Segment's and RudderStack's
+# SDKs, puppeteer-core for chromium) and gotrack.js's build toolchain, at
+# the versions pinned in their package-lock.json files.
+# npm ci refuses a lock file that lacks optional packages for other
+# platforms (test/js's lacks msgpackr-extract's macOS and Windows builds,
+# which the registry reachable here does not serve); npm install --no-save
+# then installs the same locked versions without touching the lock file.
+npmflags=(--ignore-scripts --no-audit --no-fund --loglevel=error)
+for dir in test/js web/tracker; do
+  (cd "$dir" && { npm ci "${npmflags[@]}" 2>/dev/null || npm install --no-save "${npmflags[@]}"; })
+done
 
 . scripts/pg.sh
 trap pg_stop EXIT

@@ -241,3 +241,51 @@ func TestDrainDelayWithinTimeout(t *testing.T) {
 		t.Fatalf("run = %v, want the drain delay refused", err)
 	}
 }
+
+// TestStalledRequestDoesNotEatTheDrain: a client that stalls in the middle
+// of a /collect body when SIGTERM comes must not keep the ingest listener's
+// shutdown waiting until the deadline, leaving the pipeline no time: the
+// events already acknowledged, which the sink (on a full device) cannot
+// take, still reach the dead-letter file instead of being lost. The
+// stalled request was never acknowledged, so cutting it off loses nothing.
+func TestStalledRequestDoesNotEatTheDrain(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full:", err)
+	}
+	p := startGotrack(t, "LOG_PATH=/dev/full", "SHUTDOWN_TIMEOUT=4s", "RETRY_MAX_BACKOFF=50ms",
+		"METRICS_ENABLED=true", "METRICS_ADDR="+freePort(t))
+	sendEvents(t, p.ingest, 5) // 7 events
+	c, err := net.Dial("tcp", p.ingest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST /collect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":"); err != nil {
+		t.Fatal(err)
+	}
+	for metricValue(t, p.metrics, "gotrack_inflight_body_bytes") == 0 { // the handler is reading the body
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.signal(t, syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(40 * time.Second):
+		t.Fatalf("gotrack did not stop:\n%s", p.stderr)
+	}
+	logs := p.stderr.String()
+	if strings.Contains(logs, "acknowledged events were lost") || !strings.Contains(logs, `"dead_lettered":7`) {
+		t.Errorf("a stalled request cost the drain its time: want the 7 events dead-lettered, none lost:\n%s", logs)
+	}
+	if n := len(readDeadLetters(t, p.path("dead.ndjson"))); n != 7 {
+		t.Errorf("%d dead letters, want 7", n)
+	}
+}
+
+func readDeadLetters(t *testing.T, path string) []string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}

@@ -228,6 +228,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		MaxBatchEvents:   cfg.MaxBatchEvents,
 		CORSOrigins:      cfg.CORSOrigins,
 		MaxInflightBytes: cfg.MaxInflightBytes,
+		RoutePrefix:      cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {
 		return err
@@ -292,13 +293,24 @@ func spoolDesc(cfg *config.Config) string {
 	return cfg.Spool.Dir + " (fsync every " + cfg.Spool.Sync.Interval.String() + ")"
 }
 
+// listenerShare is how long the ingest listener may take to finish the
+// requests under way at a stop: half of the time left before ctx's
+// deadline.
+func listenerShare(ctx context.Context) time.Duration {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return time.Hour
+	}
+	return time.Until(d) / 2
+}
+
 // shutdown stops in order, all within SHUTDOWN_TIMEOUT, the one deadline
 // passed down to every step:
 //
 //  1. for SHUTDOWN_DRAIN_DELAY, /readyz answers 503 while requests are
 //     still served, so that load balancers stop sending;
 //  2. the ingest listener stops accepting and finishes the requests under
-//     way;
+//     way, for at most half of the time left (listenerShare);
 //  3. the pipeline drains every buffer into its sink, dead-letters what a
 //     sink cannot take in time (a spool keeps it instead), and closes the
 //     spool, the sinks and the dead-letter file (see pipeline.Close);
@@ -321,9 +333,16 @@ func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *p
 		t.Stop()
 	}
 	var errs []error
-	if err := srv.Shutdown(sctx); err != nil {
-		errs = append(errs, fmt.Errorf("ingest listener: %w", err))
+	// The listener gets at most half of the time left: a request still
+	// under way then (a client stalling its body, up to ReadTimeout) is cut
+	// off, since it was not acknowledged, rather than leave the pipeline no
+	// time to deliver or dead-letter the events that were.
+	lctx, lcancel := context.WithTimeout(sctx, listenerShare(sctx))
+	if err := srv.Shutdown(lctx); err != nil {
+		srv.Close()
+		errs = append(errs, fmt.Errorf("ingest listener: requests still under way were cut off: %w", err))
 	}
+	lcancel()
 	if err := pipe.Close(sctx); err != nil {
 		errs = append(errs, err)
 	}

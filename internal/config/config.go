@@ -19,6 +19,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/credfile"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/kafka"
@@ -43,6 +44,7 @@ type Config struct {
 	MaxBatchEvents  int
 	MaxBodyBytes    int64
 	CORSOrigins     []string // empty means any origin
+	RoutePrefix     string   // ROUTE_PREFIX; "" serves the routes at the root
 	ShutdownTimeout time.Duration
 	// ShutdownDrainDelay is how long /readyz answers 503 while the
 	// listener still serves, before the stop; part of ShutdownTimeout.
@@ -183,6 +185,13 @@ func settings(c *Config) []setting {
 	var bodyBytes, rotateMB int
 
 	add("SERVER_ADDR", ":19890", "address of the ingest listener (/px.gif, /collect, /healthz, /readyz)", str(&c.ServerAddr))
+	add("ROUTE_PREFIX", "", "path prefix, such as /a7x, under which every ingest route and /gotrack.js are served (health checks stay at the root too)", func(v string) error {
+		if !ingest.ValidRoutePrefix(v) {
+			return errors.New("is not a path prefix; want a leading slash and no trailing one, with letters, digits and - _ . ~, such as /a7x")
+		}
+		c.RoutePrefix = v
+		return nil
+	})
 	add("OUTPUTS", "log", "comma list of sinks: log, postgres, kafka", list(&c.Outputs))
 	add("LOG_PATH", "./events.ndjson", "NDJSON file of the log sink; - for standard output", str(&c.Log.Path))
 	add("LOG_FSYNC", "batch", "when the log sink fsyncs: batch (before a batch counts as written), interval (each second), never", func(v string) (err error) {
@@ -204,7 +213,7 @@ func settings(c *Config) []setting {
 		c.MaxBodyBytes = int64(bodyBytes)
 		return nil
 	})
-	add("MAX_INFLIGHT_BYTES", "67108864", "most /collect body bytes held in memory at once, after decompression, across all requests; beyond it /collect answers 503 at once; larger than MAX_BODY_BYTES", func(v string) error {
+	add("MAX_INFLIGHT_BYTES", "67108864", "most /collect and Segment API body bytes held in memory at once, after decompression, across all requests; beyond it they answer 503 at once; larger than MAX_BODY_BYTES", func(v string) error {
 		var n int
 		if err := integer(&n, 1024, 1<<40)(v); err != nil {
 			return err

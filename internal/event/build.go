@@ -390,7 +390,7 @@ func checkProps(raw []byte) ([]byte, error) {
 				end++
 			}
 			if !numberInRange(raw[i:end]) {
-				return nil, errField("props", "holds the number "+truncate(string(raw[i:end]), 32)+", out of range (a number must fit a float64, with an exponent within ±999)")
+				return nil, errField("props", "holds the number "+cutMarked(string(raw[i:end]), 32)+", out of range (a number must fit a float64, with an exponent within ±999)")
 			}
 			i = end - 1
 		}
@@ -405,6 +405,12 @@ func checkProps(raw []byte) ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+
+// Finish checks the common fields of an event built by another ingest API
+// (the Segment-compatible one), applies the privacy policy to its url,
+// referrer and IP (m.IP must come from ClientIP) and the server's fields
+// from m, and seals it. Its other fields are the caller's to check.
+func (n *Normalizer) Finish(e *Event, m Meta) error { return n.finish(e, m) }
 
 // finish checks the common fields, applies the privacy policy and the
 // server's fields, and seals the event.
@@ -443,8 +449,11 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 			return errNUL(f.name)
 		}
 	}
-	if strings.ContainsFunc(e.VisitorID+e.SessionID, isControl) {
-		return errField("visitor_id", "or session_id holds a control character")
+	if strings.ContainsFunc(e.VisitorID, isControl) {
+		return errField("visitor_id", "holds a control character")
+	}
+	if strings.ContainsFunc(e.SessionID, isControl) {
+		return errField("session_id", "holds a control character")
 	}
 	e.URL = n.SanitizeURL(e.URL)
 	e.Referrer = n.SanitizeURL(e.Referrer)
@@ -471,6 +480,15 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7F }
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n]
+	}
+	return s
+}
+
+// cutMarked cuts s, which is ASCII, to n bytes, and marks the cut with
+// "...", so that an error quoting it does not show another value.
+func cutMarked(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
 	}
 	return s
 }

@@ -25,6 +25,7 @@ type Source string
 const (
 	SourcePixel   Source = "pixel"
 	SourceCollect Source = "collect"
+	SourceSegment Source = "segment" // the Segment-compatible API, /v1/*
 )
 
 // Bounds on the fields of an event. They are part of the documented schema.
@@ -58,6 +59,17 @@ type Event struct {
 	Props      json.RawMessage `json:"props,omitempty"`
 	Source     Source          `json:"source"`
 
+	// Fields set only by the Segment-compatible API (internal/segment).
+	SourceID          string          `json:"source_id,omitempty"`
+	Call              string          `json:"call,omitempty"`
+	Name              string          `json:"name,omitempty"`
+	UserID            string          `json:"user_id,omitempty"`
+	MessageID         string          `json:"message_id,omitempty"`
+	Timestamp         time.Time       `json:"timestamp,omitzero"`
+	OriginalTimestamp time.Time       `json:"original_timestamp,omitzero"`
+	Campaign          json.RawMessage `json:"campaign,omitempty"`
+	Context           json.RawMessage `json:"context,omitempty"`
+
 	raw []byte // the JSON encoding, set by Seal
 }
 
@@ -88,7 +100,9 @@ func (e *Event) Size() int {
 
 func (e *Event) sizeHint() int {
 	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type)
+		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) +
+		len(e.SourceID) + len(e.Call) + len(e.Name) + len(e.UserID) + len(e.MessageID) +
+		len(e.Campaign) + len(e.Context)
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
@@ -154,7 +168,32 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `,"source":`...)
 	b = appendString(b, string(e.Source))
+	b = appendField(b, `,"source_id":`, e.SourceID)
+	b = appendField(b, `,"call":`, e.Call)
+	b = appendField(b, `,"name":`, e.Name)
+	b = appendField(b, `,"user_id":`, e.UserID)
+	b = appendField(b, `,"message_id":`, e.MessageID)
+	b = appendTime(b, `,"timestamp":"`, e.Timestamp)
+	b = appendTime(b, `,"original_timestamp":"`, e.OriginalTimestamp)
+	b = appendRaw(b, `,"campaign":`, e.Campaign)
+	b = appendRaw(b, `,"context":`, e.Context)
 	return append(b, '}')
+}
+
+func appendTime(b []byte, key string, t time.Time) []byte {
+	if t.IsZero() {
+		return b
+	}
+	b = append(b, key...)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"')
+}
+
+func appendRaw(b []byte, key string, v json.RawMessage) []byte {
+	if len(v) == 0 {
+		return b
+	}
+	return append(append(b, key...), v...)
 }
 
 func appendField(b []byte, key, v string) []byte {

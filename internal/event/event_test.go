@@ -146,6 +146,9 @@ func TestFromJSONErrors(t *testing.T) {
 		{many, "props"},
 		{big, "props"},
 		{`{"type":"x","visitor_id":"` + strings.Repeat("v", MaxIDLen+1) + `"}`, "visitor_id"},
+		// A control character is blamed on the field that holds it.
+		{`{"type":"x","visitor_id":"v\u0001"}`, "visitor_id"},
+		{`{"type":"x","visitor_id":"v","session_id":"s\u0001"}`, "session_id"},
 		{`[1]`, "event"},
 		// What PostgreSQL's jsonb or text columns refuse is refused here,
 		// naming the field, so that no sink is handed what it cannot store.
@@ -489,4 +492,21 @@ func FuzzFromJSONStorable(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOutOfRangeNumberMessage: the error quotes the number as sent, and
+// marks where a long one is cut, so that the client is not shown a number
+// that is in range (a 401-digit integer cut to 32 digits is 1e31).
+func TestOutOfRangeNumberMessage(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	long := "1" + strings.Repeat("0", 400)
+	for _, tc := range []struct{ num, want string }{
+		{"1e999999", "holds the number 1e999999, out of range"},
+		{long, "holds the number " + long[:32] + "..., out of range"},
+	} {
+		_, err := n.FromJSON([]byte(`{"type":"x","props":{"n":`+tc.num+`}}`), Meta{Now: now})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("FromJSON(%.40s...) = %v, want %q", tc.num, err, tc.want)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/spool"
 )
 
 // kind is what is wrong with a request, in the handlers' terms. Handlers
@@ -86,6 +87,10 @@ func answer(err error) reply {
 		return reply{status: http.StatusServiceUnavailable, msg: "the spool is full; retry later", retryAfter: retryShort}
 	case errors.Is(err, pipeline.ErrClosed):
 		return reply{status: http.StatusServiceUnavailable, msg: "shutting down; retry later", retryAfter: retryLong}
+	case errors.Is(err, spool.ErrFailed):
+		// The spool logs its failure itself, once and then at most every
+		// 10 s: logging it again per request would flood a full disk.
+		return reply{status: http.StatusServiceUnavailable, msg: "events could not be stored; retry later", retryAfter: retryLong}
 	}
 	return reply{status: http.StatusServiceUnavailable, msg: "events could not be stored; retry later", retryAfter: retryLong, failed: true}
 }

@@ -46,7 +46,7 @@ type server struct {
 	norm     *event.Normalizer
 	pipe     Pipeline
 	log      *slog.Logger
-	received struct{ pixel, collect prometheus.Counter }
+	received struct{ pixel, collect, segment prometheus.Counter }
 	shed     prometheus.Counter
 	anyOrig  bool
 	budget   budget    // MAX_INFLIGHT_BYTES
@@ -57,14 +57,14 @@ type server struct {
 func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Registerer, log *slog.Logger) (*server, error) {
 	received := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gotrack_events_received_total",
-		Help: "Events received, by source (pixel, collect), before validation and the privacy policy.",
+		Help: "Events received, by source (pixel, collect, segment), before validation and the privacy policy.",
 	}, []string{"source"})
 	if err := reg.Register(received); err != nil {
 		return nil, err
 	}
 	shed := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gotrack_requests_shed_total",
-		Help: "Requests to /collect answered 503 at once, unread, to keep memory bounded, by reason (inflight_bytes: MAX_INFLIGHT_BYTES was spent).",
+		Help: "Requests to /collect or the Segment API answered 503 at once, unread, to keep memory bounded, by reason (inflight_bytes: MAX_INFLIGHT_BYTES was spent).",
 	}, []string{"reason"})
 	if err := reg.Register(shed); err != nil {
 		return nil, err
@@ -73,10 +73,11 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	s.budget.max = opts.MaxInflightBytes
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
+	s.received.segment = received.WithLabelValues(string(event.SourceSegment))
 	s.shed = shed.WithLabelValues(ShedInflightBytes)
 	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gotrack_inflight_body_bytes",
-		Help: "Request body bytes /collect holds in memory now, after decompression, counted against MAX_INFLIGHT_BYTES.",
+		Help: "Request body bytes /collect and the Segment API hold in memory now, after decompression, counted against MAX_INFLIGHT_BYTES.",
 	}, func() float64 { return float64(s.budget.used.Load()) })
 	if err := reg.Register(inflight); err != nil {
 		return nil, err
@@ -418,7 +419,7 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request) {
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {
-	writeError(w, r, refuse(kindNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /healthz and /readyz"), nil)
+	writeError(w, r, refuse(kindNotFound, "no such endpoint; GoTrack serves /px.gif, /collect, /v1/* (Segment's API), /gotrack.js, /healthz and /readyz"), nil)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

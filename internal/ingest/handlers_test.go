@@ -3,7 +3,10 @@ package ingest
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/spool"
 )
 
 // fakePipeline records what the handlers give it; err, when set, is what
@@ -316,10 +320,11 @@ func TestMetrics(t *testing.T) {
 	f.do(post(`[{"type":"a"},{"type":"b"}]`))
 	f.do(httptest.NewRequest("GET", "/random/path/1", nil))
 	want := `
-# HELP gotrack_events_received_total Events received, by source (pixel, collect), before validation and the privacy policy.
+# HELP gotrack_events_received_total Events received, by source (pixel, collect, segment), before validation and the privacy policy.
 # TYPE gotrack_events_received_total counter
 gotrack_events_received_total{source="collect"} 2
 gotrack_events_received_total{source="pixel"} 1
+gotrack_events_received_total{source="segment"} 0
 `
 	if err := testutil.GatherAndCompare(f.reg, strings.NewReader(want), "gotrack_events_received_total"); err != nil {
 		t.Error(err)
@@ -361,4 +366,53 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name string, values ...
 	}
 	t.Fatalf("no series %s%v", name, values)
 	return nil
+}
+
+// errorLines counts the ERROR records logged through it.
+type errorLines struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (l *errorLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *errorLines) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		l.mu.Lock()
+		l.n++
+		l.mu.Unlock()
+	}
+	return nil
+}
+func (l *errorLines) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *errorLines) WithGroup(string) slog.Handler      { return l }
+
+// TestFailedSpoolIsNotLoggedPerRequest: once the spool's write or fsync has
+// failed (a full disk), every /collect gets 503, and the spool logs that
+// itself, once and then at most every 10 s. The handler must not add an
+// ERROR line per request, which on a full disk floods the log (and the disk
+// holding it). A failure it does not know is still logged.
+func TestFailedSpoolIsNotLoggedPerRequest(t *testing.T) {
+	n, _ := event.NewNormalizer(event.Policy{IPMode: event.IPFull})
+	pipe := &fakePipeline{dropped: map[string]int{}}
+	logs := &errorLines{}
+	h, err := NewHandler(Options{MaxBodyBytes: 1 << 20, MaxBatchEvents: 500}, n, pipe, prometheus.NewPedanticRegistry(), slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pipe.err = fmt.Errorf("pipeline: %w", fmt.Errorf("%w: write and sync: no space left on device", spool.ErrFailed))
+	for range 50 {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, post(`{"type":"a"}`))
+		if w.Code != 503 || w.Header().Get("Retry-After") == "" {
+			t.Fatalf("failed spool: %d, Retry-After %q", w.Code, w.Header().Get("Retry-After"))
+		}
+	}
+	if logs.n != 0 {
+		t.Errorf("%d ERROR lines for 50 requests refused by a failed spool, want none from the handler", logs.n)
+	}
+	pipe.err = errors.New("something nobody foresaw")
+	h.ServeHTTP(httptest.NewRecorder(), post(`{"type":"a"}`))
+	if logs.n != 1 {
+		t.Errorf("%d ERROR lines for an unknown failure, want 1", logs.n)
+	}
 }

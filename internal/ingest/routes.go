@@ -15,6 +15,8 @@ import (
 
 	"github.com/gotrack/gotrack/httpmetrics"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/segment"
+	"github.com/gotrack/gotrack/web/tracker"
 )
 
 // Pipeline is what the handlers need of the delivery pipeline.
@@ -27,6 +29,8 @@ type Pipeline interface {
 
 // Options are the request limits and the CORS policy.
 type Options struct {
+	RoutePrefix string // ROUTE_PREFIX: serve every route under it; see underPrefix
+
 	MaxBodyBytes   int64
 	MaxBatchEvents int
 	CORSOrigins    []string // empty allows any origin, without credentials
@@ -54,14 +58,15 @@ func (o Options) Validate() error {
 
 // Routes is every route of the ingest listener, with the statuses it is
 // expected to answer; the metrics are pre-initialised from it.
-var Routes = []httpmetrics.Route{
+var Routes = append([]httpmetrics.Route{
 	{Pattern: "GET /px.gif", Statuses: []int{200}},
 	{Pattern: "HEAD /px.gif", Statuses: []int{200}},
 	{Pattern: "POST /collect", Statuses: []int{202, 400, 403, 413, 415, 503}},
 	{Pattern: "OPTIONS /collect", Statuses: []int{204}},
 	{Pattern: "GET /healthz", Statuses: []int{200}},
 	{Pattern: "GET /readyz", Statuses: []int{200, 503}},
-}
+	{Pattern: "GET /gotrack.js", Statuses: []int{200, 304}},
+}, segment.Routes...)
 
 // catchAll is the pattern that answers every unknown path with 404.
 const catchAll = "/"
@@ -99,10 +104,21 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 	mux.HandleFunc("OPTIONS /collect", s.preflight)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	for _, path := range []string{"/px.gif", "/collect", "/healthz", "/readyz"} {
+	segment.New(segment.Options{
+		MaxBodyBytes:   opts.MaxBodyBytes,
+		MaxBatchEvents: opts.MaxBatchEvents,
+		CORSOrigins:    opts.CORSOrigins,
+		Budget:         segmentBudget{&s.budget},
+		Shed:           s.shed.Inc,
+	}, n, p, s.received.segment, log).Register(mux)
+	mux.Handle("GET /gotrack.js", tracker.Handler())
+	for _, path := range []string{"/px.gif", "/collect", "/healthz", "/readyz", "/gotrack.js"} {
 		mux.HandleFunc(path, methodNotAllowed)
 	}
 	mux.HandleFunc(catchAll, notFound)
+	if opts.RoutePrefix != "" {
+		return underPrefix(opts.RoutePrefix, hm.Wrap(guard(mux))), nil
+	}
 	return hm.Wrap(guard(mux)), nil
 }
 

@@ -288,3 +288,57 @@ func TestDamageFoundWhileRunning(t *testing.T) {
 		t.Errorf("corrupt records = %v, want 1 + the 50 skipped", v)
 	}
 }
+
+// TestTruncatedClosedSegment: a closed segment cut short (a failed copy, a
+// damaged file system) lost every record past the cut, not just the bytes
+// of the partial record left at its end. The next segment's name says how
+// many there were, so each lost record is counted, logged and given a
+// placeholder; none is left uncounted because the cut left only a few bytes.
+func TestTruncatedClosedSegment(t *testing.T) {
+	for name, left := range map[string]int{"inside a record": headerLen + 3, "at a record boundary": 0} {
+		t.Run(name, func(t *testing.T) { testTruncatedClosedSegment(t, left) })
+	}
+}
+
+// testTruncatedClosedSegment cuts seg-0 of 200 records left bytes after
+// the start of record 80.
+func testTruncatedClosedSegment(t *testing.T, left int) {
+	const n = 200
+	dir, events := closedSegment(t, n)
+	seg := filepath.Join(dir, segmentName(0))
+	b, _ := os.ReadFile(seg)
+	starts := recordStarts(b)
+	const kept = 80
+	os.WriteFile(seg, b[:starts[kept]+left], 0o640)
+
+	rep, err := Verify(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lostByVerify uint64
+	for _, sp := range rep.Segments[0].Damaged {
+		lostByVerify += sp.Records
+	}
+	if lostByVerify != n-kept || rep.Segments[0].Records != n {
+		t.Errorf("verify: segment numbers %d records, %d lost; want %d and %d", rep.Segments[0].Records, lostByVerify, n, n-kept)
+	}
+	if len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "(120 records lost)") {
+		t.Errorf("verify's problems: %q, want one naming the 120 records lost", rep.Problems)
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	m, _ := NewMetrics(reg, []string{"log"})
+	var logs bytes.Buffer
+	s := open(t, dir, Options{Readers: []string{"log"}, Metrics: m, Log: slog.New(slog.NewJSONHandler(&logs, nil))})
+	defer s.Close()
+	logged := logs.String() // the start's lines; open returns after recovery
+	if got := ids(drain(t, s, "log")); !slices.Equal(got, ids(events[:kept])) {
+		t.Fatalf("recovered %d events, want the first %d", len(got), kept)
+	}
+	if v := testutil.ToFloat64(m.corrupt); v != n-kept {
+		t.Errorf("gotrack_spool_corrupt_records_total = %v, want %d", v, n-kept)
+	}
+	if want := `"records_lost":` + strconv.Itoa(n-kept); !strings.Contains(logged, want) {
+		t.Errorf("the ERROR line does not say %d records were lost:\n%s", n-kept, logged)
+	}
+}

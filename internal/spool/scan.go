@@ -137,7 +137,8 @@ func scanSegment(b []byte, newest bool, expect uint64) scanned {
 // the others do not (so records between stretches, too, can only move to
 // higher numbers). In the newest segment nothing says it: each stretch is
 // taken to have held as many records as the smallest record seen fits in
-// it. In every case a stretch of B bytes holds at most B/9 records.
+// it. A stretch of B bytes holds at most B/9 records, but for what a
+// closed segment still misses after that: records cut off its end.
 func (sc *scanned) assign(expect uint64) {
 	first := -1
 	for i := range sc.damaged {
@@ -153,12 +154,24 @@ func (sc *scanned) assign(expect uint64) {
 			first = i
 		}
 	}
-	if first < 0 || expect == 0 {
+	if expect == 0 {
 		return
 	}
-	if have := sc.total(); expect > have {
+	if have := sc.total(); first >= 0 && expect > have {
 		d := &sc.damaged[first]
 		d.records = min(uint64(max(1, (d.end-d.off)/(headerLen+1))), d.records+expect-have)
+	}
+	// Records still missing were cut off the end of the file (a truncated
+	// copy, a damaged file system): no bytes of theirs are left to bound
+	// them, and the file may even end on a record boundary. They are lost
+	// at the end, where the segment's last stretch (or an empty one) takes
+	// them, so that they are counted and the records keep their numbers.
+	if have := sc.total(); expect > have {
+		if n := len(sc.damaged); n > 0 && sc.damaged[n-1].end == sc.tail {
+			sc.damaged[n-1].records += expect - have
+		} else {
+			sc.damaged = append(sc.damaged, damage{off: sc.tail, end: sc.tail, records: expect - have})
+		}
 	}
 }
 

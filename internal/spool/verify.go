@@ -87,6 +87,10 @@ func Verify(dir string) (*Report, error) {
 			TornBytes: len(b) - sc.tail}
 		for _, d := range sc.damaged {
 			sr.Damaged = append(sr.Damaged, Span{Offset: d.off, Length: d.end - d.off, Records: d.records})
+			if d.off == d.end {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: the file ends at byte %d, cut short (%s lost)", sr.Name, d.off, plural(d.records, "record")))
+				continue
+			}
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: bytes %d to %d are damaged (%s lost)", sr.Name, d.off, d.end, plural(d.records, "record")))
 		}
 		if sr.TornBytes > 0 {
