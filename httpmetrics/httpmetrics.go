@@ -12,6 +12,7 @@
 package httpmetrics
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -58,6 +59,11 @@ type Opts struct {
 	// Routes are pre-initialised so that their series exist at zero from the
 	// first scrape: each pattern with each of its statuses.
 	Routes []Route
+
+	// Exemplar, when set, gives the exemplar labels of a request's duration
+	// from its context (such as the trace_id of a sampled span), or nil for
+	// none. The middleware it wraps must put the span in the context.
+	Exemplar func(ctx context.Context) prometheus.Labels
 }
 
 // Route is a pattern, as registered on the ServeMux, with the method and
@@ -77,6 +83,7 @@ type Metrics struct {
 	durLabels   []Label
 	catchAll    string
 	statusCache [600]string
+	exemplar    func(context.Context) prometheus.Labels
 }
 
 // DefaultBuckets suit a service whose requests take from a fraction of a
@@ -103,7 +110,7 @@ func New(reg prometheus.Registerer, o Opts) (*Metrics, error) {
 			return nil, errors.New("httpmetrics: unknown label " + string(l))
 		}
 	}
-	m := &Metrics{reqLabels: o.RequestsLabels, durLabels: o.DurationLabels, catchAll: o.CatchAll}
+	m := &Metrics{reqLabels: o.RequestsLabels, durLabels: o.DurationLabels, catchAll: o.CatchAll, exemplar: o.Exemplar}
 	for i := range m.statusCache {
 		m.statusCache[i] = strconv.Itoa(i)
 	}
@@ -188,7 +195,14 @@ func (m *Metrics) Wrap(next http.Handler) http.Handler {
 		}
 		method := normMethod(r.Method)
 		m.requests.WithLabelValues(m.values(m.reqLabels, endpoint, method, rw.status)...).Inc()
-		m.duration.WithLabelValues(m.values(m.durLabels, endpoint, method, rw.status)...).Observe(time.Since(start).Seconds())
+		obs := m.duration.WithLabelValues(m.values(m.durLabels, endpoint, method, rw.status)...)
+		if m.exemplar != nil {
+			if ex := m.exemplar(r.Context()); ex != nil {
+				obs.(prometheus.ExemplarObserver).ObserveWithExemplar(time.Since(start).Seconds(), ex)
+				return
+			}
+		}
+		obs.Observe(time.Since(start).Seconds())
 	})
 }
 

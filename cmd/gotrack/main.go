@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -30,15 +31,19 @@ import (
 
 	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/deadletter"
+	"github.com/gotrack/gotrack/internal/enrich"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
+	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/internal/spool"
 	"github.com/gotrack/gotrack/internal/telemetry"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 // commands is every subcommand, one line each, for `gotrack -h`.
@@ -101,7 +106,7 @@ type startHooks struct {
 }
 
 // startSteps names the steps of a start, in order, as startHooks.fail sees them.
-var startSteps = []string{"sinks", "pipeline metrics", "spool", "pipeline", "handler", "metrics listener", "ingest listener"}
+var startSteps = []string{"sinks", "pipeline metrics", "spool", "pipeline", "sources", "enrichment", "handler", "metrics listener", "ingest listener"}
 
 func (h startHooks) after(step string) error {
 	if h.fail == nil {
@@ -132,11 +137,23 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		return err
 	}
-	log := telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	log := slog.New(tracing.LogHandler(telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).Handler()))
 	for _, w := range typos {
 		log.Warn(w)
 	}
 	reg := telemetry.NewRegistry()
+	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Export the spans still buffered; bounded by the BSP export timeout.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := tp.Shutdown(sctx); err != nil {
+			log.Warn("tracing: spans not exported at exit", "err", err)
+		}
+	}()
 	if getenv("GOGC") == "" {
 		// GoTrack's live heap is small and it allocates per request, so the
 		// default GOGC=100 collects very often; 200 costs some MiB of RSS and
@@ -205,6 +222,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	popts := cfg.Pipeline
+	popts.Tracer = tp.Tracer()
 	if cfg.Spool.Dir != "" {
 		sm, err := spool.NewMetrics(reg, names)
 		if err == nil {
@@ -223,11 +241,24 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := step("pipeline", err); err != nil {
 		return err
 	}
+	auth, err := source.New(source.Options{Mode: cfg.Sources.Mode, Path: cfg.Sources.File, Set: cfg.Sources.Set,
+		SignatureTolerance: cfg.Sources.SignatureTolerance}, reg, log)
+	if err := step("sources", err); err != nil {
+		return err
+	}
+	enricher, err := enrich.New(cfg.Enrich, reg, log)
+	if err := step("enrichment", err); err != nil {
+		return err
+	}
 	handler, err := ingest.NewHandler(ingest.Options{
+		Enricher:         enricher,
+		Auth:             auth,
+		RateLimitPerIP:   perIP(cfg.Sources.RateLimitPerIP),
 		MaxBodyBytes:     cfg.MaxBodyBytes,
 		MaxBatchEvents:   cfg.MaxBatchEvents,
 		CORSOrigins:      cfg.CORSOrigins,
 		MaxInflightBytes: cfg.MaxInflightBytes,
+		Tracer:           tp.Tracer(),
 		RoutePrefix:      cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {
@@ -264,7 +295,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("gotrack started",
 		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
 		"ip_mode", cfg.Privacy.IPMode, "dnt_respect", cfg.Privacy.RespectDNT, "trust_proxy", cfg.Privacy.TrustProxy,
-		"queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
+		"auth_mode", auth.String(), "queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
+		"tracing", cfg.Tracing.TracesURL() != "" && !cfg.Tracing.Disabled,
 		"version", telemetry.Version)
 
 	var runErr error
@@ -278,9 +310,19 @@ wait:
 			break wait
 		case <-hup:
 			reopen(outputs, log)
+			_ = auth.Reload()     // logged and counted; a bad file keeps the previous sources
+			_ = enricher.Reload() // likewise for the GeoIP databases
 		}
 	}
 	return errors.Join(runErr, shutdown(ctx, cfg, srv, pipe, metrics, log))
+}
+
+// perIP returns the buckets of RATE_LIMIT_PER_IP, or nil when it is off.
+func perIP(b ratelimit.Bucket) *ratelimit.IPs {
+	if b.Rate == 0 {
+		return nil
+	}
+	return ratelimit.NewKeyed[netip.Addr](b, ratelimit.DefaultIPBuckets, nil)
 }
 
 func spoolDesc(cfg *config.Config) string {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/deadletter"
@@ -21,7 +22,12 @@ import (
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/replay"
 	"github.com/gotrack/gotrack/internal/telemetry"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
+
+// replayProgressEvery is how many events apart the replay span records its
+// progress.
+const replayProgressEvery = 10000
 
 // replayCmd is `gotrack replay [--sink NAME] FILE...`: it delivers the
 // events of NDJSON event logs or dead-letter files to the configured sinks.
@@ -30,7 +36,7 @@ import (
 // each event_id once; Kafka and the NDJSON sink store the events again
 // (Kafka's records are keyed by event_id, for consumers that dedupe). It
 // closes every file, sink and pipeline it opened, on every path.
-func replayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func replayCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("gotrack replay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	only := fs.String("sink", "", "deliver only to this sink (one of OUTPUTS)")
@@ -54,7 +60,21 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	if err != nil {
 		return err
 	}
-	log := telemetry.NewLogger(stderr, cfg.LogFormat, max(cfg.LogLevel, slog.LevelWarn))
+	log := slog.New(tracing.LogHandler(telemetry.NewLogger(stderr, cfg.LogFormat, max(cfg.LogLevel, slog.LevelWarn)).Handler()))
+	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
+	if err != nil {
+		return err
+	}
+	run := tracing.StartRun(ctx, tp, "gotrack replay", attribute.Int("gotrack.replay.files", len(files)))
+	ctx = run.Context()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		run.End(err)
+		if err := tp.Shutdown(sctx); err != nil {
+			log.Warn("tracing: spans not exported at exit", "err", err)
+		}
+	}()
 	if *only != "" {
 		if !slices.Contains(cfg.Outputs, *only) {
 			return fmt.Errorf("replay: --sink %s is not in OUTPUTS (%v)", *only, cfg.Outputs)
@@ -160,6 +180,9 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 			submit(name, false)
 		}
 		progress.Update(in.Done(), in.Total(), read, false)
+		if read%replayProgressEvery == 0 {
+			run.Progress(in.Done(), in.Total(), read)
+		}
 	}
 	for name := range pipes {
 		submit(name, true)
@@ -185,11 +208,14 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 			}
 		}
 	}
+	done := in.Total()
 	if interrupted {
-		progress.Update(in.Done(), in.Total(), read, true)
-	} else {
-		progress.Update(in.Total(), in.Total(), read, true)
+		done = in.Done()
 	}
+	progress.Update(done, in.Total(), read, true)
+	run.Progress(done, in.Total(), read)
+	run.SetAttributes(attribute.Int64("gotrack.replay.replayed", counts.Replayed),
+		attribute.Int64("gotrack.replay.failed", counts.Failed), attribute.Int64("gotrack.replay.skipped", counts.Skipped))
 	took := time.Since(start)
 	fmt.Fprintf(stdout, "replay: %d replayed, %d failed, %d skipped in %s\n", counts.Replayed, counts.Failed, counts.Skipped, took.Round(time.Millisecond))
 	ok := counts.Failed == 0 && len(errs) == 0
@@ -199,8 +225,33 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 			errs = append(errs, err)
 		}
 	}
+	if cfg.Tracing.MetricsEnabled() {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := tracing.PushJobMetrics(mctx, cfg.Tracing, telemetry.Version, replayGauges(counts, took, ok)); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if counts.Failed > 0 {
 		errs = append(errs, fmt.Errorf("replay: %d lines or events failed", counts.Failed))
 	}
 	return errors.Join(errs...)
+}
+
+// replayGauges are the job metrics of a replay run for OTLP, named as those
+// pushed to the Pushgateway; the last success time only when the run
+// succeeded.
+func replayGauges(c replay.Counts, took time.Duration, ok bool) []tracing.Gauge {
+	help := "Events of the last replay run, by result (replayed, failed, skipped)."
+	g := []tracing.Gauge{
+		{Name: "gotrack_replay_events", Help: help, Value: float64(c.Replayed), Attrs: []attribute.KeyValue{attribute.String("result", "replayed")}},
+		{Name: "gotrack_replay_events", Help: help, Value: float64(c.Failed), Attrs: []attribute.KeyValue{attribute.String("result", "failed")}},
+		{Name: "gotrack_replay_events", Help: help, Value: float64(c.Skipped), Attrs: []attribute.KeyValue{attribute.String("result", "skipped")}},
+		{Name: "gotrack_replay_duration_seconds", Help: "How long the last replay run took.", Unit: "s", Value: took.Seconds()},
+	}
+	if ok {
+		g = append(g, tracing.Gauge{Name: "gotrack_replay_last_success_timestamp_seconds", Help: "Unix time the last successful replay run ended.",
+			Unit: "s", Value: float64(time.Now().UnixNano()) / 1e9})
+	}
+	return g
 }

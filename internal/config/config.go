@@ -12,20 +12,25 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gotrack/gotrack/internal/credfile"
+	"github.com/gotrack/gotrack/internal/enrich"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/ingest"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/kafka"
 	"github.com/gotrack/gotrack/internal/sink/ndjson"
 	"github.com/gotrack/gotrack/internal/sink/postgres"
+	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/internal/spool"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 // Output names accepted in OUTPUTS.
@@ -73,6 +78,22 @@ type Config struct {
 	Spool Spool
 
 	Pushgateway Pushgateway
+
+	Sources Sources
+	Enrich  enrich.Options
+	Tracing tracing.Options
+}
+
+// Sources is who may write events (AUTH_MODE, SOURCES_FILE). Set is the
+// file's sources, read and checked by Load under AUTH_MODE=key.
+type Sources struct {
+	Mode source.Mode
+	File string
+	Set  *source.Set
+	// SignatureTolerance bounds a signed request's clock skew.
+	SignatureTolerance time.Duration
+	// RateLimitPerIP is RATE_LIMIT_PER_IP; Rate 0 means off.
+	RateLimitPerIP ratelimit.Bucket
 }
 
 // Pushgateway is where `gotrack replay` pushes its job metrics; URL ""
@@ -227,6 +248,49 @@ func settings(c *Config) []setting {
 		c.CORSOrigins, err = parseOrigins(v)
 		return err
 	})
+	add("AUTH_MODE", "open", "who may write events: open (anyone; source_id anonymous) or key (a write key of SOURCES_FILE on every request)", func(v string) (err error) {
+		c.Sources.Mode, err = source.ParseMode(v)
+		return err
+	})
+	add("SOURCES_FILE", "", "YAML file of sources (ids, write keys, origins, rates); required with AUTH_MODE=key; reloaded on SIGHUP", str(&c.Sources.File))
+	add("SIGNATURE_TOLERANCE", "5m", "clock skew allowed, either way, between a signed request's timestamp and the server's clock (sources with signing_secret_file)", duration(&c.Sources.SignatureTolerance, time.Second, time.Hour))
+	add("RATE_LIMIT_PER_IP", "", "requests a second (50/s), minute (/m) or hour (/h) each client address may make, after TRUST_PROXY chose it, with bursts of twice that; empty for no limit", func(v string) error {
+		r, err := source.ParseRate(v)
+		if err != nil {
+			return errors.New("is not a rate; want COUNT/UNIT with a count from 1 to 1000000 and a unit s, m or h, such as 50/s or 600/m")
+		}
+		c.Sources.RateLimitPerIP = ratelimit.Bucket{Rate: r, Burst: max(1, int(math.Ceil(2*r)))}
+		return nil
+	})
+	add("ENRICH", "ua,bot,campaign", "comma list of what is added to events: ua (parsed user agent), bot (is_bot and reasons), campaign (utm_* and click ids from url); none for nothing", func(v string) error {
+		c.Enrich.UA, c.Enrich.Bot, c.Enrich.Campaign = false, false, false
+		if v == "none" {
+			return nil
+		}
+		var bad []string
+		for _, p := range splitList(v) {
+			switch p {
+			case enrich.PartUA:
+				c.Enrich.UA = true
+			case enrich.PartBot:
+				c.Enrich.Bot = true
+			case enrich.PartCampaign:
+				c.Enrich.Campaign = true
+			default:
+				bad = append(bad, p)
+			}
+		}
+		if bad != nil {
+			return fmt.Errorf("names unknown parts %s (want %s, or none)", strings.Join(bad, ", "), strings.Join(enrich.Parts, ", "))
+		}
+		return nil
+	})
+	add("BOT_POLICY", "flag", "events from bots: flag (kept, with bot.is_bot and reasons) or drop (counted by reason); needs bot in ENRICH", func(v string) (err error) {
+		c.Enrich.BotPolicy, err = enrich.ParseBotPolicy(v)
+		return err
+	})
+	add("GEOIP_DB", "", "MaxMind City or Country mmdb file: adds geo (country, region, city), looked up before IP_MODE; reloaded on SIGHUP", str(&c.Enrich.GeoIPDB))
+	add("GEOIP_ASN_DB", "", "MaxMind ASN mmdb file: adds asn (number, org), and the datacenter bot reason; reloaded on SIGHUP", str(&c.Enrich.GeoIPASNDB))
 	add("DNT_RESPECT", "true", "drop events from requests with DNT: 1 or Sec-GPC: 1", boolean(&c.Privacy.RespectDNT))
 	add("IP_MODE", "truncate", "client IP kept: full, truncate (IPv4 /24, IPv6 /48), hash (HMAC-SHA256), drop", func(v string) (err error) {
 		c.Privacy.IPMode, err = event.ParseIPMode(v)
@@ -358,6 +422,7 @@ func settings(c *Config) []setting {
 	add("METRICS_ALLOW_INSECURE", "false", "allow a non-loopback METRICS_ADDR without mTLS, bearer token or basic auth (TLS alone does not count)", boolean(&m.AllowInsecure))
 	add("METRICS_MAX_SCRAPES", "4", "concurrent /metrics requests served; more get 503", integer(&m.MaxScrapes, 1, 1000))
 	add("METRICS_SCRAPE_TIMEOUT", "10s", "time limit of one /metrics response", duration(&m.ScrapeTimeout, 100*time.Millisecond, 5*time.Minute))
+	s = append(s, otelSettings(&c.Tracing)...)
 	return s
 }
 
@@ -528,7 +593,60 @@ func (c *Config) check(failed map[string]bool) []error {
 			bad("PUSHGATEWAY_PASSWORD_FILE: %v", err)
 		}
 	}
+	errs = append(errs, c.Sources.load()...)
+	if c.Enrich.BotPolicy == enrich.BotDrop && !c.Enrich.Bot {
+		bad("BOT_POLICY=drop needs bot in ENRICH, or no event would ever be found a bot; want bot in ENRICH, or BOT_POLICY=flag")
+	}
+	for _, f := range []struct{ name, path string }{{"GEOIP_DB", c.Enrich.GeoIPDB}, {"GEOIP_ASN_DB", c.Enrich.GeoIPASNDB}} {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(f.path); err != nil {
+			bad("%s: %v; want a readable MaxMind .mmdb file", f.name, err)
+		} else if !fi.Mode().IsRegular() {
+			bad("%s=%q is not a regular file; want a MaxMind .mmdb file", f.name, f.path)
+		}
+	}
+	errs = append(errs, c.Tracing.Validate()...)
+	if ca := c.Tracing.CA; ca != "" {
+		if _, err := credfile.LoadCAPool(ca); err != nil {
+			bad("OTEL_EXPORTER_OTLP_CERTIFICATE: %v", err)
+		}
+	}
+	if crt, key := c.Tracing.ClientCert, c.Tracing.ClientKey; crt != "" && key != "" {
+		if _, err := credfile.LoadKeyPair(crt, key); err != nil {
+			bad("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE/OTEL_EXPORTER_OTLP_CLIENT_KEY: %v", err)
+		}
+	}
 	return errs
+}
+
+// load reads SOURCES_FILE under AUTH_MODE=key, each of its problems one
+// problem of the configuration.
+func (s *Sources) load() []error {
+	switch {
+	case s.Mode == source.ModeKey && s.File == "":
+		return []error{errors.New("AUTH_MODE=key needs SOURCES_FILE; want SOURCES_FILE set to the YAML file of sources")}
+	case s.Mode != source.ModeKey && s.File != "":
+		return []error{errors.New("SOURCES_FILE is set but AUTH_MODE is not key, so it would be ignored; want AUTH_MODE=key, or SOURCES_FILE unset")}
+	case s.Mode != source.ModeKey:
+		return nil
+	}
+	set, err := source.LoadFile(s.File)
+	if err != nil {
+		var errs []error
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		} else {
+			errs = []error{err}
+		}
+		for i, e := range errs {
+			errs[i] = fmt.Errorf("SOURCES_FILE=%q: %w", s.File, e)
+		}
+		return errs
+	}
+	s.Set = set
+	return nil
 }
 
 func (m Metrics) check(serverAddr string) []error {

@@ -18,6 +18,13 @@ type Meta struct {
 	IP        string // already under the IP mode; see Normalizer.ClientIP
 	UserAgent string
 	Referer   string // the Referer header; the pixel's url when it names none
+	SourceID  string // the authenticated source; see Event.SourceID
+	// Enrichment, when not nil, is set on every event of the request.
+	Enrichment *Enrichment
+	// Campaign parses each event's url for its campaign parameters.
+	Campaign bool
+	// TraceID and SpanID are the sampled request span's, or empty.
+	TraceID, SpanID string
 }
 
 // FromQuery builds a sealed pixel event from a raw query string. Parameters:
@@ -115,7 +122,7 @@ type input struct {
 }
 
 // serverFields are set by GoTrack; a client that sends one is told so.
-var serverFields = []string{"received_at", "user_agent", "ip", "source"}
+var serverFields = []string{"received_at", "user_agent", "ip", "source", "source_id", "ua", "bot", "geo", "asn", "campaign"}
 
 // FromJSON builds a sealed event from one JSON object of a /collect body.
 // raw must be valid JSON (the handler checks the whole body once with
@@ -460,6 +467,19 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 	e.ReceivedAt = m.Now.UTC()
 	e.UserAgent = truncateUTF8(m.UserAgent, MaxUserAgentLen)
 	e.IP = m.IP
+	if m.SourceID != "" { // the Segment API sets its own before
+		e.SourceID = m.SourceID
+	}
+	if en := m.Enrichment; en != nil {
+		e.UA, e.Bot, e.Geo, e.ASN = en.UA, en.Bot, en.Geo, en.ASN
+	}
+	if m.Campaign {
+		var c Campaign
+		if parseCampaign(e.URL, &c) {
+			e.Campaign = c.AppendJSON(make([]byte, 0, 64))
+		}
+	}
+	e.TraceID, e.SpanID = m.TraceID, m.SpanID
 	e.Seal()
 	return nil
 }

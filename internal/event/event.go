@@ -58,16 +58,35 @@ type Event struct {
 	IP         string          `json:"ip,omitempty"`
 	Props      json.RawMessage `json:"props,omitempty"`
 	Source     Source          `json:"source"`
+	// The enrichment (see Enrichment): each nil when off or unknown. The
+	// campaign parsed from url (ParseCampaign) is in Campaign below.
+	UA  *UA  `json:"ua,omitempty"`
+	Bot *Bot `json:"bot,omitempty"`
+	Geo *Geo `json:"geo,omitempty"`
+	ASN *ASN `json:"asn,omitempty"`
+
+	// SourceID is who sent the event: on /collect and the pixel, the id of
+	// the source (SOURCES_FILE) whose write key the request carried, or
+	// "anonymous" under AUTH_MODE=open; on the Segment API, see
+	// segment.SourceID.
+	SourceID string `json:"source_id,omitempty"`
+	// Campaign is, on /collect and the pixel, the campaign parameters of
+	// url (ENRICH=campaign, see ParseCampaign); on the Segment API,
+	// context.campaign as sent.
+	Campaign json.RawMessage `json:"campaign,omitempty"`
+	// TraceID and SpanID, lower-case hex, are those of the sampled request
+	// span that received the event, when tracing is on: an analyst joins
+	// the event to its trace, and sink spans link to the request.
+	TraceID string `json:"trace_id,omitempty"`
+	SpanID  string `json:"span_id,omitempty"`
 
 	// Fields set only by the Segment-compatible API (internal/segment).
-	SourceID          string          `json:"source_id,omitempty"`
 	Call              string          `json:"call,omitempty"`
 	Name              string          `json:"name,omitempty"`
 	UserID            string          `json:"user_id,omitempty"`
 	MessageID         string          `json:"message_id,omitempty"`
 	Timestamp         time.Time       `json:"timestamp,omitzero"`
 	OriginalTimestamp time.Time       `json:"original_timestamp,omitzero"`
-	Campaign          json.RawMessage `json:"campaign,omitempty"`
 	Context           json.RawMessage `json:"context,omitempty"`
 
 	raw []byte // the JSON encoding, set by Seal
@@ -100,9 +119,9 @@ func (e *Event) Size() int {
 
 func (e *Event) sizeHint() int {
 	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) +
+		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + 16 +
 		len(e.SourceID) + len(e.Call) + len(e.Name) + len(e.UserID) + len(e.MessageID) +
-		len(e.Campaign) + len(e.Context)
+		len(e.Campaign) + len(e.Context) + e.enrichmentSize()
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
@@ -175,8 +194,11 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	b = appendField(b, `,"message_id":`, e.MessageID)
 	b = appendTime(b, `,"timestamp":"`, e.Timestamp)
 	b = appendTime(b, `,"original_timestamp":"`, e.OriginalTimestamp)
+	b = e.appendEnrichment(b)
 	b = appendRaw(b, `,"campaign":`, e.Campaign)
 	b = appendRaw(b, `,"context":`, e.Context)
+	b = appendField(b, `,"trace_id":`, e.TraceID)
+	b = appendField(b, `,"span_id":`, e.SpanID)
 	return append(b, '}')
 }
 
@@ -276,8 +298,27 @@ func Decode(line []byte) (*Event, error) {
 	if e.ReceivedAt.IsZero() {
 		return nil, errField("received_at", "is missing")
 	}
+	if !isHexID(e.TraceID, 32) || !isHexID(e.SpanID, 16) {
+		return nil, errField("trace_id", "or span_id is not lower-case hex of 32 or 16 digits")
+	}
 	e.Seal()
 	return &e, nil
+}
+
+// isHexID reports whether s is empty or n lower-case hex digits.
+func isHexID(s string, n int) bool {
+	if s == "" {
+		return true
+	}
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // FieldError reports an event field that breaks the schema.

@@ -92,15 +92,31 @@ func (n *Normalizer) ClientIP(remoteAddr string, xff []string) string {
 	if n.policy.IPMode == IPDrop {
 		return ""
 	}
-	addr, ok := parseAddr(remoteAddr)
+	addr, ok := n.ClientAddr(remoteAddr, xff)
 	if !ok {
 		return ""
+	}
+	return n.mask(addr)
+}
+
+// ClientAddr returns the client's address as TRUST_PROXY and
+// TRUSTED_PROXIES choose it, before IP_MODE: for per-address rate limits
+// and lookups that must not leave the process. ok is false when
+// remoteAddr holds no address.
+func (n *Normalizer) ClientAddr(remoteAddr string, xff []string) (addr netip.Addr, ok bool) {
+	addr, ok = parseAddr(remoteAddr)
+	if !ok {
+		return netip.Addr{}, false
 	}
 	if n.policy.TrustProxy && len(xff) > 0 && n.trusted(addr, true) {
 		addr = n.fromForwarded(addr, xff)
 	}
-	return n.mask(addr)
+	return addr, true
 }
+
+// MaskAddr returns a, from ClientAddr, under IP_MODE: what the event's ip
+// field holds.
+func (n *Normalizer) MaskAddr(a netip.Addr) string { return n.mask(a) }
 
 func (n *Normalizer) fromForwarded(peer netip.Addr, xff []string) netip.Addr {
 	client := peer

@@ -3,10 +3,13 @@ package ingest
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
+	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/internal/spool"
 )
 
@@ -59,7 +62,13 @@ type reply struct {
 func answer(err error) reply {
 	var re *requestError
 	var fe *event.FieldError
+	var af *source.Failure
+	var ex *ratelimit.Exceeded
 	switch {
+	case errors.As(err, &ex):
+		return reply{status: http.StatusTooManyRequests, msg: ex.Error(), retryAfter: []string{strconv.Itoa(ex.RetryAfter())}}
+	case errors.As(err, &af):
+		return reply{status: http.StatusUnauthorized, msg: af.Msg}
 	case errors.As(err, &re):
 		switch re.kind {
 		case kindMalformed, kindNoValidEvent:
@@ -81,6 +90,8 @@ func answer(err error) reply {
 		}
 	case errors.As(err, &fe):
 		return reply{status: http.StatusBadRequest, msg: fe.Error()}
+	case errors.Is(err, source.ErrReplayCacheFull):
+		return reply{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: retryShort}
 	case errors.Is(err, pipeline.ErrQueueFull):
 		return reply{status: http.StatusServiceUnavailable, msg: "queues are full; retry later", retryAfter: retryShort}
 	case errors.Is(err, pipeline.ErrSpoolFull):

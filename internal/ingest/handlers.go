@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,9 +19,12 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/ratelimit"
+	"github.com/gotrack/gotrack/internal/source"
 )
 
 // gif is a 1x1 transparent GIF89a, 43 bytes ending in the 0x3B trailer.
@@ -46,12 +50,15 @@ type server struct {
 	norm     *event.Normalizer
 	pipe     Pipeline
 	log      *slog.Logger
+	tracer   trace.Tracer // nil: tracing off
 	received struct{ pixel, collect, segment prometheus.Counter }
 	shed     prometheus.Counter
 	anyOrig  bool
-	budget   budget    // MAX_INFLIGHT_BYTES
-	bufs     *bufPools // request bodies
-	gzips    sync.Pool // *gzip.Reader
+	budget   budget // MAX_INFLIGHT_BYTES
+	// rateLimited counts requests over a rate limit, by source and limit.
+	rateLimited *prometheus.CounterVec
+	bufs        *bufPools // request bodies
+	gzips       sync.Pool // *gzip.Reader
 }
 
 func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Registerer, log *slog.Logger) (*server, error) {
@@ -69,7 +76,14 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	if err := reg.Register(shed); err != nil {
 		return nil, err
 	}
-	s := &server{opts: opts, norm: n, pipe: p, log: log, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes)}
+	rateLimited := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gotrack_rate_limited_total",
+		Help: "Requests over a rate limit (429 on /collect, a drop on the pixel), by source (an id of SOURCES_FILE, anonymous, or unknown before authentication) and limit (source: its rate in SOURCES_FILE; ip: RATE_LIMIT_PER_IP).",
+	}, []string{"source", "limit"})
+	if err := reg.Register(rateLimited); err != nil {
+		return nil, err
+	}
+	s := &server{opts: opts, norm: n, pipe: p, log: log, tracer: opts.Tracer, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes), rateLimited: rateLimited}
 	s.budget.max = opts.MaxInflightBytes
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
@@ -88,13 +102,24 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 // meta reads what a request says about its events. Headers are read by
 // their canonical keys directly: Header.Get would canonicalise each name
 // again on every request.
-func (s *server) meta(r *http.Request) event.Meta {
-	return event.Meta{
-		Now:       time.Now(),
-		IP:        s.norm.ClientIP(r.RemoteAddr, r.Header["X-Forwarded-For"]),
-		UserAgent: first(r.Header["User-Agent"]),
-		Referer:   first(r.Header["Referer"]),
+func (s *server) meta(r *http.Request, src *source.Source, c client, en *event.Enrichment) event.Meta {
+	ip := ""
+	if c.ok {
+		ip = s.norm.MaskAddr(c.addr)
 	}
+	m := event.Meta{
+		SourceID:   src.ID,
+		Enrichment: en,
+		Campaign:   s.opts.Enricher != nil && s.opts.Enricher.Campaign(),
+		Now:        time.Now(),
+		IP:         ip,
+		UserAgent:  first(r.Header["User-Agent"]),
+		Referer:    first(r.Header["Referer"]),
+	}
+	if s.tracer != nil {
+		m.TraceID, m.SpanID = spanIDs(r)
+	}
+	return m
 }
 
 func (s *server) doNotTrack(r *http.Request) bool {
@@ -108,6 +133,103 @@ func first(vs []string) string {
 	return vs[0]
 }
 
+// client is the request's client address as TRUST_PROXY chooses it,
+// before IP_MODE; ok is false when there is none.
+type client struct {
+	addr netip.Addr
+	ok   bool
+}
+
+func (s *server) client(r *http.Request) client {
+	a, ok := s.norm.ClientAddr(r.RemoteAddr, r.Header["X-Forwarded-For"])
+	return client{a, ok}
+}
+
+// limitIP takes a token of the client's RATE_LIMIT_PER_IP bucket, or
+// returns a *ratelimit.Exceeded.
+func (s *server) limitIP(c client) error {
+	if s.opts.RateLimitPerIP == nil || !c.ok {
+		return nil
+	}
+	if ok, wait := s.opts.RateLimitPerIP.Allow(c.addr); !ok {
+		s.rateLimited.WithLabelValues(source.Unknown, ratelimit.LimitIP).Inc()
+		return &ratelimit.Exceeded{Limit: ratelimit.LimitIP, Wait: wait}
+	}
+	return nil
+}
+
+// limitSource takes a token of src's bucket, or returns a
+// *ratelimit.Exceeded.
+func (s *server) limitSource(src *source.Source) error {
+	if s.opts.Auth == nil {
+		return nil
+	}
+	err := s.opts.Auth.Allow(src)
+	if err != nil {
+		s.rateLimited.WithLabelValues(src.ID, ratelimit.LimitSource).Inc()
+	}
+	return err
+}
+
+// enrich returns the enrichment of r's events, looked up on the client
+// address before IP_MODE, and reports whether BOT_POLICY=drop drops its n
+// events, which it counts.
+func (s *server) enrich(r *http.Request, c client, n int) (*event.Enrichment, bool) {
+	if s.opts.Enricher == nil {
+		return nil, false
+	}
+	en := s.opts.Enricher.Request(r, c.addr, c.ok)
+	if s.opts.Enricher.Count(en, n) {
+		s.pipe.CountDropped(pipeline.DropBot, n)
+		return en, true
+	}
+	return en, false
+}
+
+// segmentAuthorize returns the Segment API's check of a write key under
+// AUTH_MODE=key, or nil. It applies RATE_LIMIT_PER_IP, the key (from HTTP
+// Basic or the batch's writeKey) with the browser-origin rule of header
+// keys, and the source's rate. A source that signs its requests cannot
+// use the Segment API, which has no signatures: it is refused as unsigned.
+func (s *server) segmentAuthorize() func(http.ResponseWriter, *http.Request, string) (string, bool) {
+	if s.opts.Auth == nil || s.opts.Auth.Mode() != source.ModeKey {
+		return nil
+	}
+	return func(w http.ResponseWriter, r *http.Request, key string) (string, bool) {
+		src, err := s.segmentSource(r, key)
+		if err != nil {
+			writeError(w, nil, err, nil) // the body was read
+			return "", false
+		}
+		return src.ID, true
+	}
+}
+
+func (s *server) segmentSource(r *http.Request, key string) (*source.Source, error) {
+	if err := s.limitIP(s.client(r)); err != nil {
+		return nil, err
+	}
+	src, err := s.opts.Auth.CheckKey(r, key)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.limitSource(src); err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+// anonymous is the source of every request when no authenticator is set.
+var anonymous = &source.Source{ID: source.Anonymous}
+
+// auth returns the source r writes for, or a *source.Failure.
+func (s *server) auth(r *http.Request, pixel bool) (*source.Source, error) {
+	if s.opts.Auth == nil {
+		return anonymous, nil
+	}
+	return s.opts.Auth.Check(r, pixel)
+}
+
 // pixel always answers the GIF: a browser can do nothing with an error, so
 // the outcome is counted instead.
 func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
@@ -115,14 +237,42 @@ func (s *server) pixel(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case s.doNotTrack(r):
 		s.pipe.CountDropped(pipeline.DropDNT, 1)
+		s.count(r, 0, 0, 1)
 	default:
-		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r))
-		if err != nil {
-			s.pipe.CountDropped(pipeline.DropInvalid, 1)
-			s.log.Debug("pixel event invalid", "err", err)
+		c := s.client(r)
+		if s.limitIP(c) != nil {
+			s.pipe.CountDropped(pipeline.DropRateLimited, 1)
+			s.count(r, 0, 0, 1)
 			break
 		}
-		s.pipe.SubmitEach(e) // drops are counted per sink
+		src, err := s.auth(r, true)
+		if err != nil {
+			s.pipe.CountDropped(pipeline.DropUnauthorized, 1)
+			s.count(r, 0, 0, 1)
+			break
+		}
+		if s.limitSource(src) != nil {
+			s.pipe.CountDropped(pipeline.DropRateLimited, 1)
+			s.count(r, 0, 0, 1)
+			break
+		}
+		en, drop := s.enrich(r, c, 1)
+		if drop {
+			s.count(r, 0, 0, 1)
+			break
+		}
+		e, err := s.norm.FromQuery(r.URL.RawQuery, s.meta(r, src, c, en))
+		if err != nil {
+			s.pipe.CountDropped(pipeline.DropInvalid, 1)
+			s.count(r, 0, 1, 0)
+			s.log.DebugContext(r.Context(), "pixel event invalid", "err", err)
+			break
+		}
+		if s.pipe.SubmitEach(e) { // drops are counted per sink
+			s.count(r, 1, 0, 0)
+		} else {
+			s.count(r, 0, 0, 1)
+		}
 	}
 	h := w.Header()
 	h["Content-Type"] = gifType
@@ -150,20 +300,28 @@ type itemError struct {
 }
 
 func (s *server) collect(w http.ResponseWriter, r *http.Request) {
-	resp, events, err := s.readEvents(w, r)
+	var signed *source.Signed
+	resp, events, err := s.readEvents(w, r, &signed)
 	if err != nil {
+		signed.Forget() // not accepted: a retry with the same signature is no replay
+		if resp != nil {
+			s.count(r, 0, resp.Rejected, resp.Dropped)
+		}
 		writeError(w, r, err, resp)
 		s.countShed(err)
 		return
 	}
 	if resp.Dropped == 0 {
 		if err := s.pipe.Submit(events); err != nil {
-			if writeError(w, nil, err, nil).failed { // the body was read to its end
-				s.log.Error("submit failed", "err", err)
+			signed.Forget()
+			s.count(r, 0, resp.Rejected, resp.Accepted) // refused with a 503: the client may send them again
+			if writeError(w, nil, err, nil).failed {    // the body was read to its end
+				s.log.ErrorContext(r.Context(), "submit failed", "err", err)
 			}
 			return
 		}
 	}
+	s.count(r, resp.Accepted, resp.Rejected, resp.Dropped)
 	writeJSON(w, http.StatusAccepted, resp)
 }
 
@@ -171,18 +329,45 @@ func (s *server) collect(w http.ResponseWriter, r *http.Request) {
 // The body's buffer and its share of MAX_INFLIGHT_BYTES are given back
 // before it returns: the events copy what they keep. On an error, resp, when
 // not nil, is the body to answer with (every event was rejected).
-func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *collectResponse, events []*event.Event, err error) {
+//
+// *signed is set to the request's verified signature, if it has one.
+func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **source.Signed) (resp *collectResponse, events []*event.Event, err error) {
 	if !s.cors(w, r) {
 		return nil, nil, refuse(kindOrigin, "origin is not allowed (CORS_ORIGINS)")
 	}
 	if err := checkContentType(r); err != nil {
 		return nil, nil, err
 	}
-	buf, err := s.readBody(w, r)
+	c := s.client(r)
+	if err := s.limitIP(c); err != nil {
+		return nil, nil, err
+	}
+	src, err := s.auth(r, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.limitSource(src); err != nil {
+		return nil, nil, err
+	}
+	var raw io.Writer // the signature's MAC, fed the body as received
+	var signed *source.Signed
+	if src.Secret != nil {
+		if signed, err = s.opts.Auth.BeginSignature(r, src); err != nil {
+			return nil, nil, err
+		}
+		raw = signed
+	}
+	buf, err := s.readBody(w, r, raw)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer s.release(buf)
+	if signed != nil {
+		if err := signed.Verify(); err != nil {
+			return nil, nil, err
+		}
+		*signedOut = signed
+	}
 	body := bytes.TrimSpace(buf.b)
 	if !utf8.Valid(body) {
 		return nil, nil, refuse(kindMalformed, "body is not valid UTF-8")
@@ -216,7 +401,12 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request) (resp *colle
 		s.pipe.CountDropped(pipeline.DropDNT, len(items))
 		return resp, nil, nil
 	}
-	m := s.meta(r)
+	en, drop := s.enrich(r, c, len(items))
+	if drop {
+		resp.Dropped = len(items)
+		return resp, nil, nil
+	}
+	m := s.meta(r, src, c, en)
 	events = make([]*event.Event, 0, len(items))
 	for i, raw := range items {
 		e, err := s.norm.FromJSON(raw, m)
@@ -255,8 +445,9 @@ func checkContentType(r *http.Request) error {
 // small gzip bomb is refused as too large. The buffer's capacity is charged
 // to MAX_INFLIGHT_BYTES before it is allocated; when the budget is spent the
 // request is shed at once, without reading further. The caller gives the
-// buffer back with release.
-func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, error) {
+// buffer back with release. raw, when not nil, is also given the body as
+// received, before decompression (a signature's MAC).
+func (s *server) readBody(w http.ResponseWriter, r *http.Request, raw io.Writer) (*bodyBuf, error) {
 	limit := s.opts.MaxBodyBytes
 	if r.ContentLength > limit {
 		return nil, s.tooLarge("")
@@ -271,6 +462,9 @@ func (s *server) readBody(w http.ResponseWriter, r *http.Request) (*bodyBuf, err
 	}
 	buf := s.bufs.get(class)
 	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	if raw != nil {
+		body = io.TeeReader(body, raw)
+	}
 	if gzipped {
 		zr, err := s.gzipReader(body)
 		if err != nil {
@@ -391,7 +585,7 @@ func (s *server) preflight(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	h.Set("Access-Control-Allow-Methods", "POST, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Content-Type, Content-Encoding")
+	h.Set("Access-Control-Allow-Headers", "Content-Type, Content-Encoding, Authorization, X-Write-Key")
 	h.Set("Access-Control-Max-Age", "86400")
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -368,6 +368,66 @@ func mustCounter(t *testing.T, reg *prometheus.Registry, name string, values ...
 	return nil
 }
 
+// TestAuth checks, through the handler, that /collect answers 401 JSON to
+// a request without a valid key, the pixel still answers the GIF and counts
+// a drop, and an accepted event carries its source_id.
+func TestAuth(t *testing.T) {
+	auth := newAuth(t, "sources:\n  - id: shop-web\n    write_keys: [wk_shop_1]\n    origins: [\"https://shop.example\"]\n", nil, nil)
+	f := newFixture(t, event.Policy{}, Options{Auth: auth})
+
+	for _, key := range []string{"", "wk_wrong"} {
+		r := httptest.NewRequest("POST", "/collect", strings.NewReader(`{"type":"x"}`))
+		r.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			r.Header.Set("X-Write-Key", key)
+		}
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		var body errorBody
+		if w.Code != http.StatusUnauthorized || json.Unmarshal(w.Body.Bytes(), &body) != nil || body.Error == "" {
+			t.Fatalf("key %q: %d %s, want 401 with a JSON error", key, w.Code, w.Body)
+		}
+	}
+	r := httptest.NewRequest("POST", "/collect", strings.NewReader(`{"type":"x"}`))
+	r.Header.Set("Content-Type", "application/json")
+	r.SetBasicAuth("wk_shop_1", "")
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("good key: %d %s", w.Code, w.Body)
+	}
+
+	for _, c := range []struct {
+		query, referer string
+		kept           bool
+	}{
+		{"e=pageview", "https://shop.example/", false},
+		{"e=pageview&k=wk_shop_1", "", false},
+		{"e=pageview&k=wk_shop_1", "https://shop.example/cart", true},
+	} {
+		r := httptest.NewRequest("GET", "/px.gif?"+c.query, nil)
+		if c.referer != "" {
+			r.Header.Set("Referer", c.referer)
+		}
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "image/gif" {
+			t.Fatalf("pixel %s: %d %s", c.query, w.Code, w.Header())
+		}
+	}
+	if got := f.pipe.dropped[pipeline.DropUnauthorized]; got != 2 {
+		t.Errorf("unauthorized pixel drops %d, want 2", got)
+	}
+	if len(f.pipe.events) != 2 {
+		t.Fatalf("%d events kept, want 2", len(f.pipe.events))
+	}
+	for _, e := range f.pipe.events {
+		if e.SourceID != "shop-web" || !strings.Contains(string(e.JSON()), `"source_id":"shop-web"`) {
+			t.Errorf("event lacks its source_id: %s", e.JSON())
+		}
+	}
+}
+
 // errorLines counts the ERROR records logged through it.
 type errorLines struct {
 	mu sync.Mutex

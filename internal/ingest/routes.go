@@ -12,10 +12,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/httpmetrics"
+	"github.com/gotrack/gotrack/internal/enrich"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/ratelimit"
 	"github.com/gotrack/gotrack/internal/segment"
+	"github.com/gotrack/gotrack/internal/source"
 	"github.com/gotrack/gotrack/web/tracker"
 )
 
@@ -31,6 +35,15 @@ type Pipeline interface {
 type Options struct {
 	RoutePrefix string // ROUTE_PREFIX: serve every route under it; see underPrefix
 
+	// Auth decides which source a request writes for (AUTH_MODE,
+	// SOURCES_FILE); nil takes every request as from source anonymous.
+	Auth *source.Auth
+	// RateLimitPerIP, when not nil, limits each client address, as
+	// TRUST_PROXY chooses it (RATE_LIMIT_PER_IP).
+	RateLimitPerIP *ratelimit.IPs
+	// Enricher, when not nil, adds ua, bot, geo, asn and campaign to
+	// events, and applies BOT_POLICY.
+	Enricher       *enrich.Enricher
 	MaxBodyBytes   int64
 	MaxBatchEvents int
 	CORSOrigins    []string // empty allows any origin, without credentials
@@ -38,6 +51,9 @@ type Options struct {
 	// once, after decompression, across all requests; at least
 	// MaxBodyBytes. Zero means DefaultMaxInflightBytes.
 	MaxInflightBytes int64
+	// Tracer, when not nil, gives each /px.gif and /collect request a
+	// server span; nil (tracing off) costs nothing.
+	Tracer trace.Tracer
 }
 
 // Validate reports every option out of range at once.
@@ -61,7 +77,7 @@ func (o Options) Validate() error {
 var Routes = append([]httpmetrics.Route{
 	{Pattern: "GET /px.gif", Statuses: []int{200}},
 	{Pattern: "HEAD /px.gif", Statuses: []int{200}},
-	{Pattern: "POST /collect", Statuses: []int{202, 400, 403, 413, 415, 503}},
+	{Pattern: "POST /collect", Statuses: []int{202, 400, 401, 403, 413, 415, 429, 503}},
 	{Pattern: "OPTIONS /collect", Statuses: []int{204}},
 	{Pattern: "GET /healthz", Statuses: []int{200}},
 	{Pattern: "GET /readyz", Statuses: []int{200, 503}},
@@ -93,6 +109,7 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 		DurationLabels: []httpmetrics.Label{httpmetrics.Endpoint, httpmetrics.Method},
 		CatchAll:       catchAll,
 		Routes:         Routes,
+		Exemplar:       exemplar(opts.Tracer),
 	})
 	if err != nil {
 		return nil, err
@@ -110,6 +127,7 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 		CORSOrigins:    opts.CORSOrigins,
 		Budget:         segmentBudget{&s.budget},
 		Shed:           s.shed.Inc,
+		Authorize:      s.segmentAuthorize(),
 	}, n, p, s.received.segment, log).Register(mux)
 	mux.Handle("GET /gotrack.js", tracker.Handler())
 	for _, path := range []string{"/px.gif", "/collect", "/healthz", "/readyz", "/gotrack.js"} {
@@ -117,9 +135,9 @@ func NewHandler(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Re
 	}
 	mux.HandleFunc(catchAll, notFound)
 	if opts.RoutePrefix != "" {
-		return underPrefix(opts.RoutePrefix, hm.Wrap(guard(mux))), nil
+		return underPrefix(opts.RoutePrefix, s.traced(hm.Wrap(guard(mux)))), nil
 	}
-	return hm.Wrap(guard(mux)), nil
+	return s.traced(hm.Wrap(guard(mux))), nil
 }
 
 // guard answers, as JSON, the requests that net/http's mux or the metrics

@@ -84,7 +84,10 @@ type spoolIntake struct {
 }
 
 func (in *spoolIntake) put(events []*event.Event) error {
-	if err := in.sp.Append(events); err != nil {
+	span := in.p.startAppend(events)
+	err := in.sp.Append(events)
+	endAppend(span, err)
+	if err != nil {
 		return in.refused(err, len(events))
 	}
 	return nil

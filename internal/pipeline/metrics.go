@@ -20,6 +20,15 @@ const (
 	// DropSpoolFailed counts events refused because the spool could not
 	// write or sync them.
 	DropSpoolFailed = "spool_failed"
+	// DropUnauthorized counts pixels without a valid write key under
+	// AUTH_MODE=key (the reason is in gotrack_auth_failures_total).
+	DropUnauthorized = "unauthorized"
+	// DropRateLimited counts pixels over a rate limit (a source's rate, or
+	// RATE_LIMIT_PER_IP).
+	DropRateLimited = "rate_limited"
+	// DropBot counts events dropped under BOT_POLICY=drop (by bot reason
+	// in gotrack_bot_events_dropped_total).
+	DropBot = "bot"
 )
 
 // Dead-letter reasons, the reason label of gotrack_events_dead_lettered_total.
@@ -78,7 +87,7 @@ func NewMetrics(reg prometheus.Registerer, sinks []string) (*Metrics, error) {
 		}, []string{"sink"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dropped_total",
-			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown, spool_full, spool_failed); sink="all" before fan-out.`,
+			Help: `Events not delivered to a sink, by reason (queue_full, dnt, invalid, shutdown, spool_full, spool_failed, unauthorized, rate_limited, bot); sink="all" before fan-out.`,
 		}, []string{"sink", "reason"}),
 		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gotrack_events_dead_lettered_total",

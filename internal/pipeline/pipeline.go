@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"go.opentelemetry.io/otel/trace"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +64,11 @@ type Options struct {
 	// cursor instead of a memory buffer. It must have a reader named after
 	// each output. The pipeline closes it.
 	Spool *spool.Spool
+
+	// Tracer, when not nil, gives each batch write attempt a span linked
+	// to the request spans its events carry; nil (tracing off) costs
+	// nothing.
+	Tracer trace.Tracer
 }
 
 func (o *Options) setDefaults() {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 )
@@ -78,11 +80,12 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 	sm := o.m
 	pending := batch
 	var unsaved []*event.Event // rejected, and the dead-letter file could not take them
-	backoff := p.opts.RetryMin
+	backoff, slept := p.opts.RetryMin, time.Duration(0)
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt > 0 {
 			sm.retries.Inc()
-			if !p.sleep(p.abortCtx, jitter(backoff)) {
+			slept = jitter(backoff)
+			if !p.sleep(p.abortCtx, slept) {
 				break
 			}
 			backoff = min(2*backoff, p.opts.RetryMax)
@@ -90,12 +93,14 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 		if p.abortCtx.Err() != nil {
 			break
 		}
-		ctx, cancel := context.WithTimeout(p.abortCtx, p.opts.WriteTimeout)
+		sctx, span := p.startWrite(p.abortCtx, o, pending, attempt, slept)
+		ctx, cancel := context.WithTimeout(sctx, p.opts.WriteTimeout)
 		start := time.Now()
 		dups, err := sink.Write(ctx, o.sink, pending)
 		cancel()
-		sm.flushLatency.Observe(time.Since(start).Seconds())
+		observeFlush(sm.flushLatency, span, time.Since(start))
 		if err == nil {
+			endWrite(span, OutcomeWritten, nil)
 			p.written(o, len(pending)-dups, dups)
 			return unsaved
 		}
@@ -115,10 +120,13 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			}
 			pending = retry
 			if len(retry) > 0 {
-				p.log.Warn("sink write partly failed, retrying", "sink", o.name, "failed", len(retry), "err", err)
+				p.log.WarnContext(sctx, "sink write partly failed, retrying", "sink", o.name, "failed", len(retry), "err", err)
 			}
+			endWrite(span, OutcomePartial, err)
 		case sink.IsPermanent(err):
 			if len(pending) == 1 {
+				spanEvent(span, "dead_letter", AttrBatchSize.Int(1))
+				endWrite(span, OutcomeRejected, err)
 				if !p.deadLetter(o, DeadRejected, err, pending) {
 					return append(unsaved, pending...)
 				}
@@ -126,12 +134,15 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			}
 			// Bisect to find the events the sink rejects; the rest are written.
 			half := len(pending) / 2
+			spanEvent(span, "bisect", attribute.Int("gotrack.bisect.left", half), attribute.Int("gotrack.bisect.right", len(pending)-half))
+			endWrite(span, OutcomeRejected, err)
 			left := p.flush(o, pending[:half])
 			return append(append(unsaved, left...), p.flush(o, pending[half:])...)
 		default:
 			if o.writeOK.Swap(false) || attempt == 0 {
-				p.log.Warn("sink write failed, retrying", "sink", o.name, "events", len(pending), "err", err)
+				p.log.WarnContext(sctx, "sink write failed, retrying", "sink", o.name, "events", len(pending), "err", err)
 			}
+			endWrite(span, OutcomeFailed, err)
 			if o.buf.Durable() && p.closing.Load() {
 				return append(unsaved, pending...) // stopping: the buffer keeps them for the next start
 			}

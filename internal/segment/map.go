@@ -23,9 +23,9 @@ const (
 // AnonymousSource is the source_id of messages sent without a write key.
 const AnonymousSource = "anonymous"
 
-// SourceID names the sender of a write key on its events. Until write keys
-// are checked against configured sources, any key is accepted and the
-// events record "wk_" and the first 16 hex digits of the key's SHA-256:
+// SourceID names the sender of a write key on its events under
+// AUTH_MODE=open, where any key is accepted (under AUTH_MODE=key, the
+// source's id in SOURCES_FILE is recorded instead): the events record "wk_" and the first 16 hex digits of the key's SHA-256:
 // enough to tell senders apart and to find a key's events, without putting
 // the key, which is a credential for server-side sources, in every sink.
 func SourceID(writeKey string) string {

@@ -51,6 +51,12 @@ type Options struct {
 	// shed with a 503 when that does not fit; Shed then counts it.
 	Budget Budget
 	Shed   func()
+
+	// Authorize, when set (AUTH_MODE=key), checks the request's write key
+	// (HTTP Basic, or a batch's writeKey) once the body is read. It
+	// returns the source id to store on the events, or answers the refusal
+	// itself (401, 429) and reports false.
+	Authorize func(w http.ResponseWriter, r *http.Request, key string) (sourceID string, ok bool)
 }
 
 // Budget is a shared bound on bytes held in memory.
@@ -78,7 +84,7 @@ var calls = []struct{ path, call string }{
 var Routes = func() []httpmetrics.Route {
 	var rs []httpmetrics.Route
 	for _, c := range calls {
-		rs = append(rs, httpmetrics.Route{Pattern: "POST /v1/" + c.path, Statuses: []int{200, 400, 403, 503}})
+		rs = append(rs, httpmetrics.Route{Pattern: "POST /v1/" + c.path, Statuses: []int{200, 400, 401, 403, 429, 503}})
 	}
 	return append(rs, httpmetrics.Route{Pattern: "/v1/{call}", Method: http.MethodOptions, Statuses: []int{204, 403}})
 }()
@@ -208,6 +214,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	} else {
 		items = []json.RawMessage{body}
 	}
+	var sourceID string
+	if h.opts.Authorize != nil {
+		id, ok := h.opts.Authorize(w, r, key)
+		if !ok {
+			return
+		}
+		sourceID = id
+	}
 	h.received.Add(float64(len(items)))
 
 	var resp response
@@ -221,6 +235,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		Now:       time.Now(),
 		IP:        h.norm.ClientIP(r.RemoteAddr, r.Header["X-Forwarded-For"]),
 		UserAgent: first(r.Header["User-Agent"]),
+		SourceID:  sourceID, // "" leaves the key's own (SourceID)
 	}
 	events := make([]*event.Event, 0, len(items))
 	for i, raw := range items {

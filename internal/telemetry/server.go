@@ -106,6 +106,9 @@ func NewMetricsServer(cfg config.Metrics, reg *prometheus.Registry, log *slog.Lo
 		Registry:            reg, // counts promhttp_metric_handler_errors_total
 		MaxRequestsInFlight: cfg.MaxScrapes,
 		Timeout:             cfg.ScrapeTimeout,
+		// OpenMetrics when the scraper asks for it: the only format that
+		// carries the exemplars (trace ids) of the duration histograms.
+		EnableOpenMetrics: true,
 	}))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", auth.wrap(metrics))

@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/tracing/otlptest"
+)
+
+// runTraced runs gotrack in-process with env, and returns its ingest URL,
+// its log output and a stop function.
+func runTraced(t *testing.T, env map[string]string) (ingestURL string, logs *syncBuffer, stop func() error) {
+	ingestURL, _, logs, stop = runTracedMetrics(t, env)
+	return ingestURL, logs, stop
+}
+
+// runTracedMetrics is runTraced that also returns the metrics URL.
+func runTracedMetrics(t *testing.T, env map[string]string) (ingestURL, metricsURL string, logs *syncBuffer, stop func() error) {
+	t.Helper()
+	dir := t.TempDir()
+	full := map[string]string{
+		"SERVER_ADDR":      "127.0.0.1:0",
+		"LOG_PATH":         filepath.Join(dir, "events.ndjson"),
+		"DEAD_LETTER_PATH": filepath.Join(dir, "dead.ndjson"),
+		"LOG_LEVEL":        "debug",
+	}
+	for k, v := range env {
+		full[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs = new(syncBuffer)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, func(k string) string { return full[k] }, io.Discard, logs) }()
+	stop = sync.OnceValue(func() error { cancel(); return <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if addr, metrics, ok := startedLine(logs.String()); ok {
+			t.Cleanup(func() { stop() })
+			return "http://" + addr, metrics, logs, stop
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("run did not start:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+const (
+	clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	clientSpan  = "00f067aa0ba902b7"
+	traceparent = "00-" + clientTrace + "-" + clientSpan + "-01"
+	tracestate  = "vendor=opaque1"
+)
+
+// Personal data the requests carry, which must not reach a span.
+var personal = []string{"203.0.113.7", "alice@example.org", "v-secret-visitor", "Mozilla/5.0 (Secret)", "https://ref.example/private", "utm_source", "%zz"}
+
+func sendTraced(t *testing.T, method, url, body string) int {
+	t.Helper()
+	return sendWith(t, method, url, body, traceparent)
+}
+
+func sendWith(t *testing.T, method, url, body, traceparent string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Traceparent", traceparent)
+	req.Header.Set("Tracestate", tracestate)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-For", "203.0.113.7")
+	req.Header.Set("User-Agent", "Mozilla/5.0 (Secret)")
+	req.Header.Set("Referer", "https://ref.example/private")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestIngestSpans checks, through a real OTLP/HTTP export decoded from
+// protobuf, that each ingest request has a server span named by its route
+// that joins the client's trace (traceparent and tracestate), counts its
+// events, carries nothing personal, and that the request's log lines carry
+// its trace and span ids.
+func TestIngestSpans(t *testing.T) {
+	rc := otlptest.New(t)
+	eventsPath := filepath.Join(t.TempDir(), "events.ndjson")
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"TRUST_PROXY":                 "true",
+		"LOG_PATH":                    eventsPath,
+		"FLUSH_INTERVAL":              "1s", // both /collect requests in one batch
+	})
+	body := `[{"type":"signup","url":"https://shop.example/?utm_source=x","visitor_id":"v-secret-visitor","props":{"email":"alice@example.org"}},` +
+		`{"type":"pageview","url":"https://shop.example/"},{"type":7}]`
+	if code := sendTraced(t, "POST", url+"/collect", body); code != http.StatusAccepted {
+		t.Fatalf("/collect answered %d", code)
+	}
+	const otherTrace, otherSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	if code := sendWith(t, "POST", url+"/collect", `{"type":"click"}`, "00-"+otherTrace+"-"+otherSpan+"-01"); code != http.StatusAccepted {
+		t.Fatalf("/collect answered %d", code)
+	}
+	if code := sendTraced(t, "GET", url+"/px.gif?e=%zz&uid=v-secret-visitor", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	if code := sendTraced(t, "HEAD", url+"/healthz", ""); code == 0 {
+		t.Fatal("no answer")
+	}
+
+	named := func(name string) func(*tracepb.Span) bool {
+		return func(s *tracepb.Span) bool { return s.Name == name }
+	}
+	collect := rc.WaitSpan(t, "POST /collect", named("POST /collect"))
+	pixel := rc.WaitSpan(t, "GET /px.gif", named("GET /px.gif"))
+	for _, s := range []*tracepb.Span{collect, pixel} {
+		if otlptest.Hex(s.TraceId) != clientTrace || otlptest.Hex(s.ParentSpanId) != clientSpan {
+			t.Errorf("%s: trace %x parent %x, want the client's %s %s", s.Name, s.TraceId, s.ParentSpanId, clientTrace, clientSpan)
+		}
+		if s.TraceState != tracestate {
+			t.Errorf("%s: tracestate %q, want %q", s.Name, s.TraceState, tracestate)
+		}
+		if s.Kind != tracepb.Span_SPAN_KIND_SERVER {
+			t.Errorf("%s: kind %v, want server", s.Name, s.Kind)
+		}
+		for _, kv := range s.Attributes {
+			v := otlptest.AnyString(kv.Value)
+			for _, p := range personal {
+				if strings.Contains(v, p) {
+					t.Errorf("%s: attribute %s=%q carries personal data %q", s.Name, kv.Key, v, p)
+				}
+			}
+		}
+	}
+	want := map[string]string{"http.request.method": "POST", "http.route": "/collect", "http.response.status_code": "202",
+		"gotrack.events.accepted": "2", "gotrack.events.rejected": "1", "gotrack.events.dropped": "0"}
+	for k, v := range want {
+		if got, _ := otlptest.Attr(collect, k); got != v {
+			t.Errorf("POST /collect: %s=%q, want %q", k, got, v)
+		}
+	}
+	if got, _ := otlptest.Attr(pixel, "gotrack.events.rejected"); got != "1" {
+		t.Errorf("GET /px.gif: rejected=%q, want 1", got)
+	}
+	// The batch write of the log sink joins the first request's trace and
+	// links to the second request's span.
+	other := rc.WaitSpan(t, "POST /collect of the other trace", func(s *tracepb.Span) bool {
+		return s.Name == "POST /collect" && otlptest.Hex(s.TraceId) == otherTrace
+	})
+	write := rc.WaitSpan(t, "write log", named("write log"))
+	ids := map[string]bool{otlptest.Hex(write.ParentSpanId): true}
+	for _, l := range write.Links {
+		ids[otlptest.Hex(l.SpanId)] = true
+	}
+	if !ids[otlptest.Hex(collect.SpanId)] || !ids[otlptest.Hex(other.SpanId)] || len(ids) != 2 {
+		t.Errorf("write log: parent %x, links %v; want the two /collect spans %x and %x", write.ParentSpanId, write.Links, collect.SpanId, other.SpanId)
+	}
+	if got, _ := otlptest.Attr(write, "gotrack.batch.size"); got != "3" {
+		t.Errorf("write log: batch size %q, want 3", got)
+	}
+	if got, _ := otlptest.Attr(write, "gotrack.outcome"); got != "written" {
+		t.Errorf("write log: outcome %q, want written", got)
+	}
+	// Each stored event carries its request's trace id.
+	stored, err := os.ReadFile(eventsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	traces := map[string]int{}
+	for line := range strings.Lines(string(stored)) {
+		var e struct {
+			TraceID string `json:"trace_id"`
+		}
+		json.Unmarshal([]byte(line), &e)
+		traces[e.TraceID]++
+	}
+	if traces[clientTrace] != 2 || traces[otherTrace] != 1 {
+		t.Errorf("stored events' trace ids %v, want 2 of %s and 1 of %s", traces, clientTrace, otherTrace)
+	}
+	for _, s := range rc.Spans() {
+		if strings.Contains(s.Name, "healthz") {
+			t.Errorf("health checks are traced: %s", s.Name)
+		}
+	}
+
+	// The pixel's debug line carries the pixel span's ids.
+	var found bool
+	for line := range strings.Lines(logs.String()) {
+		var l struct{ Msg, TraceID, SpanID string }
+		var raw map[string]any
+		if json.Unmarshal([]byte(line), &raw) != nil || raw["msg"] != "pixel event invalid" {
+			continue
+		}
+		l.TraceID, _ = raw["trace_id"].(string)
+		l.SpanID, _ = raw["span_id"].(string)
+		found = true
+		if l.TraceID != clientTrace || l.SpanID != otlptest.Hex(pixel.SpanId) {
+			t.Errorf("log line ids %s/%s, want %s/%x:\n%s", l.TraceID, l.SpanID, clientTrace, pixel.SpanId, line)
+		}
+	}
+	if !found {
+		t.Errorf("no \"pixel event invalid\" line:\n%s", logs.String())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTracingOffByDefault checks that without an endpoint no span is
+// exported, even with OTEL_* settings, and that OTEL_SDK_DISABLED wins.
+func TestTracingOffByDefault(t *testing.T) {
+	rc := otlptest.New(t)
+	for _, env := range []map[string]string{
+		{"OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "20"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL, "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_SAMPLER": "always_on", "OTEL_BSP_SCHEDULE_DELAY": "20"},
+	} {
+		url, logs, stop := runTraced(t, env)
+		sendTraced(t, "GET", url+"/px.gif?e=%zz", "")
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(rc.Spans()); n != 0 {
+			t.Errorf("%v: %d spans exported, want none", env, n)
+		}
+		if strings.Contains(logs.String(), "trace_id") {
+			t.Errorf("%v: a log line carries a trace id though tracing is off", env)
+		}
+	}
+}
+
+// TestExemplarsReachPrometheus has a real Prometheus, with exemplar
+// storage, scrape GoTrack (which answers OpenMetrics when asked) and reads
+// back, through /api/v1/query_exemplars, exemplars carrying the client's
+// trace id on the request duration and the batch flush latency histograms.
+func TestExemplarsReachPrometheus(t *testing.T) {
+	promBin := requireTool(t, "prometheus")
+	rc := otlptest.New(t)
+	url, metricsURL, _, stop := runTracedMetrics(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"METRICS_ENABLED":             "true",
+		"METRICS_ADDR":                "127.0.0.1:0",
+		"FLUSH_INTERVAL":              "10ms",
+	})
+	for range 5 {
+		sendTraced(t, "POST", url+"/collect", `{"type":"signup"}`)
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(metricsURL, "http://"), "/metrics")
+
+	dir := t.TempDir()
+	cfg := "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: gotrack\n    static_configs:\n      - targets: [\"" + host + "\"]\n"
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	promAddr := freePort(t)
+	var promLog syncBuffer
+	prom := exec.Command(promBin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+promAddr, "--log.level=warn", "--enable-feature=exemplar-storage")
+	prom.Stdout, prom.Stderr = &promLog, &promLog
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		prom.Process.Kill()
+		prom.Wait()
+		if t.Failed() {
+			t.Logf("prometheus logs:\n%s", promLog.String())
+		}
+	})
+
+	exemplarTraces := func(metric string) map[string]bool {
+		now := time.Now()
+		q := "http://" + promAddr + "/api/v1/query_exemplars?query=" + metric +
+			"&start=" + strconv.FormatInt(now.Add(-time.Hour).Unix(), 10) + "&end=" + strconv.FormatInt(now.Add(time.Minute).Unix(), 10)
+		resp, err := http.Get(q)
+		if err != nil {
+			return nil
+		}
+		defer resp.Body.Close()
+		var r struct {
+			Data []struct {
+				Exemplars []struct {
+					Labels map[string]string `json:"labels"`
+				} `json:"exemplars"`
+			} `json:"data"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&r) != nil {
+			return nil
+		}
+		ids := map[string]bool{}
+		for _, s := range r.Data {
+			for _, e := range s.Exemplars {
+				ids[e.Labels["trace_id"]] = true
+			}
+		}
+		return ids
+	}
+	for _, metric := range []string{"gotrack_http_duration_seconds_bucket", "gotrack_batch_flush_latency_seconds_bucket"} {
+		deadline := time.Now().Add(60 * time.Second)
+		var got map[string]bool
+		for time.Now().Before(deadline) {
+			if got = exemplarTraces(metric); got[clientTrace] {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if !got[clientTrace] {
+			t.Errorf("%s: exemplar trace ids %v, want %s", metric, got, clientTrace)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReplaySpan checks that `gotrack replay` exports one root span for
+// the run, sampled although the default ratio would almost never pick it,
+// with its progress as events and its counts as attributes, and its job
+// metrics over OTLP.
+func TestReplaySpan(t *testing.T) {
+	rc := otlptest.New(t)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.ndjson")
+	var b strings.Builder
+	for _, e := range sinktest.Events(25) {
+		b.Write(e.JSON())
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"LOG_PATH":                    filepath.Join(dir, "out.ndjson"),
+		"DEAD_LETTER_PATH":            filepath.Join(dir, "dead.ndjson"),
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"FLUSH_INTERVAL":              "10ms",
+	}
+	var stdout, stderr syncBuffer
+	if err := run(context.Background(), []string{"replay", in}, func(k string) string { return env[k] }, &stdout, &stderr); err != nil {
+		t.Fatalf("replay: %v\n%s", err, stderr.String())
+	}
+	// Shutdown exported the spans before run returned.
+	var root *tracepb.Span
+	for _, s := range rc.Spans() {
+		if s.Name == "gotrack replay" {
+			root = s
+		}
+	}
+	if root == nil {
+		t.Fatalf("no gotrack replay span among %d", len(rc.Spans()))
+	}
+	if len(root.ParentSpanId) != 0 {
+		t.Errorf("replay span has a parent %x", root.ParentSpanId)
+	}
+	if got, _ := otlptest.Attr(root, "gotrack.replay.replayed"); got != "25" {
+		t.Errorf("replayed=%q, want 25", got)
+	}
+	var progress int
+	for _, ev := range root.Events {
+		if ev.Name == "progress" {
+			progress++
+		}
+	}
+	if progress == 0 {
+		t.Error("no progress event")
+	}
+
+	// The job metrics went over OTLP too (OTEL_EXPORTER_OTLP_ENDPOINT with
+	// /v1/metrics), named as on the Pushgateway.
+	got := map[string]float64{}
+	for _, m := range rc.Metrics() {
+		for _, dp := range m.GetGauge().GetDataPoints() {
+			key := m.Name
+			for _, a := range dp.Attributes {
+				key += "{" + a.Key + "=" + otlptest.AnyString(a.Value) + "}"
+			}
+			got[key] = dp.GetAsDouble()
+		}
+	}
+	if got["gotrack_replay_events{result=replayed}"] != 25 || got["gotrack_replay_events{result=failed}"] != 0 {
+		t.Errorf("OTLP job metrics %v, want 25 replayed, 0 failed", got)
+	}
+	for _, name := range []string{"gotrack_replay_duration_seconds", "gotrack_replay_last_success_timestamp_seconds"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("OTLP job metrics lack %s: %v", name, got)
+		}
+	}
+}

@@ -1,0 +1,85 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTracingDefaultsOff(t *testing.T) {
+	c, err := Load(env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.Tracing
+	if o.Enabled() {
+		t.Error("tracing is on without an endpoint")
+	}
+	if o.ServiceName != "gotrack" || o.Sampler != "parentbased_traceidratio" || o.SamplerArg != 0.001 {
+		t.Errorf("tracing defaults: %+v", o)
+	}
+	c, err = Load(env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Tracing.MetricsURL() != "http://127.0.0.1:4318/v1/metrics" {
+		t.Errorf("metrics URL %q", c.Tracing.MetricsURL())
+	}
+	if !c.Tracing.Enabled() || c.Tracing.TracesURL() != "http://127.0.0.1:4318/v1/traces" {
+		t.Errorf("endpoint: enabled=%v url=%q", c.Tracing.Enabled(), c.Tracing.TracesURL())
+	}
+	c, err = Load(env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://b/x",
+		"OTEL_BSP_SCHEDULE_DELAY", "250", "OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod,team=a%20b",
+		"OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Tracing; got.TracesURL() != "https://b/x" || got.BatchDelay != 250*time.Millisecond ||
+		len(got.Resource) != 2 || got.Resource[1].Value.AsString() != "a b" || got.Headers["api-key"] != "s3cret" {
+		t.Errorf("parsed: %+v", got)
+	}
+	c, err = Load(env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318", "OTEL_SDK_DISABLED", "true"))
+	if err != nil || c.Tracing.Enabled() {
+		t.Errorf("OTEL_SDK_DISABLED=true: err=%v enabled=%v", err, c.Tracing.Enabled())
+	}
+}
+
+// TestTracingProblemsListed checks that every bad OTEL_* value is a startup
+// error, listed with the other problems, and that headers stay secret.
+func TestTracingProblemsListed(t *testing.T) {
+	_, err := Load(env(
+		"QUEUE_SIZE", "ten",
+		"OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318",
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://x",
+		"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://",
+		"OTEL_EXPORTER_OTLP_PROTOCOL", "grpc",
+		"OTEL_EXPORTER_OTLP_HEADERS", "api-key",
+		"OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem",
+		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/nonexistent/c.pem",
+		"OTEL_RESOURCE_ATTRIBUTES", "=x",
+		"OTEL_TRACES_SAMPLER", "sometimes",
+		"OTEL_TRACES_SAMPLER_ARG", "1.5",
+		"OTEL_BSP_SCHEDULE_DELAY", "5s",
+		"OTEL_BSP_MAX_QUEUE_SIZE", "10",
+		"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20",
+		"OTEL_SDK_DISABLED", "yes please",
+	))
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load = %v, want a *config.Error", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"QUEUE_SIZE", "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=",
+		"OTEL_EXPORTER_OTLP_PROTOCOL=", "OTEL_EXPORTER_OTLP_HEADERS=\"(secret)\"", "OTEL_EXPORTER_OTLP_CERTIFICATE:",
+		"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY must be set together",
+		"OTEL_RESOURCE_ATTRIBUTES=", "OTEL_TRACES_SAMPLER=", "OTEL_TRACES_SAMPLER_ARG=", "OTEL_BSP_SCHEDULE_DELAY=",
+		"OTEL_BSP_MAX_EXPORT_BATCH_SIZE=20 is larger than OTEL_BSP_MAX_QUEUE_SIZE=10", "OTEL_SDK_DISABLED="} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "api-key") {
+		t.Errorf("error shows the headers, which may hold a key:\n%s", msg)
+	}
+}
