@@ -346,9 +346,11 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.limitSource(src); err != nil {
-		return nil, nil, err
-	}
+	if src.Secret == nil {
+		if err := s.limitSource(src); err != nil {
+			return nil, nil, err
+		}
+	} // a signing source's token is taken once the signature is verified
 	var raw io.Writer // the signature's MAC, fed the body as received
 	var signed *source.Signed
 	if src.Secret != nil {
@@ -367,6 +369,12 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 			return nil, nil, err
 		}
 		*signedOut = signed
+		// Only now: requests that merely know the write key must not spend
+		// the signing source's rate. A 429 here forgets the signature, so
+		// its retry is no replay.
+		if err := s.limitSource(src); err != nil {
+			return nil, nil, err
+		}
 	}
 	body := bytes.TrimSpace(buf.b)
 	if !utf8.Valid(body) {
