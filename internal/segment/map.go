@@ -18,6 +18,9 @@ import (
 const (
 	MaxNameLen = 512 // the track event name, the page or screen name
 	MaxIDLen   = event.MaxIDLen
+	// MaxDepth bounds the nesting of properties, traits and context (with
+	// what GoTrack adds under context._segment): deeper JSON is refused.
+	MaxDepth = 32
 )
 
 // AnonymousSource is the source_id of messages sent without a write key.
@@ -240,6 +243,16 @@ func (h *Handler) message(raw json.RawMessage, call, key string, b batchInfo, m 
 	}
 	if len(ctx) > 0 {
 		e.Context, _ = json.Marshal(ctx)
+	}
+	// What PostgreSQL's jsonb refuses is refused here, as /collect refuses
+	// it in props: accepted means storable.
+	for _, f := range []struct {
+		name string
+		v    []byte
+	}{{propsName, e.Props}, {"context", e.Context}, {"context.campaign", e.Campaign}} {
+		if err := event.CheckStorable(f.name, f.v, MaxDepth); err != nil {
+			return nil, err
+		}
 	}
 	if err := h.norm.Finish(e, m); err != nil {
 		return nil, errMessage(mapFieldError(err))
