@@ -53,7 +53,7 @@ type Options struct {
 	Shed   func()
 
 	// Authorize, when set (AUTH_MODE=key), checks the request's write key
-	// (HTTP Basic, or a batch's writeKey) once the body is read. It
+	// (HTTP Basic, or the body's writeKey) once the body is read. It
 	// returns the source id to store on the events, or answers the refusal
 	// itself (401, 429) and reports false.
 	Authorize func(w http.ResponseWriter, r *http.Request, key string) (sourceID string, ok bool)
@@ -213,6 +213,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		}
 	} else {
 		items = []json.RawMessage{body}
+		if key == "" {
+			key = stringValue(top["writeKey"]) // a beacon cannot send Authorization
+		}
 	}
 	var sourceID string
 	if h.opts.Authorize != nil {
