@@ -279,10 +279,10 @@ func (h *Handler) mapContext(e *event.Event, ctx map[string]json.RawMessage, m *
 			name string
 			dst  *string
 		}{{"url", &e.URL}, {"referrer", &e.Referrer}, {"title", &e.Title}} {
-			if s := stringValue(page[f.name]); s != "" {
-				*f.dst = s
+			if v, ok := page[f.name]; ok && (len(v) > 0 && v[0] == '"' || string(v) == "null") {
+				*f.dst = stringValue(v) // else kept in context.page: nothing is dropped silently
+				delete(page, f.name)
 			}
-			delete(page, f.name)
 		}
 		if s := stringValue(page["search"]); s != "" {
 			page["search"], _ = json.Marshal(h.norm.SanitizeURL(s))
@@ -294,12 +294,18 @@ func (h *Handler) mapContext(e *event.Event, ctx map[string]json.RawMessage, m *
 		}
 	}
 	if v, ok := ctx["userAgent"]; ok {
+		if len(v) > 0 && v[0] != '"' && string(v) != "null" {
+			return errMessage("context.userAgent must be a string")
+		}
 		if ua := stringValue(v); ua != "" {
 			m.UserAgent = ua // the end user's browser, when a server relays its events
 		}
 		delete(ctx, "userAgent")
 	}
 	if v, ok := ctx["ip"]; ok {
+		if len(v) > 0 && v[0] != '"' && string(v) != "null" {
+			return errMessage("context.ip is not an IP address")
+		}
 		if ip := stringValue(v); ip != "" {
 			if _, err := netip.ParseAddr(ip); err != nil {
 				return errMessage("context.ip is not an IP address")

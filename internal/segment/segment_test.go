@@ -439,3 +439,27 @@ func TestAcceptedMeansStorable(t *testing.T) {
 		t.Errorf("props = %s, want the lone surrogate replaced", got)
 	}
 }
+
+// TestContextNonStringsNotDropped: a context member GoTrack maps to a field
+// of its own, sent with the wrong JSON type, is refused or kept in context,
+// never dropped silently.
+func TestContextNonStringsNotDropped(t *testing.T) {
+	f := newFixture(t, event.Policy{}, Options{MaxBatchEvents: 3})
+	for _, c := range []struct{ body, want string }{
+		{`{"event":"x","userId":"u","context":{"userAgent":7}}`, "context.userAgent must be a string"},
+		{`{"event":"x","userId":"u","context":{"ip":true}}`, "context.ip is not"},
+	} {
+		a := f.post(t, "/v1/track", c.body)
+		if msg, _ := a.body["error"].(string); a.status != 400 || !strings.Contains(msg, c.want) {
+			t.Errorf("%s: %d %v, want 400 naming %q", c.body, a.status, a.body, c.want)
+		}
+	}
+	a := f.post(t, "/v1/track", `{"event":"x","userId":"u","context":{"page":{"url":5,"title":["t"],"referrer":"https://r.example/"}}}`)
+	if a.status != 200 || len(f.pipe.events) != 1 {
+		t.Fatalf("%d %v", a.status, a.body)
+	}
+	e := f.pipe.events[0]
+	if got := string(e.Context); got != `{"page":{"title":["t"],"url":5}}` || e.Referrer != "https://r.example/" {
+		t.Errorf("context = %s, referrer %q; want the non-string members kept in context.page", got, e.Referrer)
+	}
+}
