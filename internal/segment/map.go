@@ -254,6 +254,11 @@ func (h *Handler) message(raw json.RawMessage, call, key string, b batchInfo, m 
 			return nil, err
 		}
 	}
+	// What decoding into maps collapsed: a member given twice, at the top
+	// or in context, would lose its first value silently.
+	if err := event.CheckStorable("message", raw, MaxDepth+1); err != nil {
+		return nil, err
+	}
 	if err := h.norm.Finish(e, m); err != nil {
 		return nil, errMessage(mapFieldError(err))
 	}

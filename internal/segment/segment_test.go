@@ -421,6 +421,9 @@ func TestAcceptedMeansStorable(t *testing.T) {
 		{`{"event":"x","userId":"u","context":{"x":"\u0000"}}`, "context: holds a NUL"},
 		{`{"event":"x","userId":"u","integrations":{"x":"\u0000"}}`, "context: holds a NUL"},
 		{`{"event":"x","userId":"u","context":{"campaign":{"name":"\u0000"}}}`, "holds a NUL"},
+		{`{"event":"x","event":"y","userId":"u"}`, `message: has the key "event" twice`},
+		{`{"event":"x","userId":"u","context":{"a":1,"a":2}}`, `message: has the key "a" twice`},
+		{`{"event":"x","userId":"u","groupId":"\u0000"}`, "holds a NUL"},
 	} {
 		a := f.post(t, "/v1/track", c.body)
 		msg, _ := a.body["error"].(string)
