@@ -16,7 +16,7 @@ import (
 // source's rate gives 429.
 func TestSegmentAuth(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	auth := newAuth(t, "sources:\n  - id: app\n    write_keys: [wk_app_123]\n    rate: 1/s\n    burst: 3\n"+
+	auth := newAuth(t, "sources:\n  - id: app\n    write_keys: [wk_app_123]\n    rate: 1/s\n    burst: 4\n"+
 		"  - id: signer\n    write_keys: [wk_signer_1]\n    signing_secret_file: "+secretFile(t)+"\n", func() time.Time { return now }, nil)
 	f := newFixture(t, event.Policy{}, Options{Auth: auth})
 	send := func(path, body, user string) int {
@@ -39,15 +39,17 @@ func TestSegmentAuth(t *testing.T) {
 		{"/v1/track", track, "wk_signer_1", http.StatusUnauthorized},
 		{"/v1/track", track, "wk_app_123", http.StatusOK},
 		{"/v1/batch", `{"writeKey":"wk_app_123","batch":[` + track + `]}`, "", http.StatusOK},
-		{"/v1/track", `{"event":"Beacon","userId":"u1","writeKey":"wk_app_123"}`, "", http.StatusOK}, // a beacon's key, in the body
+		{"/v1/track", `{"event":"Beacon","userId":"u1","writeKey":"wk_app_123"}`, "", http.StatusOK},                       // a beacon's key, in the body
+		{"/v1/batch", `{"batch":[{"type":"track","event":"B","userId":"u1","writeKey":"wk_app_123"}]}`, "", http.StatusOK}, // the key in each message
+		{"/v1/batch", `{"batch":[{"type":"track","event":"B","userId":"u1","writeKey":"wk_app_123"},{"type":"track","event":"B","userId":"u1","writeKey":"wk_other_1"}]}`, "", http.StatusBadRequest},
 		{"/v1/track", track, "wk_app_123", http.StatusTooManyRequests},
 	} {
 		if got := send(c.path, c.body, c.user); got != c.want {
 			t.Errorf("%s as %q: %d, want %d", c.path, c.user, got, c.want)
 		}
 	}
-	if len(f.pipe.events) != 3 {
-		t.Fatalf("%d events, want 3", len(f.pipe.events))
+	if len(f.pipe.events) != 4 {
+		t.Fatalf("%d events, want 4", len(f.pipe.events))
 	}
 	for _, e := range f.pipe.events {
 		if e.SourceID != "app" {

@@ -204,6 +204,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		if key == "" {
 			key = stringValue(top["writeKey"])
 		}
+		if key == "" {
+			// Browser libraries put the key in each message instead.
+			var ok bool
+			if key, ok = messagesKey(items); !ok {
+				writeError(w, http.StatusBadRequest, "the batch's messages carry different write keys")
+				return
+			}
+		}
 		b.sentAt = top["sentAt"]
 		for _, k := range []string{"batch", "writeKey", "sentAt"} {
 			delete(top, k)
@@ -389,6 +397,29 @@ func first(vs []string) string {
 		return ""
 	}
 	return vs[0]
+}
+
+// messagesKey returns the writeKey the batch's messages carry, "" for none,
+// and false when two of them carry different keys: a request has one
+// source.
+func messagesKey(items []json.RawMessage) (string, bool) {
+	var key string
+	for _, raw := range items {
+		var m struct {
+			WriteKey json.RawMessage `json:"writeKey"`
+		}
+		if json.Unmarshal(raw, &m) != nil {
+			continue // refused later, naming the message
+		}
+		switch k := stringValue(m.WriteKey); {
+		case k == "" || k == key:
+		case key == "":
+			key = k
+		default:
+			return "", false
+		}
+	}
+	return key, true
 }
 
 // stringValue returns a JSON string's value, "" for anything else.
