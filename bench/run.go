@@ -49,6 +49,26 @@ func collectRequest(n int) []byte {
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
+// keyedPixelRequest is the pixel with a write key, from a page of the
+// source's allowed origin, as gotrack.js or an <img> tag on that site sends it.
+func keyedPixelRequest() []byte {
+	return []byte("GET " + pixelQuery + "&k=wk_bench_key_1 HTTP/1.1\r\nHost: bench\r\n" +
+		"User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n" +
+		"Accept: image/avif,image/webp,*/*\r\nAccept-Language: en-GB,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n" +
+		"Origin: https://shop.example\r\nReferer: https://shop.example/products/42\r\n\r\n")
+}
+
+// keyedEnv writes a one-source SOURCES_FILE and turns on AUTH_MODE=key;
+// enrichment (ua, bot, campaign) is on by default.
+func keyedEnv(dir, table string) []string {
+	file := filepath.Join(dir, "sources.yaml")
+	src := "sources:\n  - id: shop-web\n    write_keys: [\"wk_bench_key_1\"]\n    origins: [\"https://shop.example\"]\n"
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		panic(err)
+	}
+	return append(logEnv(dir, table), "AUTH_MODE=key", "SOURCES_FILE="+file, "ENRICH=ua,bot,campaign")
+}
+
 func logEnv(dir, _ string) []string {
 	return []string{"OUTPUTS=log", "LOG_PATH=" + filepath.Join(dir, "events.ndjson")}
 }
@@ -56,6 +76,8 @@ func logEnv(dir, _ string) []string {
 var scenarios = []scenario{
 	{name: "pixel", about: "/px.gif with a realistic query string, NDJSON sink (LOG_FSYNC=batch), no spool",
 		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log"}, env: logEnv},
+	{name: "pixel-key", about: "/px.gif with AUTH_MODE=key (k= plus an allowed Origin), UA parsing, bot flagging and campaign parsing, NDJSON sink",
+		request: keyedPixelRequest(), eventsPerReq: 1, sinks: []string{"log"}, env: keyedEnv},
 	{name: "collect", about: "/collect with a batch of 20 events per request, NDJSON sink",
 		request: collectRequest(20), eventsPerReq: 20, sinks: []string{"log"}, env: logEnv},
 	{name: "spool", about: "/px.gif with SPOOL_FSYNC=always (group commit before every 2xx) and the NDJSON sink",
