@@ -57,3 +57,28 @@ func TestSegmentAuth(t *testing.T) {
 		}
 	}
 }
+
+// TestSegmentEventIDPerSource: under AUTH_MODE=key a non-UUID messageId
+// gives the same event_id whichever of its source's keys sent it (a key
+// rotation mid-retry does not duplicate the event), as the README's "UUIDv5
+// of source_id and messageId" says.
+func TestSegmentEventIDPerSource(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	auth := newAuth(t, "sources:\n  - id: app\n    write_keys: [wk_app_old, wk_app_new]\n", func() time.Time { return now }, nil)
+	f := newFixture(t, event.Policy{}, Options{Auth: auth})
+	for _, key := range []string{"wk_app_old", "wk_app_new"} {
+		r := httptest.NewRequest("POST", "/v1/track", strings.NewReader(`{"event":"e","userId":"u1","messageId":"ajs-next-1"}`))
+		r.SetBasicAuth(key, "")
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		if w.Code != http.StatusOK {
+			t.Fatalf("%s: %d %s", key, w.Code, w.Body)
+		}
+	}
+	if len(f.pipe.events) != 2 {
+		t.Fatalf("%d events, want 2", len(f.pipe.events))
+	}
+	if a, b := f.pipe.events[0].EventID, f.pipe.events[1].EventID; a != b {
+		t.Errorf("event_id %s with one key, %s with the other", a, b)
+	}
+}

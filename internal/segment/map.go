@@ -135,6 +135,9 @@ func (h *Handler) message(raw json.RawMessage, call, key string, b batchInfo, m 
 		key = wk // a beacon cannot send Authorization; the key is never stored
 	}
 	e.SourceID = SourceID(key)
+	if m.SourceID != "" {
+		e.SourceID = m.SourceID // AUTH_MODE=key: the source's id, whichever of its keys was used
+	}
 
 	messageID, err := str("messageId", MaxIDLen, false)
 	if err != nil {
