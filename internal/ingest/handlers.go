@@ -201,7 +201,7 @@ func (s *server) enrich(r *http.Request, c client, n int) (*event.Enrichment, bo
 
 // segmentAuthorize returns the Segment API's check of a write key under
 // AUTH_MODE=key, or nil. It applies RATE_LIMIT_PER_IP, the key (from HTTP
-// Basic or the batch's writeKey) with the browser-origin rule of header
+// Basic or the body's writeKey) with the browser-origin rule of header
 // keys, and the source's rate. A source that signs its requests cannot
 // use the Segment API, which has no signatures: it is refused as unsigned.
 func (s *server) segmentAuthorize() func(http.ResponseWriter, *http.Request, string) (string, bool) {
