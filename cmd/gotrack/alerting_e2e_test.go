@@ -20,6 +20,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/pgtest"
 	"github.com/gotrack/gotrack/internal/replay"
+	"github.com/gotrack/gotrack/internal/testkit"
 	"github.com/gotrack/gotrack/internal/testpki"
 )
 
@@ -56,19 +57,16 @@ func startServer(t *testing.T, name, bin string, args ...string) {
 // waitReady polls url until it answers 200.
 func waitReady(t *testing.T, what, url string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
+	var err error
+	if !testkit.Wait(testkit.Patience, func() bool {
+		var resp *http.Response
+		if resp, err = http.Get(url); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never got ready at %s (last error %v)", what, url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}) {
+		t.Fatalf("%s never got ready at %s (last error %v)", what, url, err)
 	}
 }
 
@@ -253,15 +251,11 @@ scrape_configs:
 
 	waitStatus := func(what, status string, labels map[string]string) webhookAlert {
 		t.Helper()
-		deadline := time.Now().Add(45 * time.Second)
-		for time.Now().Before(deadline) {
-			if a, ok := hooks.delivered(status, labels); ok {
-				return a
-			}
-			time.Sleep(100 * time.Millisecond)
+		var a webhookAlert
+		if !testkit.Wait(45*time.Second, func() (ok bool) { a, ok = hooks.delivered(status, labels); return ok }) {
+			t.Fatalf("%s: no %s alert %v reached the webhook; it got %v", what, status, labels, hooks.names())
 		}
-		t.Fatalf("%s: no %s alert %v reached the webhook; it got %v", what, status, labels, hooks.names())
-		return webhookAlert{}
+		return a
 	}
 	waitAlert := func(what string, labels map[string]string) webhookAlert {
 		t.Helper()
@@ -330,24 +324,20 @@ func shippedPushgatewayJob(t *testing.T, target string) string {
 // returns at least one series.
 func waitForQuery(t *testing.T, promAddr, q string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	testkit.Eventually(t, "Prometheus to answer "+q, func() bool {
 		resp, err := http.Get("http://" + promAddr + "/api/v1/query?query=" + url.QueryEscape(q))
-		if err == nil {
-			var r struct {
-				Data struct {
-					Result []json.RawMessage `json:"result"`
-				} `json:"data"`
-			}
-			json.NewDecoder(resp.Body).Decode(&r)
-			resp.Body.Close()
-			if len(r.Data.Result) > 0 {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("Prometheus never answered %s", q)
+		defer resp.Body.Close()
+		var r struct {
+			Data struct {
+				Result []json.RawMessage `json:"result"`
+			} `json:"data"`
+		}
+		json.NewDecoder(resp.Body).Decode(&r)
+		return len(r.Data.Result) > 0
+	})
 }
 
 // TestPushgatewayStartsEmpty pushes a series to one test Pushgateway, stops

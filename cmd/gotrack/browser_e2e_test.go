@@ -6,10 +6,13 @@ import (
 	"html/template"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gotrack/gotrack/internal/segment"
@@ -22,7 +25,7 @@ var appPage = template.Must(template.New("app").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>App {{.Scenario}}</title>
 <script>
 window.gotrack=window.gotrack||function(){(gotrack.q=gotrack.q||[]).push(arguments)};
-{{if .Prefixed}}gotrack('init',{writeKey:'wk_browser'});{{else}}gotrack('init',{endpoint:'{{.GoTrack}}',writeKey:'wk_browser',persist:{{.Persist}}});{{end}}
+{{if .Prefixed}}gotrack('init',{writeKey:'wk_browser'});{{else}}gotrack('init',{endpoint:'{{.Endpoint}}',writeKey:'wk_browser',persist:{{.Persist}}});{{end}}
 gotrack('pageview');
 {{if .Queued}}gotrack('track','queued',{from:'snippet'});{{end}}
 </script>
@@ -65,8 +68,12 @@ func startSite(t *testing.T, gotrack, prefixed string) string {
 		if pre {
 			gt = "http://" + prefixed
 		}
+		endpoint := gt
+		if r.PathValue("scenario") == "down" {
+			endpoint = "http://" + r.Host + "/flaky" // GoTrack behind a switch that answers 503
+		}
 		appPage.Execute(w, map[string]any{
-			"Scenario": r.PathValue("scenario"), "GoTrack": gt, "Prefixed": pre,
+			"Scenario": r.PathValue("scenario"), "GoTrack": gt, "Endpoint": endpoint, "Prefixed": pre,
 			"Persist": r.URL.Query().Get("persist") == "1", "Queued": r.URL.Query().Get("track") == "queued",
 			"Twice": r.PathValue("scenario") == "track", // a page that includes the script twice
 		})
@@ -79,6 +86,21 @@ func startSite(t *testing.T, gotrack, prefixed string) string {
 		w.Header().Set("Content-Type", "text/javascript")
 		w.Write(lib)
 	})
+	// /flaky/ passes requests to GoTrack, or answers 503 while /flaky-down
+	// was the last switch called (until /flaky-up): GoTrack failing while
+	// the page is online.
+	var down atomic.Bool
+	target, _ := url.Parse("http://" + gotrack)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	mux.Handle("/flaky/", http.StripPrefix("/flaky", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	})))
+	mux.HandleFunc("GET /flaky-down", func(w http.ResponseWriter, r *http.Request) { down.Store(true) })
+	mux.HandleFunc("GET /flaky-up", func(w http.ResponseWriter, r *http.Request) { down.Store(false) })
 	mux.HandleFunc("GET /blank.html", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprint(w, "<!doctype html><title>blank</title>")
@@ -95,7 +117,8 @@ type browserReport struct {
 
 // TestBrowser runs gotrack.js and Segment's analytics-next in headless
 // chromium against the built binary: a pageview on load, track calls, SPA
-// navigation, a flush on page hide, an offline period with recovery, the
+// navigation, a flush on page hide, an offline period with recovery,
+// GoTrack answering 503 to an online page then recovering, the
 // retry queue's bounds, ROUTE_PREFIX, the pixel fallback, DNT and GPC,
 // and analytics-next's page() and track(), one of them sent as the page
 // unloads. Every expected event must be stored exactly once.
@@ -139,6 +162,8 @@ func TestBrowser(t *testing.T) {
 		{"/s/hide/", "track", "leaving", 1},
 		{"/s/offline/", "page", "", 1},
 		{"/s/offline/", "track", "offline_call", 5},
+		{"/s/down/", "page", "", 1},
+		{"/s/down/", "track", "down_call", 5},
 		{"/s/bound/", "page", "", 1},
 		{"/s/bound/", "track", "bound_call", 0}, // the queue was replaced before going online
 		{"/s/bound/", "track", "fresh", 1},
@@ -231,12 +256,22 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("gotrack.js event with source_id %v", e["source_id"])
 		}
 	}
+	down := map[float64]int{}
+	for _, e := range events {
+		if e["name"] == "down_call" {
+			down[e["props"].(map[string]any)["i"].(float64)]++
+		}
+	}
+	if len(down) != 5 {
+		t.Errorf("calls made while GoTrack answered 503, stored: %v", down)
+	}
 	if len(offline) != 5 {
 		t.Errorf("offline calls stored: %v", offline)
 	}
 	for k, want := range map[string]any{
 		"loadCookies": 0.0, "loadVisitorStored": nil, // no cookie; no stored visitor id unless asked
 		"offlineOnLine": false, "offlineQueued": 5.0, "offlineQueuedAfter": 0.0, "offlineVisitorStored": true,
+		"downOnLine": true, "downQueued": 5.0, "downQueuedAfter": 0.0,
 		"boundQueued": 100.0, "boundOldest": 20.0, // the 20 oldest of 120 made room
 		"dntNavigator": "1", "dntStorage": 0.0, "gpcStorage": 0.0,
 		"ajsStdError": nil, "ajsUnloadError": nil,

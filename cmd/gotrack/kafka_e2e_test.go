@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestLogAndKafkaHoldTheSameEvents runs the binary with OUTPUTS=log,kafka
@@ -35,9 +36,9 @@ func TestLogAndKafkaHoldTheSameEvents(t *testing.T) {
 	}
 	defer cl.Close()
 	inTopic := map[string]int{}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(inTopic) < len(inFile) && time.Now().Before(deadline) {
+	testkit.Wait(testkit.Patience, func() bool { // the comparison below fails the test
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			e, err := event.Decode(r.Value)
 			if err != nil {
@@ -46,8 +47,8 @@ func TestLogAndKafkaHoldTheSameEvents(t *testing.T) {
 			}
 			inTopic[e.EventID]++
 		})
-		cancel()
-	}
+		return len(inTopic) >= len(inFile)
+	})
 	if len(inFile) != 600 || !maps.Equal(inFile, inTopic) {
 		t.Errorf("file holds %d events, topic %d; the sets differ", len(inFile), len(inTopic))
 	}

@@ -127,12 +127,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		return err
 	}
+	typos := config.Typos(os.Environ())
 	cfg, err := config.Load(getenv)
 	if err != nil {
+		// A misspelt setting is often why the configuration is invalid
+		// (PG_DNS leaves PG_DSN unset): say so in the same report.
+		for _, w := range typos {
+			fmt.Fprintln(stderr, "gotrack: warning:", w)
+		}
 		return err
 	}
 	log := slog.New(tracing.LogHandler(telemetry.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel).Handler()))
-	for _, w := range config.Typos(os.Environ()) {
+	for _, w := range typos {
 		log.Warn(w)
 	}
 	reg := telemetry.NewRegistry()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gotrack/gotrack/internal/ingest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // peakRSSLimit is the floor issue 11 sets for the stalled-body attacks.
@@ -102,18 +103,13 @@ func TestMemoryBoundedUnderStalledBodies(t *testing.T) {
 			// Wait until every request is either finished or held by the
 			// server in full: held bodies sit in buffers of the largest
 			// class, MAX_BODY_BYTES+1 bytes, each charged to the budget.
-			deadline := time.Now().Add(2 * time.Minute)
-			var held int64
-			for {
-				inflight := metricValue(t, p.metrics, "gotrack_inflight_body_bytes")
+			var held, inflight int64
+			if !testkit.Wait(2*time.Minute, func() bool {
+				inflight = metricValue(t, p.metrics, "gotrack_inflight_body_bytes")
 				held = inflight / (maxBody + 1)
-				if inflight%(maxBody+1) == 0 && finished.Load()+held == int64(tc.conns) {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the attack did not settle: %d finished, %d bytes in flight", finished.Load(), inflight)
-				}
-				time.Sleep(100 * time.Millisecond)
+				return inflight%(maxBody+1) == 0 && finished.Load()+held == int64(tc.conns)
+			}) {
+				t.Fatalf("the attack did not settle: %d finished, %d bytes in flight", finished.Load(), inflight)
 			}
 
 			// Other clients are served while the bodies are held.
@@ -237,12 +233,9 @@ func TestMemoryBoundedUnderStalledHeaders(t *testing.T) {
 	}
 	// Every byte sent has been read by the server (or its connection
 	// closed) once no server-side socket has bytes waiting.
-	deadline := time.Now().Add(2 * time.Minute)
-	for waiting := unreadSockets(t, port); waiting > 0; waiting = unreadSockets(t, port) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still have unread bytes", waiting)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var waiting int
+	if !testkit.Wait(2*time.Minute, func() bool { waiting = unreadSockets(t, port); return waiting == 0 }) {
+		t.Fatalf("%d connections still have unread bytes", waiting)
 	}
 	hwm := peakRSS(t, p.cmd.Process.Pid)
 	t.Logf("%d connections with 30 KiB of headers each: peak RSS %.1f MiB", conns, float64(hwm)/(1<<20))

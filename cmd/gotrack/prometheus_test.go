@@ -178,17 +178,13 @@ scrape_configs:
 		v, err := strconv.ParseFloat(s, 64)
 		return v, err == nil
 	}
-	deadline := time.Now().Add(60 * time.Second)
 	var up, ingested float64
-	for time.Now().Before(deadline) {
+	testkit.Wait(60*time.Second, func() bool { // the check below says what was seen
 		var ok1, ok2 bool
 		up, ok1 = query(`up{job="gotrack"}`)
 		ingested, ok2 = query(`gotrack_events_ingested_total{job="gotrack",sink="log"}`)
-		if ok1 && ok2 && up == 1 && ingested == 150 {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+		return ok1 && ok2 && up == 1 && ingested == 150
+	})
 	lines := len(readEvents(t, p.path("events.ndjson")))
 	if up != 1 || int(ingested) != lines {
 		t.Fatalf("through Prometheus: up=%v ingested=%v; the file holds %d events", up, ingested, lines)

@@ -146,7 +146,14 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	progress := replay.NewProgress(stderr)
 	var read int64
+	interrupted := false
 	for {
+		// main turns SIGINT and SIGTERM into ctx's end: stop reading then,
+		// or Ctrl-C would do nothing until every file is replayed.
+		if ctx.Err() != nil {
+			interrupted = true
+			break
+		}
 		line, err := in.Next()
 		if errors.Is(err, io.EOF) {
 			break
@@ -181,6 +188,12 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 		submit(name, true)
 	}
 	var errs []error
+	if interrupted {
+		// Stopped by a signal: what is queued gets SHUTDOWN_TIMEOUT, as
+		// serve's stop does, not the patient close of a finished replay.
+		closeTimeout = cfg.ShutdownTimeout
+		errs = append(errs, fmt.Errorf("replay: interrupted after %d events read; the lines after them were not replayed", read))
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
 	defer cancel()
 	for name, p := range pipes {
@@ -195,8 +208,12 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 			}
 		}
 	}
-	progress.Update(in.Total(), in.Total(), read, true)
-	run.Progress(in.Total(), in.Total(), read)
+	done := in.Total()
+	if interrupted {
+		done = in.Done()
+	}
+	progress.Update(done, in.Total(), read, true)
+	run.Progress(done, in.Total(), read)
 	run.SetAttributes(attribute.Int64("gotrack.replay.replayed", counts.Replayed),
 		attribute.Int64("gotrack.replay.failed", counts.Failed), attribute.Int64("gotrack.replay.skipped", counts.Skipped))
 	took := time.Since(start)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -137,5 +138,33 @@ func TestReplayDeadLetters(t *testing.T) {
 	}
 	if ids := pgtest.IDs(t, table); len(ids) != 350 {
 		t.Errorf("table holds %d events, want 350", len(ids))
+	}
+}
+
+// TestReplayStopsOnSignal: main catches SIGINT and SIGTERM into ctx, so
+// replay must stop when ctx ends, or Ctrl-C does nothing at all. With ctx
+// already cancelled, replay reads no line, says it was interrupted, and
+// fails.
+func TestReplayStopsOnSignal(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.ndjson")
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, `{"event_id":"0190f0f0-0000-7000-8000-%012x","received_at":"2026-11-22T12:00:00Z","type":"pageview","url":"https://example.com/","source":"pixel"}`+"\n", i)
+	}
+	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "events.ndjson")
+	env := map[string]string{"LOG_PATH": out, "DEAD_LETTER_PATH": filepath.Join(dir, "dead.ndjson")}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr strings.Builder
+	err := run(ctx, []string{"replay", in}, func(k string) string { return env[k] }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("replay with ctx cancelled: err = %v; stdout:\n%s", err, stdout.String())
+	}
+	if data, _ := os.ReadFile(out); strings.Count(string(data), "\n") == 1000 {
+		t.Fatalf("replay went on after ctx ended: every event was written")
 	}
 }

@@ -158,3 +158,20 @@ func TestMetricsConfigMatrix(t *testing.T) {
 		})
 	}
 }
+
+// TestTypoHintWithInvalidConfig: a misspelt required setting (PG_DNS for
+// PG_DSN) makes the configuration invalid, and the report must still name
+// the typo, which is the one hint the operator needs.
+func TestTypoHintWithInvalidConfig(t *testing.T) {
+	t.Setenv("PG_DNS", "postgres://u@127.0.0.1/db")
+	env := map[string]string{"OUTPUTS": "postgres"}
+	var stderr syncBuffer
+	err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, &stderr)
+	if err == nil {
+		t.Fatal("run started without PG_DSN")
+	}
+	out := err.Error() + "\n" + stderr.String()
+	if !strings.Contains(out, "PG_DNS") || !strings.Contains(out, "did you mean PG_DSN?") {
+		t.Fatalf("no typo hint for PG_DNS; error and stderr:\n%s", out)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // startKfake builds testdata/kfake and runs it as a process of its own: a
@@ -185,9 +186,9 @@ func TestScaleOutSurvivesSIGKILL(t *testing.T) {
 		want[id] = true
 	}
 	found := 0
-	deadline := time.Now().Add(30 * time.Second)
-	for found < len(want) && time.Now().Before(deadline) {
+	testkit.Wait(testkit.Patience, func() bool { // the count of missing ids below fails the test
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			e, err := event.Decode(r.Value)
 			if err != nil {
@@ -199,8 +200,8 @@ func TestScaleOutSurvivesSIGKILL(t *testing.T) {
 			}
 			inTopic[e.EventID]++
 		})
-		cancel()
-	}
+		return found == len(want)
+	})
 	missing := 0
 	for id := range want {
 		if inTopic[id] == 0 {

@@ -17,6 +17,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
 
@@ -45,18 +46,13 @@ func runTracedMetrics(t *testing.T, env map[string]string) (ingestURL, metricsUR
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, nil, func(k string) string { return full[k] }, io.Discard, logs) }()
 	stop = sync.OnceValue(func() error { cancel(); return <-done })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if addr, metrics, ok := startedLine(logs.String()); ok {
-			t.Cleanup(func() { stop() })
-			return "http://" + addr, metrics, logs, stop
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("run did not start:\n%s", logs.String())
-		}
-		time.Sleep(5 * time.Millisecond)
+	var addr, metrics string
+	if !testkit.Wait(testkit.Patience, func() (ok bool) { addr, metrics, ok = startedLine(logs.String()); return ok }) {
+		cancel()
+		t.Fatalf("run did not start:\n%s", logs.String())
 	}
+	t.Cleanup(func() { stop() })
+	return "http://" + addr, metrics, logs, stop
 }
 
 const (
@@ -315,15 +311,8 @@ func TestExemplarsReachPrometheus(t *testing.T) {
 		return ids
 	}
 	for _, metric := range []string{"gotrack_http_duration_seconds_bucket", "gotrack_batch_flush_latency_seconds_bucket"} {
-		deadline := time.Now().Add(60 * time.Second)
 		var got map[string]bool
-		for time.Now().Before(deadline) {
-			if got = exemplarTraces(metric); got[clientTrace] {
-				break
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
-		if !got[clientTrace] {
+		if !testkit.Wait(60*time.Second, func() bool { got = exemplarTraces(metric); return got[clientTrace] }) {
 			t.Errorf("%s: exemplar trace ids %v, want %s", metric, got, clientTrace)
 		}
 	}

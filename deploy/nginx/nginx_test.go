@@ -25,6 +25,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/telemetry"
+	"github.com/gotrack/gotrack/internal/testkit"
 	"github.com/gotrack/gotrack/internal/testpki"
 )
 
@@ -114,9 +115,7 @@ func TestNginxBasicAuthProxy(t *testing.T) {
 	}
 	// Only the one authenticated scrape reached GoTrack. promhttp counts a
 	// scrape just after writing it, so wait for that first.
-	for deadline := time.Now().Add(30 * time.Second); scrapesServed(t, reg) < 1 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Wait(testkit.Patience, func() bool { return scrapesServed(t, reg) >= 1 }) // the check below fails if not
 	if got := scrapesServed(t, reg); got != 1 {
 		t.Errorf("GoTrack served %v scrapes, want 1: refused requests must not reach it", got)
 	}
@@ -239,24 +238,22 @@ http {
 	})
 	// Ready once it accepts connections on the port of the site.
 	addr := listenAddr(t, dir)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testkit.Eventually(t, "nginx to listen", func() bool {
 		select {
 		case err := <-exited:
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 			t.Fatalf("nginx exited: %v\n%s", err, log)
 		default:
 		}
-		if conn, err := net.Dial("tcp", addr); err == nil {
+		conn, err := net.Dial("tcp", addr)
+		if err == nil {
 			conn.Close()
-			for _, f := range []string{"nginx.pid", "error.log", "access.log", "client_body", "proxy"} {
-				if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-					t.Errorf("nginx keeps %s outside the test's directory: %v", f, err)
-				}
-			}
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("nginx did not start listening within 30s")
+		return err == nil
+	})
+	for _, f := range []string{"nginx.pid", "error.log", "access.log", "client_body", "proxy"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("nginx keeps %s outside the test's directory: %v", f, err)
 		}
 	}
 }

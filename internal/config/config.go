@@ -285,7 +285,7 @@ func settings(c *Config) []setting {
 		}
 		return nil
 	})
-	add("BOT_POLICY", "flag", "events from bots: flag (kept, with bot.is_bot and reasons) or drop (counted by reason); needs bot in ENRICH", func(v string) (err error) {
+	add("BOT_POLICY", "flag", "events from bots: flag (kept, with bot.is_bot and reasons) or drop (counted by reason; drops server-side senders too, see docs/enrichment.md); needs bot in ENRICH", func(v string) (err error) {
 		c.Enrich.BotPolicy, err = enrich.ParseBotPolicy(v)
 		return err
 	})

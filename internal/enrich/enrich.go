@@ -372,7 +372,9 @@ func parseUA(s string) *uaEntry {
 			break
 		}
 	}
-	crawler := !headless && (p.Bot || strings.Contains(lower, "bot") || strings.Contains(lower, "crawler") ||
+	// "bot" anywhere marks a crawler, but for the brand of phones (Cubot)
+	// whose browsers are people.
+	crawler := !headless && (p.Bot || strings.Contains(strings.ReplaceAll(lower, "cubot", ""), "bot") || strings.Contains(lower, "crawler") ||
 		strings.Contains(lower, "spider") || strings.Contains(lower, "slurp"))
 	if crawler {
 		reasons = append(reasons, ReasonCrawler)

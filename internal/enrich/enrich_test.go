@@ -220,3 +220,19 @@ func TestBotPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowsersNamedLikeBots checks that a real browser whose device name
+// merely contains "bot" (Cubot phones) is not flagged as a crawler: under
+// BOT_POLICY=drop that would silently lose every event of its users.
+func TestBrowsersNamedLikeBots(t *testing.T) {
+	x, _, _ := newEnricher(t, Options{UA: true, Bot: true})
+	for _, ua := range []string{
+		"Mozilla/5.0 (Linux; Android 11; CUBOT X50) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36",
+		"Mozilla/5.0 (Linux; Android 10; KINGKONG 5 Pro Build/QP1A.190711.020; wv) AppleWebKit/537.36 (KHTML, like Gecko) Version/4.0 Chrome/120.0.6099.144 Mobile Safari/537.36 CUBOT",
+	} {
+		en := x.Request(browserRequest(ua), netip.Addr{}, false)
+		if en.Bot.IsBot {
+			t.Errorf("%s: bot %+v, want a browser", ua, *en.Bot)
+		}
+	}
+}

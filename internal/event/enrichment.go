@@ -79,11 +79,11 @@ func ParseCampaign(rawURL string) *Campaign {
 // parseCampaign fills c from rawURL's query and reports whether it found
 // any campaign parameter.
 func parseCampaign(rawURL string, c *Campaign) bool {
+	rawURL, _, _ = strings.Cut(rawURL, "#") // a "?" in the fragment starts no query
 	_, q, ok := strings.Cut(rawURL, "?")
 	if !ok {
 		return false
 	}
-	q, _, _ = strings.Cut(q, "#")
 	found := false
 	var probe Campaign
 	for q != "" {

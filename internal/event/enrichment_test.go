@@ -17,6 +17,8 @@ func TestParseCampaign(t *testing.T) {
 			Gclid: "G1", Gbraid: "GB", Wbraid: "WB", Fbclid: "F1", Msclkid: "M1"},
 		"https://a.example/?utm_source=first&utm_source=second&utm_medium=": {Source: "first"},
 		"https://a.example/?utm_source=%zz":                                 nil,
+		"https://a.example/#/landing?utm_source=frag":                       nil, // a "?" in the fragment starts no query
+		"https://a.example/?gclid=G1#/x?utm_source=frag":                    {Gclid: "G1"},
 	} {
 		if got := ParseCampaign(url); !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseCampaign(%s) = %+v, want %+v", url, got, want)

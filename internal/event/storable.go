@@ -108,3 +108,69 @@ func validUTF8(s string) string {
 func errNUL(field string) error {
 	return errField(field, "holds a NUL character (\\u0000), which PostgreSQL cannot store")
 }
+
+// CheckStorable applies checkProps's storability rules to raw, a valid JSON
+// value built by another ingest API (the Segment-compatible one), without
+// /collect's bounds on the size and number of keys of props, which that API
+// bounds by its message size instead: a \u0000 escape, a number beyond
+// float64's range or a key given twice in one object is rejected, nesting
+// deeper than maxDepth is rejected, and a lone surrogate escape becomes
+// \ufffd in place. Errors name field.
+func CheckStorable(field string, raw []byte, maxDepth int) error {
+	var (
+		keys    [][]byte
+		frames  []int // per open container: index of its first key, or -1 for an array
+		wantKey bool
+	)
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; c {
+		case '"':
+			end := skipString(raw, i)
+			str := raw[i+1 : end]
+			if err := checkEscapes(str); err != nil {
+				return errField(field, err.(*FieldError).Reason)
+			}
+			if wantKey {
+				key := str
+				if bytes.IndexByte(key, '\\') >= 0 {
+					key = []byte(unquote(key))
+				}
+				for _, k := range keys[frames[len(frames)-1]:] {
+					if bytes.Equal(k, key) {
+						return errField(field, "has the key "+strconv.Quote(truncate(string(key), MaxTypeLen))+" twice")
+					}
+				}
+				keys = append(keys, key)
+				wantKey = false
+			}
+			i = end
+		case '{', '[':
+			if len(frames) >= maxDepth {
+				return errField(field, "is nested deeper than "+strconv.Itoa(maxDepth)+" levels")
+			}
+			if c == '{' {
+				frames = append(frames, len(keys))
+			} else {
+				frames = append(frames, -1)
+			}
+			wantKey = c == '{'
+		case '}', ']':
+			if f := frames[len(frames)-1]; f >= 0 {
+				keys = keys[:f]
+			}
+			frames = frames[:len(frames)-1]
+		case ',':
+			wantKey = frames[len(frames)-1] >= 0
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			end := i + 1
+			for end < len(raw) && isNumberByte(raw[end]) {
+				end++
+			}
+			if !numberInRange(raw[i:end]) {
+				return errField(field, "holds the number "+cutMarked(string(raw[i:end]), 32)+", out of range (a number must fit a float64, with an exponent within ±999)")
+			}
+			i = end - 1
+		}
+	}
+	return nil
+}

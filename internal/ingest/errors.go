@@ -64,6 +64,7 @@ func answer(err error) reply {
 	var fe *event.FieldError
 	var af *source.Failure
 	var ex *ratelimit.Exceeded
+	var full *source.ReplayCacheFullError
 	switch {
 	case errors.As(err, &ex):
 		return reply{status: http.StatusTooManyRequests, msg: ex.Error(), retryAfter: []string{strconv.Itoa(ex.RetryAfter())}}
@@ -90,6 +91,8 @@ func answer(err error) reply {
 		}
 	case errors.As(err, &fe):
 		return reply{status: http.StatusBadRequest, msg: fe.Error()}
+	case errors.As(err, &full):
+		return reply{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: []string{strconv.Itoa(full.RetryAfter())}}
 	case errors.Is(err, source.ErrReplayCacheFull):
 		return reply{status: http.StatusServiceUnavailable, msg: err.Error(), retryAfter: retryShort}
 	case errors.Is(err, pipeline.ErrQueueFull):

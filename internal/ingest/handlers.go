@@ -151,11 +151,24 @@ func (s *server) limitIP(c client) error {
 	if s.opts.RateLimitPerIP == nil || !c.ok {
 		return nil
 	}
-	if ok, wait := s.opts.RateLimitPerIP.Allow(c.addr); !ok {
+	if ok, wait := s.opts.RateLimitPerIP.Allow(ipKey(c.addr)); !ok {
 		s.rateLimited.WithLabelValues(source.Unknown, ratelimit.LimitIP).Inc()
 		return &ratelimit.Exceeded{Limit: ratelimit.LimitIP, Wait: wait}
 	}
 	return nil
+}
+
+// ipKey is the RATE_LIMIT_PER_IP bucket of a: the address itself for
+// IPv4, its /64 for IPv6, as an IPv6 host is usually given a whole /64
+// and could otherwise take a new bucket, and push real clients out of
+// the LRU, with each of its addresses.
+func ipKey(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return a
 }
 
 // limitSource takes a token of src's bucket, or returns a
@@ -188,7 +201,7 @@ func (s *server) enrich(r *http.Request, c client, n int) (*event.Enrichment, bo
 
 // segmentAuthorize returns the Segment API's check of a write key under
 // AUTH_MODE=key, or nil. It applies RATE_LIMIT_PER_IP, the key (from HTTP
-// Basic or the batch's writeKey) with the browser-origin rule of header
+// Basic or the body's writeKey) with the browser-origin rule of header
 // keys, and the source's rate. A source that signs its requests cannot
 // use the Segment API, which has no signatures: it is refused as unsigned.
 func (s *server) segmentAuthorize() func(http.ResponseWriter, *http.Request, string) (string, bool) {
@@ -346,9 +359,11 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.limitSource(src); err != nil {
-		return nil, nil, err
-	}
+	if src.Secret == nil {
+		if err := s.limitSource(src); err != nil {
+			return nil, nil, err
+		}
+	} // a signing source's token is taken once the signature is verified
 	var raw io.Writer // the signature's MAC, fed the body as received
 	var signed *source.Signed
 	if src.Secret != nil {
@@ -367,6 +382,12 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 			return nil, nil, err
 		}
 		*signedOut = signed
+		// Only now: requests that merely know the write key must not spend
+		// the signing source's rate. A 429 here forgets the signature, so
+		// its retry is no replay.
+		if err := s.limitSource(src); err != nil {
+			return nil, nil, err
+		}
 	}
 	body := bytes.TrimSpace(buf.b)
 	if !utf8.Valid(body) {

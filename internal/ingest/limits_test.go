@@ -18,6 +18,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/source"
 )
 
 // serve runs the fixture's handler behind the ingest listener's real
@@ -291,6 +292,7 @@ func TestAnswer(t *testing.T) {
 		{refuse(kindMethod, "m"), 405, false, false},
 		{errShed, 503, true, false},
 		{pipeline.ErrQueueFull, 503, true, false},
+		{&source.ReplayCacheFullError{Wait: 7 * time.Minute}, 503, true, false},
 		{fmt.Errorf("submit: %w", pipeline.ErrSpoolFull), 503, true, false},
 		{pipeline.ErrClosed, 503, true, false},
 		{errors.New("spool: fsync: input/output error"), 503, true, true},
@@ -298,6 +300,9 @@ func TestAnswer(t *testing.T) {
 		rp := answer(tc.err)
 		if rp.status != tc.status || (rp.retryAfter != nil) != tc.retryAfter || rp.failed != tc.failed || rp.msg == "" {
 			t.Errorf("answer(%v) = %+v, want %d, Retry-After %v, failed %v", tc.err, rp, tc.status, tc.retryAfter, tc.failed)
+		}
+		if full := (*source.ReplayCacheFullError)(nil); errors.As(tc.err, &full) && !slices.Equal(rp.retryAfter, []string{"420"}) {
+			t.Errorf("answer(%v): Retry-After %v, want the time until the replay cache turns over, 420", tc.err, rp.retryAfter)
 		}
 	}
 	for _, r := range Routes {

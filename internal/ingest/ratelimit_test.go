@@ -87,3 +87,24 @@ func TestIPRateLimit(t *testing.T) {
 		t.Errorf("behind a trusted proxy: %v, want 202 202 429 202", codes)
 	}
 }
+
+// TestIPRateLimitIPv6 checks that an IPv6 client cannot leave its bucket by
+// changing the low bits of its address: a host is usually given a whole
+// /64, so RATE_LIMIT_PER_IP keys IPv6 clients by their /64.
+func TestIPRateLimitIPv6(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	f := newFixture(t, event.Policy{}, Options{RateLimitPerIP: ratelimit.NewKeyed[netip.Addr](ratelimit.Bucket{Rate: 1, Burst: 2}, 100, clock)})
+	send := func(remote string) int {
+		r := httptest.NewRequest("POST", "/collect", strings.NewReader(`{"type":"x"}`))
+		r.RemoteAddr = remote
+		r.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		return w.Code
+	}
+	codes := []int{send("[2001:db8:1:2::1]:4000"), send("[2001:db8:1:2::2]:4000"), send("[2001:db8:1:2:ffff::3]:4000"), send("[2001:db8:1:3::1]:4000")}
+	if codes[0] != 202 || codes[1] != 202 || codes[2] != 429 || codes[3] != 202 {
+		t.Errorf("three addresses of one /64, then another /64: %v, want 202 202 429 202", codes)
+	}
+}

@@ -7,11 +7,11 @@ import (
 	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // TestSegmentSharesInflightBudget checks that the Segment API's bodies
@@ -28,11 +28,7 @@ func TestSegmentSharesInflightBudget(t *testing.T) {
 	}
 	defer stalled.Close()
 	fmt.Fprintf(stalled, "POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(body), body[:len(body)-1])
-	for deadline := time.Now().Add(5 * time.Second); budgetUsed(t, f) == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("a stalled batch holds none of MAX_INFLIGHT_BYTES")
-		}
-	}
+	testkit.Eventually(t, "a stalled batch to hold some of MAX_INFLIGHT_BYTES", func() bool { return budgetUsed(t, f) > 0 })
 	if used := budgetUsed(t, f); used != 64<<10 {
 		t.Errorf("a batch holds %v bytes of the budget, want %d", used, 64<<10)
 	}

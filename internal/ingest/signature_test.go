@@ -170,3 +170,51 @@ func failures(t *testing.T, reg *prometheus.Registry, src, reason string) float6
 	t.Fatalf("no series gotrack_auth_failures_total{source=%q,reason=%q}", src, reason)
 	return 0
 }
+
+// TestSignedSourceRateNotSpentByForgers checks that requests which fail
+// the signature do not take the signing source's tokens: the write key
+// alone does not let a client write for a signing source, so it must not
+// let it starve the real, signed requests into 429 either.
+func TestSignedSourceRateNotSpentByForgers(t *testing.T) {
+	dir := t.TempDir()
+	secretPath := filepath.Join(dir, "backend.secret")
+	os.WriteFile(secretPath, []byte(testSecret+"\n"), 0o600)
+	now := time.Unix(1_800_000_000, 0)
+	auth := newAuth(t, "sources:\n  - id: backend\n    write_keys: [wk_backend_1]\n    signing_secret_file: "+secretPath+"\n    rate: 1/m\n    burst: 2\n",
+		func() time.Time { return now }, prometheus.NewPedanticRegistry())
+	f := newFixture(t, event.Policy{}, Options{Auth: auth})
+	post := func(b []byte, sig string) int {
+		r := httptest.NewRequest("POST", "/collect", bytes.NewReader(b))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Write-Key", "wk_backend_1")
+		if sig != "" {
+			r.Header.Set("X-GoTrack-Signature", sig)
+		}
+		w := httptest.NewRecorder()
+		f.h.ServeHTTP(w, r)
+		return w.Code
+	}
+	b := []byte(`{"type":"forged"}`)
+	for i := range 5 {
+		for _, sig := range []string{"", "t=1,v1=00", sign("not-the-secret-at-all", now.Unix(), b)} {
+			if got := post(b, sig); got != 401 {
+				t.Fatalf("forgery %d (%q): %d, want 401", i, sig, got)
+			}
+		}
+	}
+	for i := range 2 {
+		b := []byte(`{"type":"signed","props":{"i":` + strconv.Itoa(i) + `}}`)
+		if got := post(b, sign(testSecret, now.Unix(), b)); got != 202 {
+			t.Fatalf("signed request %d after forgeries: %d, want 202 (the burst is 2)", i, got)
+		}
+	}
+	b = []byte(`{"type":"signed","props":{"i":2}}`)
+	sig := sign(testSecret, now.Unix(), b)
+	if got := post(b, sig); got != 429 {
+		t.Fatalf("the third signed request: %d, want 429", got)
+	}
+	now = now.Add(time.Minute)
+	if got := post(b, sig); got != 202 {
+		t.Fatalf("the retry of the 429, once a token is back: %d, want 202 (a 429 is no replay)", got)
+	}
+}

@@ -18,6 +18,9 @@ import (
 const (
 	MaxNameLen = 512 // the track event name, the page or screen name
 	MaxIDLen   = event.MaxIDLen
+	// MaxDepth bounds the nesting of properties, traits and context (with
+	// what GoTrack adds under context._segment): deeper JSON is refused.
+	MaxDepth = 32
 )
 
 // AnonymousSource is the source_id of messages sent without a write key.
@@ -132,6 +135,9 @@ func (h *Handler) message(raw json.RawMessage, call, key string, b batchInfo, m 
 		key = wk // a beacon cannot send Authorization; the key is never stored
 	}
 	e.SourceID = SourceID(key)
+	if m.SourceID != "" {
+		e.SourceID = m.SourceID // AUTH_MODE=key: the source's id, whichever of its keys was used
+	}
 
 	messageID, err := str("messageId", MaxIDLen, false)
 	if err != nil {
@@ -241,6 +247,21 @@ func (h *Handler) message(raw json.RawMessage, call, key string, b batchInfo, m 
 	if len(ctx) > 0 {
 		e.Context, _ = json.Marshal(ctx)
 	}
+	// What PostgreSQL's jsonb refuses is refused here, as /collect refuses
+	// it in props: accepted means storable.
+	for _, f := range []struct {
+		name string
+		v    []byte
+	}{{propsName, e.Props}, {"context", e.Context}, {"context.campaign", e.Campaign}} {
+		if err := event.CheckStorable(f.name, f.v, MaxDepth); err != nil {
+			return nil, err
+		}
+	}
+	// What decoding into maps collapsed: a member given twice, at the top
+	// or in context, would lose its first value silently.
+	if err := event.CheckStorable("message", raw, MaxDepth+1); err != nil {
+		return nil, err
+	}
 	if err := h.norm.Finish(e, m); err != nil {
 		return nil, errMessage(mapFieldError(err))
 	}
@@ -266,10 +287,10 @@ func (h *Handler) mapContext(e *event.Event, ctx map[string]json.RawMessage, m *
 			name string
 			dst  *string
 		}{{"url", &e.URL}, {"referrer", &e.Referrer}, {"title", &e.Title}} {
-			if s := stringValue(page[f.name]); s != "" {
-				*f.dst = s
+			if v, ok := page[f.name]; ok && (len(v) > 0 && v[0] == '"' || string(v) == "null") {
+				*f.dst = stringValue(v) // else kept in context.page: nothing is dropped silently
+				delete(page, f.name)
 			}
-			delete(page, f.name)
 		}
 		if s := stringValue(page["search"]); s != "" {
 			page["search"], _ = json.Marshal(h.norm.SanitizeURL(s))
@@ -281,12 +302,18 @@ func (h *Handler) mapContext(e *event.Event, ctx map[string]json.RawMessage, m *
 		}
 	}
 	if v, ok := ctx["userAgent"]; ok {
+		if len(v) > 0 && v[0] != '"' && string(v) != "null" {
+			return errMessage("context.userAgent must be a string")
+		}
 		if ua := stringValue(v); ua != "" {
 			m.UserAgent = ua // the end user's browser, when a server relays its events
 		}
 		delete(ctx, "userAgent")
 	}
 	if v, ok := ctx["ip"]; ok {
+		if len(v) > 0 && v[0] != '"' && string(v) != "null" {
+			return errMessage("context.ip is not an IP address")
+		}
 		if ip := stringValue(v); ip != "" {
 			if _, err := netip.ParseAddr(ip); err != nil {
 				return errMessage("context.ip is not an IP address")

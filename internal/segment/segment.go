@@ -53,7 +53,7 @@ type Options struct {
 	Shed   func()
 
 	// Authorize, when set (AUTH_MODE=key), checks the request's write key
-	// (HTTP Basic, or a batch's writeKey) once the body is read. It
+	// (HTTP Basic, or the body's writeKey) once the body is read. It
 	// returns the source id to store on the events, or answers the refusal
 	// itself (401, 429) and reports false.
 	Authorize func(w http.ResponseWriter, r *http.Request, key string) (sourceID string, ok bool)
@@ -204,6 +204,14 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		if key == "" {
 			key = stringValue(top["writeKey"])
 		}
+		if key == "" {
+			// Browser libraries put the key in each message instead.
+			var ok bool
+			if key, ok = messagesKey(items); !ok {
+				writeError(w, http.StatusBadRequest, "the batch's messages carry different write keys")
+				return
+			}
+		}
 		b.sentAt = top["sentAt"]
 		for _, k := range []string{"batch", "writeKey", "sentAt"} {
 			delete(top, k)
@@ -213,6 +221,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		}
 	} else {
 		items = []json.RawMessage{body}
+		if key == "" {
+			key = stringValue(top["writeKey"]) // a beacon cannot send Authorization
+		}
 	}
 	var sourceID string
 	if h.opts.Authorize != nil {
@@ -386,6 +397,29 @@ func first(vs []string) string {
 		return ""
 	}
 	return vs[0]
+}
+
+// messagesKey returns the writeKey the batch's messages carry, "" for none,
+// and false when two of them carry different keys: a request has one
+// source.
+func messagesKey(items []json.RawMessage) (string, bool) {
+	var key string
+	for _, raw := range items {
+		var m struct {
+			WriteKey json.RawMessage `json:"writeKey"`
+		}
+		if json.Unmarshal(raw, &m) != nil {
+			continue // refused later, naming the message
+		}
+		switch k := stringValue(m.WriteKey); {
+		case k == "" || k == key:
+		case key == "":
+			key = k
+		default:
+			return "", false
+		}
+	}
+	return key, true
 }
 
 // stringValue returns a JSON string's value, "" for anything else.

@@ -405,3 +405,64 @@ func TestDecodeRoundTrip(t *testing.T) {
 		t.Errorf("decoded and encoded again:\n%s\nwant\n%s", got, orig)
 	}
 }
+
+// TestAcceptedMeansStorable: what PostgreSQL's jsonb refuses is refused with
+// a 400 naming the member, as /collect refuses it in props, and a lone
+// surrogate is stored as the replacement character.
+func TestAcceptedMeansStorable(t *testing.T) {
+	f := newFixture(t, event.Policy{}, Options{MaxBatchEvents: 3})
+	deep := strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1)
+	for _, c := range []struct{ body, want string }{
+		{`{"event":"x","userId":"u","properties":{"p":"a\u0000b"}}`, "properties: holds a NUL"},
+		{`{"event":"x","userId":"u","properties":{"\u0000":1}}`, "properties: holds a NUL"},
+		{`{"event":"x","userId":"u","properties":{"p":{"k":1,"k":2}}}`, `properties: has the key "k" twice`},
+		{`{"event":"x","userId":"u","properties":{"p":1e999999}}`, "properties: holds the number"},
+		{`{"event":"x","userId":"u","properties":{"p":` + deep + `}}`, "properties: is nested deeper"},
+		{`{"event":"x","userId":"u","context":{"x":"\u0000"}}`, "context: holds a NUL"},
+		{`{"event":"x","userId":"u","integrations":{"x":"\u0000"}}`, "context: holds a NUL"},
+		{`{"event":"x","userId":"u","context":{"campaign":{"name":"\u0000"}}}`, "holds a NUL"},
+		{`{"event":"x","event":"y","userId":"u"}`, `message: has the key "event" twice`},
+		{`{"event":"x","userId":"u","context":{"a":1,"a":2}}`, `message: has the key "a" twice`},
+		{`{"event":"x","userId":"u","groupId":"\u0000"}`, "holds a NUL"},
+	} {
+		a := f.post(t, "/v1/track", c.body)
+		msg, _ := a.body["error"].(string)
+		if a.status != 400 || !strings.Contains(msg, c.want) {
+			t.Errorf("%.80s: %d %v, want 400 naming %q", c.body, a.status, a.body, c.want)
+		}
+	}
+	if len(f.pipe.events) != 0 {
+		t.Fatalf("%d unstorable messages accepted", len(f.pipe.events))
+	}
+	a := f.post(t, "/v1/track", `{"event":"x","userId":"u","properties":{"p":"\ud800","q":"\ud83d\ude00"}}`)
+	if a.status != 200 || len(f.pipe.events) != 1 {
+		t.Fatalf("lone surrogate: %d %v", a.status, a.body)
+	}
+	if got := string(f.pipe.events[0].Props); got != `{"p":"\ufffd","q":"\ud83d\ude00"}` {
+		t.Errorf("props = %s, want the lone surrogate replaced", got)
+	}
+}
+
+// TestContextNonStringsNotDropped: a context member GoTrack maps to a field
+// of its own, sent with the wrong JSON type, is refused or kept in context,
+// never dropped silently.
+func TestContextNonStringsNotDropped(t *testing.T) {
+	f := newFixture(t, event.Policy{}, Options{MaxBatchEvents: 3})
+	for _, c := range []struct{ body, want string }{
+		{`{"event":"x","userId":"u","context":{"userAgent":7}}`, "context.userAgent must be a string"},
+		{`{"event":"x","userId":"u","context":{"ip":true}}`, "context.ip is not"},
+	} {
+		a := f.post(t, "/v1/track", c.body)
+		if msg, _ := a.body["error"].(string); a.status != 400 || !strings.Contains(msg, c.want) {
+			t.Errorf("%s: %d %v, want 400 naming %q", c.body, a.status, a.body, c.want)
+		}
+	}
+	a := f.post(t, "/v1/track", `{"event":"x","userId":"u","context":{"page":{"url":5,"title":["t"],"referrer":"https://r.example/"}}}`)
+	if a.status != 200 || len(f.pipe.events) != 1 {
+		t.Fatalf("%d %v", a.status, a.body)
+	}
+	e := f.pipe.events[0]
+	if got := string(e.Context); got != `{"page":{"title":["t"],"url":5}}` || e.Referrer != "https://r.example/" {
+		t.Errorf("context = %s, referrer %q; want the non-string members kept in context.page", got, e.Referrer)
+	}
+}

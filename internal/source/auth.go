@@ -227,7 +227,7 @@ func (a *Auth) Check(r *http.Request, pixel bool) (*Source, error) {
 }
 
 // CheckKey is Check for an API that carried key where it could (the
-// Segment API: HTTP Basic, or a batch's writeKey), with the rules of a
+// Segment API: HTTP Basic, or the body's writeKey), with the rules of a
 // header key. A source with a signing secret is refused, as that API has
 // no signatures.
 func (a *Auth) CheckKey(r *http.Request, key string) (*Source, error) {
@@ -235,7 +235,7 @@ func (a *Auth) CheckKey(r *http.Request, key string) (*Source, error) {
 		return a.anon, nil
 	}
 	if key == "" {
-		return nil, a.fail(Unknown, ReasonMissingKey, "a write key is required (HTTP Basic user, or the batch's writeKey)")
+		return nil, a.fail(Unknown, ReasonMissingKey, "a write key is required (HTTP Basic user, or writeKey in the body)")
 	}
 	src := a.set.Load().Lookup(key)
 	if src == nil {

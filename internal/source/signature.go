@@ -48,8 +48,26 @@ const (
 )
 
 // ErrReplayCacheFull refuses a signed request, for now, because the replay
-// cache has no room: /collect answers 503 with Retry-After.
+// cache has no room: /collect answers 503 with Retry-After. The error
+// returned is a *ReplayCacheFullError, which errors.Is matches with it.
 var ErrReplayCacheFull = errors.New("too many signed requests in the replay window; retry later")
+
+// ReplayCacheFullError is ErrReplayCacheFull with the time until the
+// replay cache turns over and has room again.
+type ReplayCacheFullError struct {
+	Wait time.Duration
+}
+
+func (e *ReplayCacheFullError) Error() string { return ErrReplayCacheFull.Error() }
+
+// Is makes errors.Is(err, ErrReplayCacheFull) true.
+func (e *ReplayCacheFullError) Is(target error) bool { return target == ErrReplayCacheFull }
+
+// RetryAfter is Wait in whole seconds, rounded up, at least 1: room comes
+// back only when the current generation turns over, not a second later.
+func (e *ReplayCacheFullError) RetryAfter() int {
+	return max(1, int((e.Wait+time.Second-1)/time.Second))
+}
 
 // Signed is a signed request whose signature header has been checked,
 // while its body is read. Write the raw body, as received, before any
@@ -198,7 +216,7 @@ func (c *replayCache) add(sig [sha256.Size]byte, now time.Time) (bool, error) {
 		return true, nil
 	}
 	if len(c.cur) >= c.genMax {
-		return false, ErrReplayCacheFull
+		return false, &ReplayCacheFullError{Wait: c.rotated.Add(c.period).Sub(now)}
 	}
 	c.cur[sig] = struct{}{}
 	return false, nil

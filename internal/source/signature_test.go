@@ -53,6 +53,12 @@ func TestReplayCache(t *testing.T) {
 	if _, err := c.add(sig(99), t0); !errors.Is(err, ErrReplayCacheFull) {
 		t.Fatalf("a full generation took more: %v", err)
 	}
+	// Room comes back at the next turn-over, not a second later: a client
+	// told Retry-After: 1 would hammer a full cache for the whole period.
+	var full *ReplayCacheFullError
+	if _, err := c.add(sig(99), t0.Add(3*time.Minute)); !errors.As(err, &full) || full.RetryAfter() != int((period-3*time.Minute)/time.Second) {
+		t.Fatalf("a full cache 3 minutes into its period: %#v, want Retry-After %v", err, period-3*time.Minute)
+	}
 	if seen, _ := c.add(sig(0), t0.Add(period-time.Second)); !seen {
 		t.Fatal("forgot a signature within the period")
 	}

@@ -189,11 +189,12 @@ func Parse(data []byte, readFile func(string) ([]byte, error)) (*Set, error) {
 			set.digests[src] = append(set.digests[src], d)
 		}
 		for _, o := range fs.Origins {
-			if !validOrigin(o) {
+			if n, ok := browserOrigin(o); ok {
+				src.Origins = append(src.Origins, n)
+			} else {
 				bad("%s: origin %q is malformed; want scheme://host[:port], without path", name, o)
 			}
 		}
-		src.Origins = fs.Origins
 		if fs.Rate != "" {
 			r, err := ParseRate(fs.Rate)
 			if err != nil {
@@ -231,11 +232,22 @@ func Parse(data []byte, readFile func(string) ([]byte, error)) (*Set, error) {
 	return set, nil
 }
 
-// validOrigin reports whether o is a browser origin: scheme://host[:port].
-func validOrigin(o string) bool {
-	u, err := url.Parse(o)
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
-		u.Path == "" && u.RawQuery == "" && u.Fragment == "" && u.User == nil && u.Scheme+"://"+u.Host == o
+// browserOrigin checks that o is a browser origin, scheme://host[:port],
+// and returns it as browsers send it in Origin (and begin Referer with):
+// lower case, without the scheme's default port. Origins are compared as
+// text, so "https://Shop.Example" or "https://shop.example:443" would
+// otherwise be accepted and never match.
+func browserOrigin(o string) (string, bool) {
+	u, err := url.Parse(strings.ToLower(o))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Scheme+"://"+u.Host != strings.ToLower(o) {
+		return "", false
+	}
+	host := u.Host
+	if p := u.Port(); (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
+		host = strings.TrimSuffix(host, ":"+p)
+	}
+	return u.Scheme + "://" + host, true
 }
 
 // ParseRate parses a rate such as 200/s, 600/m or 1000/h into events per

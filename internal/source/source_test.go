@@ -290,3 +290,28 @@ func TestParseRate(t *testing.T) {
 		}
 	}
 }
+
+// TestOriginsAsBrowsersSendThem checks that an origin written with capitals
+// or its scheme's default port still matches what a browser sends (the
+// serialised origin: lower case, no default port), rather than being
+// accepted at start and then never matching a single request.
+func TestOriginsAsBrowsersSendThem(t *testing.T) {
+	set, err := Parse([]byte(`
+sources:
+  - id: shop-web
+    write_keys: ["wk_shop_1"]
+    origins: ["HTTPS://Shop.Example", "https://www.shop.example:443", "http://shop.example:80", "http://shop.example:8080"]
+`), noFiles)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := set.ByID("shop-web")
+	for _, o := range []string{"https://shop.example", "https://www.shop.example", "http://shop.example", "http://shop.example:8080"} {
+		if !src.AllowsOrigin(o) {
+			t.Errorf("AllowsOrigin(%s) = false; origins %q", o, src.Origins)
+		}
+	}
+	if !src.allowsReferer("https://shop.example/cart") {
+		t.Errorf("allowsReferer(https://shop.example/cart) = false; origins %q", src.Origins)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // faultFS is the real file system with faults a test arms: the next
@@ -226,17 +227,14 @@ func TestFailedRoundRefusesQueuedAppends(t *testing.T) {
 	<-entered // the round writing events 10-19 is in its write
 	go func() { errs <- s.Append(events[20:30]) }()
 	go func() { errs <- s.Append(events[30:40]) }()
-	for deadline := time.Now().Add(10 * time.Second); ; {
+	var queued uint64
+	if !testkit.Wait(testkit.Patience, func() bool {
 		s.mu.Lock()
-		queued := s.pendingCount
+		queued = s.pendingCount
 		s.mu.Unlock()
-		if queued == 20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events queued behind the failing round, want 20", queued)
-		}
-		time.Sleep(time.Millisecond)
+		return queued == 20
+	}) {
+		t.Fatalf("%d events queued behind the failing round, want 20", queued)
 	}
 	close(gate)
 	for range 3 {

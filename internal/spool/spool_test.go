@@ -14,6 +14,7 @@ import (
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 func open(t testing.TB, dir string, o Options) *Spool {
@@ -278,19 +279,12 @@ func TestGroupCommit(t *testing.T) {
 func TestIntervalSync(t *testing.T) {
 	s := open(t, t.TempDir(), Options{Sync: Sync{Interval: 5 * time.Millisecond}})
 	s.Append(sinktest.Events(3))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, "the interval syncer to sync", func() bool {
 		s.mu.Lock()
 		next := s.next
 		s.mu.Unlock()
-		if s.syncer.synced.Load() == next {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the interval syncer never synced")
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return s.syncer.synced.Load() == next
+	})
 	s.Close()
 }
 

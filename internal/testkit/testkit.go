@@ -20,13 +20,25 @@ const Patience = 30 * time.Second
 // on how long the wait took.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(Patience)
+	if !Wait(Patience, cond) {
+		t.Fatalf("timed out after %v waiting for %s", Patience, what)
+	}
+}
+
+// Wait polls cond every 5ms until it is true, and reports whether it was
+// before patience passed. It is for the waits that say more than
+// Eventually when they give up (what a webhook did receive, say), or that
+// need a patience of their own; cond may itself block, as a Kafka fetch
+// does.
+func Wait(patience time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(patience)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", Patience, what)
+			return false
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	return true
 }
 
 // Strict reports whether missing test tools and servers fail the tests

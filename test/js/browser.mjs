@@ -132,6 +132,23 @@ async function gotrackScenarios(browser) {
   report.checks.offlineVisitorStored = await page.evaluate(() => !!localStorage.getItem('gotrack_vid'));
   await leave(page);
 
+  // GoTrack answers 503 while the page is online: the calls wait in
+  // localStorage, then, once GoTrack is back, each is sent once.
+  page = await open(browser, '/s/down/app.html');
+  await gotrackReady(page);
+  await sleep(flushWait);
+  await fetch(site + '/flaky-down');
+  report.checks.downOnLine = await page.evaluate(() => navigator.onLine);
+  await page.evaluate(() => {
+    for (let i = 0; i < 5; i++) gotrack('track', 'down_call', { i });
+  });
+  await page.waitForFunction(() => JSON.parse(localStorage.getItem('gotrack_q') || '[]').length >= 5, { timeout: 10000 }).catch(() => {});
+  report.checks.downQueued = await queued(page);
+  await fetch(site + '/flaky-up');
+  await page.waitForFunction(() => !localStorage.getItem('gotrack_q'), { timeout: 20000 }).catch(() => {});
+  report.checks.downQueuedAfter = await queued(page);
+  await leave(page);
+
   // The retry queue's bounds: at most 100 events, for at most 24 hours.
   page = await open(browser, '/s/bound/app.html');
   await gotrackReady(page);

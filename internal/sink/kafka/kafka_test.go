@@ -61,14 +61,13 @@ func consume(t *testing.T, c *kfake.Cluster, want int) []*kgo.Record {
 	}
 	defer cl.Close()
 	var out []*kgo.Record
-	deadline := time.Now().Add(30 * time.Second)
-	for len(out) < want && time.Now().Before(deadline) {
+	testkit.Wait(testkit.Patience, func() bool { // the callers check what arrived
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	for time.Now().Before(deadline) { // records beyond want, such as duplicates, show up too
+		defer cancel()
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+		return len(out) >= want
+	})
+	for { // records beyond want, such as duplicates, show up too
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		n := len(out)
 		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })

@@ -17,6 +17,7 @@ const VISITOR_KEY = 'gotrack_vid'; // only with init({persist: true})
 const MAX_QUEUED = 100;
 const MAX_AGE = 24 * 3600 * 1000;
 const BATCH_DELAY = 1000;
+const RETRY_DELAY = 5000;
 const MAX_BATCH = 50;
 
 const w = window;
@@ -119,17 +120,25 @@ function flush(hiding) {
   for (let i = 0; i < msgs.length; i += MAX_BATCH) send(msgs.slice(i, i + MAX_BATCH), hiding);
 }
 
+// send posts one batch. While the page lives, fetch shows the response:
+// a network error, a 5xx or a 429 puts the batch back in the retry queue,
+// retried a little later (and on 'online'). sendBeacon, whose true only
+// means "queued", is for a page going away, where no response can be read.
 function send(msgs, hiding) {
   const url = cfg.endpoint + '/v1/batch';
   const body = JSON.stringify({ writeKey: cfg.writeKey, sentAt: new Date().toISOString(), batch: msgs });
-  if (nav.sendBeacon && nav.sendBeacon(url, new Blob([body], { type: 'text/plain' }))) return;
+  if (hiding && nav.sendBeacon && nav.sendBeacon(url, new Blob([body], { type: 'text/plain' }))) return;
   if (w.fetch) {
+    const retry = () => {
+      keep(msgs);
+      if (!timer) timer = setTimeout(() => flush(false), RETRY_DELAY);
+    };
     // text/plain keeps it a simple request: no preflight.
     fetch(url, { method: 'POST', body, keepalive: true, headers: { 'Content-Type': 'text/plain' } })
       .then((r) => {
-        if (r.status >= 500 || r.status === 429) keep(msgs);
+        if (r.status >= 500 || r.status === 429) retry();
       })
-      .catch(() => keep(msgs));
+      .catch(retry);
     return;
   }
   if (!hiding) msgs.forEach(pixel);
