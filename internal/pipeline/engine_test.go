@@ -236,7 +236,7 @@ func TestCloseBoundedByItsDeadline(t *testing.T) {
 		t.Errorf("dead-letter file has %d lines, want 25", n)
 	}
 	close(s.release)                  // the stuck write returns now, "successfully"
-	time.Sleep(50 * time.Millisecond) // let the abandoned worker run on, if it would
+	f.p.workers.Wait() // the abandoned worker runs on to its end
 	if st := f.p.Stats()[0]; st != want {
 		t.Errorf("after the stuck write returned: %+v, want %+v (counted twice?)", st, want)
 	}
@@ -265,7 +265,7 @@ func TestCloseStuckWorkerWithSpool(t *testing.T) {
 		t.Errorf("Close = %v, want the stuck-worker error and no ErrLost", err)
 	}
 	close(s.release)
-	time.Sleep(50 * time.Millisecond)
+	f.p.workers.Wait()
 	if st := f.p.Stats()[0]; st.Lost != 0 || st.DeadLettered != 0 || st.Delivered != 0 {
 		t.Errorf("after Close: %+v, want nothing lost, dead-lettered or counted delivered", st)
 	}
