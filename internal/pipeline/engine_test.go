@@ -235,7 +235,7 @@ func TestCloseBoundedByItsDeadline(t *testing.T) {
 	if n := len(f.deadLines(t)); n != 25 {
 		t.Errorf("dead-letter file has %d lines, want 25", n)
 	}
-	close(s.release)                  // the stuck write returns now, "successfully"
+	close(s.release)   // the stuck write returns now, "successfully"
 	f.p.workers.Wait() // the abandoned worker runs on to its end
 	if st := f.p.Stats()[0]; st != want {
 		t.Errorf("after the stuck write returned: %+v, want %+v (counted twice?)", st, want)
