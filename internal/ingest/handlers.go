@@ -11,7 +11,6 @@ import (
 	"mime"
 	"net/http"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gotrack/gotrack/internal/cors"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/ratelimit"
@@ -53,7 +53,6 @@ type server struct {
 	tracer   trace.Tracer // nil: tracing off
 	received struct{ pixel, collect, segment prometheus.Counter }
 	shed     prometheus.Counter
-	anyOrig  bool
 	budget   budget // MAX_INFLIGHT_BYTES
 	// rateLimited counts requests over a rate limit, by source and limit.
 	rateLimited *prometheus.CounterVec
@@ -83,7 +82,7 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	if err := reg.Register(rateLimited); err != nil {
 		return nil, err
 	}
-	s := &server{opts: opts, norm: n, pipe: p, log: log, tracer: opts.Tracer, anyOrig: len(opts.CORSOrigins) == 0, bufs: newBufPools(opts.MaxBodyBytes), rateLimited: rateLimited}
+	s := &server{opts: opts, norm: n, pipe: p, log: log, tracer: opts.Tracer, bufs: newBufPools(opts.MaxBodyBytes), rateLimited: rateLimited}
 	s.budget.max = opts.MaxInflightBytes
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
@@ -582,21 +581,7 @@ func (s *server) gzipReader(r io.Reader) (*gzip.Reader, error) {
 // cors sets the CORS response headers and reports whether the request's
 // origin, if any, is allowed.
 func (s *server) cors(w http.ResponseWriter, r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true // not a cross-origin browser request
-	}
-	h := w.Header()
-	if s.anyOrig {
-		h.Set("Access-Control-Allow-Origin", "*")
-		return true
-	}
-	h.Add("Vary", "Origin")
-	if !slices.Contains(s.opts.CORSOrigins, origin) {
-		return false
-	}
-	h.Set("Access-Control-Allow-Origin", origin)
-	return true
+	return cors.Allow(w.Header(), r.Header.Get("Origin"), s.opts.CORSOrigins)
 }
 
 func (s *server) preflight(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/httpmetrics"
+	"github.com/gotrack/gotrack/internal/cors"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 )
@@ -347,21 +348,7 @@ func readError(err error, tooLarge string) string {
 // cors sets the CORS response headers and reports whether the request's
 // origin, if any, is allowed. The policy is /collect's (CORS_ORIGINS).
 func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	hd := w.Header()
-	if len(h.opts.CORSOrigins) == 0 {
-		hd.Set("Access-Control-Allow-Origin", "*")
-		return true
-	}
-	hd.Add("Vary", "Origin")
-	if !slices.Contains(h.opts.CORSOrigins, origin) {
-		return false
-	}
-	hd.Set("Access-Control-Allow-Origin", origin)
-	return true
+	return cors.Allow(w.Header(), r.Header.Get("Origin"), h.opts.CORSOrigins)
 }
 
 // preflight allows the Authorization header, which carries the write key:
