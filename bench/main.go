@@ -27,6 +27,7 @@ type options struct {
 	duration  time.Duration
 	jsonPath  string
 	workDir   string
+	perfDir   string // when set, perf record profiles gotrack during each run
 }
 
 func main() {
@@ -37,6 +38,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 64, "concurrent connections")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "load time per run")
 	flag.StringVar(&o.jsonPath, "json", "bench/results/latest.json", "where to write the results as JSON")
+	flag.StringVar(&o.perfDir, "perf", "", "record a perf profile of gotrack during each run into this directory (needs perf)")
 	flag.Parse()
 	o.scenarios = strings.Split(scenarios, ",")
 	if err := run(o); err != nil {

@@ -278,7 +278,9 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	}
 	go drain(stderr)
 
+	stopPerf := startPerf(o, cmd.Process.Pid, fmt.Sprintf("%s-%d", s.name, i))
 	l := runLoad(addr, s.request, o.conns, o.duration)
+	stopPerf()
 	r := result("gotrack", i, l, s.eventsPerReq)
 	r.Expected = l.OK * s.eventsPerReq
 	if s.postgres {
@@ -447,4 +449,28 @@ func machine() map[string]string {
 		m["kernel"] = strings.TrimSpace(string(b))
 	}
 	return m
+}
+
+// startPerf records a call-graph profile of pid with perf while the load
+// runs, into o.perfDir/NAME.perf.data; read it with
+// perf report -i FILE --no-children. It does nothing without -perf.
+func startPerf(o options, pid int, name string) (stop func()) {
+	if o.perfDir == "" {
+		return func() {}
+	}
+	if err := os.MkdirAll(o.perfDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: perf:", err)
+		return func() {}
+	}
+	out := filepath.Join(o.perfDir, name+".perf.data")
+	cmd := exec.Command("perf", "record", "-q", "-F", "499", "-g", "-p", strconv.Itoa(pid), "-o", out)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench: perf:", err)
+		return func() {}
+	}
+	return func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		fmt.Fprintln(os.Stderr, "bench: profile written to", out)
+	}
 }
