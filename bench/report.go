@@ -81,6 +81,10 @@ func printMarkdown(w io.Writer, rep report) {
 	fmt.Fprintln(w)
 	for _, sr := range rep.Scenarios {
 		fmt.Fprintf(w, "- %s: %s\n", sr.Name, sr.About)
+		if pg := pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.PGCPUPer1k }); slices.Max(pg) > 0 {
+			fmt.Fprintf(w, "  - PostgreSQL's own CPU s / 1k events, median: %.3f (gotrack + PostgreSQL: %.3f)\n", median(pg),
+				median(pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.CPUPer1k + r.PGCPUPer1k })))
+		}
 	}
 }
 

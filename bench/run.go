@@ -119,6 +119,10 @@ type runResult struct {
 	Expected       int64            `json:"events_expected,omitempty"`
 	Stored         map[string]int64 `json:"events_stored,omitempty"`
 	CatchUpSeconds float64          `json:"catch_up_seconds,omitempty"`
+	// PostgreSQL's own CPU over the run, from the start of the load until
+	// gotrack has stopped, when the benchmark started the server itself.
+	PGCPUSeconds float64 `json:"postgres_cpu_seconds,omitempty"`
+	PGCPUPer1k   float64 `json:"postgres_cpu_seconds_per_1000_events,omitempty"`
 }
 
 type scenarioResult struct {
@@ -278,6 +282,7 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	}
 	go drain(stderr)
 
+	pgBefore := postgresCPU(s)
 	stopPerf := startPerf(o, cmd.Process.Pid, fmt.Sprintf("%s-%d", s.name, i))
 	l := runLoad(addr, s.request, o.conns, o.duration)
 	stopPerf()
@@ -304,6 +309,10 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	}
 	r.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	r.CPUPer1k = 1000 * r.CPUSeconds / float64(max(1, r.Expected))
+	if pgAfter := postgresCPU(s); pgBefore > 0 && pgAfter > 0 {
+		r.PGCPUSeconds = pgAfter - pgBefore
+		r.PGCPUPer1k = 1000 * r.PGCPUSeconds / float64(max(1, r.Expected))
+	}
 	r.Stored = map[string]int64{}
 	for _, sink := range s.sinks {
 		var n int64
@@ -417,17 +426,71 @@ func peakRSS(pid int) float64 {
 	return 0
 }
 
-// procCPU reads the user and system CPU seconds a live process has used.
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// postgresCPU returns the CPU seconds the throwaway PostgreSQL server
+// (PG_TEST_PGDATA, from scripts/pg.sh) has used so far: its postmaster,
+// the postmaster's live children, and the children that have exited,
+// whose time the kernel adds to the postmaster's when it reaps them. It
+// returns 0 for scenarios without PostgreSQL, or a server it did not start.
+func postgresCPU(s scenario) float64 {
+	dir := os.Getenv("PG_TEST_PGDATA")
+	if !s.postgres || dir == "" {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
 	if err != nil {
 		return 0
 	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	postmaster, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		f := statFields(p)
+		if len(f) < 15 {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		switch ppid, _ := strconv.Atoi(f[1]); {
+		case pid == postmaster:
+			total += ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
+		case ppid == postmaster:
+			total += ticks(f[11]) + ticks(f[12])
+		}
+	}
+	return total
+}
+
+// statFields returns the fields of a /proc/PID/stat file after the
+// command name: state, ppid, ..., utime (11), stime, cutime, cstime (14).
+func statFields(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
 	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return nil
+	}
+	return strings.Fields(s[i+2:])
+}
+
+// ticks converts clock ticks to seconds; USER_HZ is 100 on Linux.
+func ticks(f string) float64 {
+	v, _ := strconv.ParseFloat(f, 64)
+	return v / 100
+}
+
+// procCPU reads the user and system CPU seconds a live process has used.
+func procCPU(pid int) float64 {
+	f := statFields(fmt.Sprintf("/proc/%d/stat", pid))
+	if len(f) < 13 {
+		return 0
+	}
+	return ticks(f[11]) + ticks(f[12])
 }
 
 func machine() map[string]string {
