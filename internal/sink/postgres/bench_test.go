@@ -24,7 +24,10 @@ func BenchmarkWriteBatch(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close(b.Context())
-	const batch, parts = 5000, 2
+	batch, parts := 5000, 2
+	if v, err := strconv.Atoi(os.Getenv("BENCH_PG_PART")); err == nil { // an experiment: one part of v events
+		batch, parts = v, 1
+	}
 	events := pixelEvents(b.N)
 	b.ResetTimer()
 	cpu, server := processCPU(), serverCPU()
