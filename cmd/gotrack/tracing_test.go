@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -324,14 +325,22 @@ func TestExemplarsReachPrometheus(t *testing.T) {
 
 // TestReplaySpan checks that `gotrack replay` exports one root span for
 // the run, sampled although the default ratio would almost never pick it,
-// with its progress as events and its counts as attributes, and its job
-// metrics over OTLP.
+// with its progress as events and its counts as attributes, that each
+// batch write is a sink span under it (linking to the request span an
+// event carries from its first delivery), and its job metrics over OTLP.
 func TestReplaySpan(t *testing.T) {
 	rc := otlptest.New(t)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.ndjson")
 	var b strings.Builder
-	for _, e := range sinktest.Events(25) {
+	const origTrace, origSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	for i, e := range sinktest.Events(25) {
+		if i == 3 { // traced when first collected
+			c := *e
+			c.TraceID, c.SpanID = origTrace, origSpan
+			c.Seal()
+			e = &c
+		}
 		b.Write(e.JSON())
 		b.WriteByte('\n')
 	}
@@ -363,6 +372,32 @@ func TestReplaySpan(t *testing.T) {
 	}
 	if got, _ := otlptest.Attr(root, "gotrack.replay.replayed"); got != "25" {
 		t.Errorf("replayed=%q, want 25", got)
+	}
+	var written, linked int
+	for _, s := range rc.Spans() {
+		if s.Name != "write log" {
+			continue
+		}
+		if !bytes.Equal(s.TraceId, root.TraceId) || !bytes.Equal(s.ParentSpanId, root.SpanId) {
+			t.Errorf("write log: trace %x parent %x, want the replay span's %x %x", s.TraceId, s.ParentSpanId, root.TraceId, root.SpanId)
+		}
+		want := map[string]string{"gotrack.sink": "log", "gotrack.attempt": "1", "gotrack.outcome": "written"}
+		for k, v := range want {
+			if got, _ := otlptest.Attr(s, k); got != v {
+				t.Errorf("write log: %s=%q, want %q", k, got, v)
+			}
+		}
+		n, _ := otlptest.Attr(s, "gotrack.batch.size")
+		size, _ := strconv.Atoi(n)
+		written += size
+		for _, l := range s.Links {
+			if otlptest.Hex(l.TraceId) == origTrace && otlptest.Hex(l.SpanId) == origSpan {
+				linked++
+			}
+		}
+	}
+	if written != 25 || linked != 1 {
+		t.Errorf("write log spans carry %d events and %d links to the event's request span; want 25 and 1", written, linked)
 	}
 	var progress int
 	for _, ev := range root.Events {
