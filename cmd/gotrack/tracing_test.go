@@ -458,6 +458,7 @@ func TestSegmentSpans(t *testing.T) {
 		t.Fatalf("/v1/t answered %d", code)
 	}
 
+	sendTraced(t, "OPTIONS", url+"/v1/batch", "") // a CORS preflight: no span
 	batchSpan := rc.WaitSpan(t, "POST /v1/batch", func(s *tracepb.Span) bool { return s.Name == "POST /v1/batch" })
 	track := rc.WaitSpan(t, "POST /v1/t", func(s *tracepb.Span) bool { return s.Name == "POST /v1/t" })
 	for _, c := range []struct {
@@ -493,6 +494,11 @@ func TestSegmentSpans(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+	for _, s := range rc.Spans() {
+		if strings.HasPrefix(s.Name, "OPTIONS") {
+			t.Errorf("a CORS preflight is traced: %s", s.Name)
+		}
 	}
 	// Each stored event carries its request's trace and span ids.
 	stored, err := os.ReadFile(eventsPath)

@@ -4,6 +4,11 @@
 // else that speaks that protocol) can send to GoTrack by changing one host
 // name. Each message becomes one GoTrack event (see Map) and goes through
 // the same privacy policy, pipeline, queues, spool and metrics as /collect.
+//
+// With tracing on, each POST to a call has the ingest listener's server
+// span (internal/ingest wraps the whole listener); the handler adds its
+// event counts to it, and gives the events of a sampled request the span's
+// trace_id and span_id, through internal/tracing as /collect does.
 package segment
 
 import (
