@@ -82,6 +82,7 @@ func printMarkdown(w io.Writer, rep report) {
 		}
 	}
 	fmt.Fprintln(w)
+	printPerCore(w, rep)
 	for _, sr := range rep.Scenarios {
 		fmt.Fprintf(w, "- %s: %s\n", sr.Name, sr.About)
 	}

@@ -218,6 +218,12 @@ func run(o options) error {
 		}
 		fmt.Fprintf(os.Stderr, "bench: results written to %s\n", o.jsonPath)
 	}
+	if o.readme != "" && !failed {
+		if err := writeReadme(o.readme, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s Performance section rewritten\n", o.readme)
+	}
 	if failed {
 		fmt.Fprintln(os.Stderr, "\n!!!!!!!! bench: EVENTS UNACCOUNTED FOR: the 2xx count and the sinks disagree (see above) !!!!!!!!")
 		for _, sr := range rep.Scenarios {
