@@ -459,8 +459,21 @@ func TestSegmentSpans(t *testing.T) {
 	}
 
 	sendTraced(t, "OPTIONS", url+"/v1/batch", "") // a CORS preflight: no span
+	const dntTrace = "11111111111111111111111111111111"
+	req, err := http.NewRequest("POST", url+"/v1/page", strings.NewReader(`{"name":"Home","anonymousId":"a1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Traceparent", "00-"+dntTrace+"-"+clientSpan+"-01")
+	req.Header.Set("Dnt", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 	batchSpan := rc.WaitSpan(t, "POST /v1/batch", func(s *tracepb.Span) bool { return s.Name == "POST /v1/batch" })
 	track := rc.WaitSpan(t, "POST /v1/t", func(s *tracepb.Span) bool { return s.Name == "POST /v1/t" })
+	dnt := rc.WaitSpan(t, "POST /v1/page", func(s *tracepb.Span) bool { return s.Name == "POST /v1/page" })
 	for _, c := range []struct {
 		span          *tracepb.Span
 		trace, parent string
@@ -470,6 +483,8 @@ func TestSegmentSpans(t *testing.T) {
 			"http.response.status_code": "200", "gotrack.events.accepted": "2", "gotrack.events.rejected": "1", "gotrack.events.dropped": "0"}},
 		{track, otherTrace, otherSpan, map[string]string{"http.route": "/v1/t", "http.response.status_code": "200",
 			"gotrack.events.accepted": "1", "gotrack.events.rejected": "0", "gotrack.events.dropped": "0"}},
+		{dnt, dntTrace, clientSpan, map[string]string{"http.route": "/v1/page", "http.response.status_code": "200",
+			"gotrack.events.accepted": "0", "gotrack.events.rejected": "0", "gotrack.events.dropped": "1"}},
 	} {
 		s := c.span
 		if otlptest.Hex(s.TraceId) != c.trace || otlptest.Hex(s.ParentSpanId) != c.parent {
