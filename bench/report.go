@@ -67,6 +67,9 @@ func printMarkdown(w io.Writer, rep report) {
 				if cu := pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.CatchUpSeconds }); slices.Max(cu) > 0 {
 					stored += fmt.Sprintf("; table caught up %.2fs (max %.2fs) after the load", median(cu), slices.Max(cu))
 				}
+				if sp := pick(sr.Runs, "gotrack", func(r runResult) float64 { return float64(r.SpansReceived) }); slices.Max(sp) > 0 {
+					stored += fmt.Sprintf("; OTLP spans received (last run): %.0f", sp[len(sp)-1])
+				}
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %.2f | %.2f | %.3f | %.0f | %s |\n", sr.Name, server,
 				spread(pick(sr.Runs, server, func(r runResult) float64 { return r.RPS }), "%.0f"),

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
 
 // scenario is one load shape, run against both servers.
@@ -29,6 +31,7 @@ type scenario struct {
 	sinks        []string                         // where gotrack's events are counted
 	env          func(dir, table string) []string // gotrack's settings
 	postgres     bool
+	traced       bool // tracing on, exporting to an OTLP receiver the benchmark runs (tracedEnv)
 }
 
 var pixelQuery = "/px.gif?" + url.Values{
@@ -85,6 +88,8 @@ var scenarios = []scenario{
 		env: func(dir, table string) []string {
 			return append(logEnv(dir, table), "SPOOL_DIR="+filepath.Join(dir, "spool"), "SPOOL_FSYNC=always")
 		}},
+	{name: "pixel-traced", about: "pixel with tracing on: OTEL_TRACES_SAMPLER=parentbased_traceidratio, ratio 0.01, spans exported over OTLP/HTTP to a receiver on 127.0.0.1 run by the benchmark",
+		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log"}, env: logEnv, traced: true},
 	{name: "postgres", about: "/px.gif with OUTPUTS=log,postgres against a throwaway PostgreSQL",
 		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log", "postgres"}, postgres: true,
 		env: func(dir, table string) []string {
@@ -119,6 +124,7 @@ type runResult struct {
 	Expected       int64            `json:"events_expected,omitempty"`
 	Stored         map[string]int64 `json:"events_stored,omitempty"`
 	CatchUpSeconds float64          `json:"catch_up_seconds,omitempty"`
+	SpansReceived  int64            `json:"otlp_spans_received,omitempty"` // traced scenarios: spans gotrack exported
 }
 
 type scenarioResult struct {
@@ -264,6 +270,12 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SERVER_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "LOG_LEVEL=info",
 		"DEAD_LETTER_PATH=" + filepath.Join(dir, "dead.ndjson"), "SHUTDOWN_TIMEOUT=60s"}, s.env(dir, table)...)
+	var otlp *otlptest.Receiver
+	if s.traced {
+		otlp = otlptest.Start()
+		defer otlp.Close()
+		cmd.Env = append(cmd.Env, tracedEnv(otlp.URL)...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return runResult{}, err
@@ -309,6 +321,10 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 		return r, fmt.Errorf("gotrack exited with %w", err)
 	}
 	r.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	if otlp != nil { // gotrack's shutdown exported the spans still queued
+		r.SpansReceived = int64(len(otlp.Spans()))
+		fmt.Fprintf(os.Stderr, "bench: %s run %d: the OTLP receiver got %d spans\n", s.name, i, r.SpansReceived)
+	}
 	r.CPUPer1k = 1000 * r.CPUSeconds / float64(max(1, r.Expected))
 	r.Stored = map[string]int64{}
 	for _, sink := range s.sinks {
@@ -327,6 +343,11 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	}
 	os.RemoveAll(dir)
 	return r, nil
+}
+
+// tracedEnv turns tracing on at a 1% sampling ratio, exporting to url.
+func tracedEnv(url string) []string {
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + url, "OTEL_TRACES_SAMPLER=parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.01"}
 }
 
 func result(server string, i int, l load, perReq int64) runResult {
