@@ -65,7 +65,14 @@ func printMarkdown(w io.Writer, rep report) {
 				}
 				stored += fmt.Sprintf(" (last run: %s → %s)", exp[len(exp)-1], got[len(got)-1])
 				if cu := pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.CatchUpSeconds }); slices.Max(cu) > 0 {
-					stored += fmt.Sprintf("; sinks caught up %.2fs (max %.2fs) after the load", median(cu), slices.Max(cu))
+					what := "table"
+					if _, ok := sr.Runs[len(sr.Runs)-1].Stored["kafka"]; ok {
+						what = "topic"
+					}
+					stored += fmt.Sprintf("; %s caught up %.2fs (max %.2fs) after the load", what, median(cu), slices.Max(cu))
+				}
+				if sp := pick(sr.Runs, "gotrack", func(r runResult) float64 { return float64(r.SpansReceived) }); slices.Max(sp) > 0 {
+					stored += fmt.Sprintf("; OTLP spans received (last run): %.0f", sp[len(sp)-1])
 				}
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %.2f | %.2f | %.3f | %.0f | %s |\n", sr.Name, server,
@@ -79,6 +86,7 @@ func printMarkdown(w io.Writer, rep report) {
 		}
 	}
 	fmt.Fprintln(w)
+	printPerCore(w, rep)
 	for _, sr := range rep.Scenarios {
 		fmt.Fprintf(w, "- %s: %s\n", sr.Name, sr.About)
 		if pg := pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.PGCPUPer1k }); slices.Max(pg) > 0 {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
 
 // scenario is one load shape, run against both servers.
@@ -31,6 +33,7 @@ type scenario struct {
 	env          func(dir, table string) []string // gotrack's settings
 	postgres     bool
 	kafka        bool // gotrack writes to a kfake cluster (bench/kfake) started for each run
+	traced       bool // tracing on, exporting to an OTLP receiver the benchmark runs (tracedEnv)
 }
 
 var pixelQuery = "/px.gif?" + url.Values{
@@ -87,6 +90,8 @@ var scenarios = []scenario{
 		env: func(dir, table string) []string {
 			return append(logEnv(dir, table), "SPOOL_DIR="+filepath.Join(dir, "spool"), "SPOOL_FSYNC=always")
 		}},
+	{name: "pixel-traced", about: "pixel with tracing on: OTEL_TRACES_SAMPLER=parentbased_traceidratio, ratio 0.01, spans exported over OTLP/HTTP to a receiver on 127.0.0.1 run by the benchmark",
+		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log"}, env: logEnv, traced: true},
 	{name: "postgres", about: "/px.gif with OUTPUTS=log,postgres against a throwaway PostgreSQL",
 		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log", "postgres"}, postgres: true,
 		env: func(dir, table string) []string {
@@ -141,8 +146,9 @@ type runResult struct {
 	KafkaPlainAsync   float64 `json:"kafka_plain_unbatched_records_per_second,omitempty"`
 	// PostgreSQL's own CPU over the run, from the start of the load until
 	// gotrack has stopped, when the benchmark started the server itself.
-	PGCPUSeconds float64 `json:"postgres_cpu_seconds,omitempty"`
-	PGCPUPer1k   float64 `json:"postgres_cpu_seconds_per_1000_events,omitempty"`
+	PGCPUSeconds  float64 `json:"postgres_cpu_seconds,omitempty"`
+	PGCPUPer1k    float64 `json:"postgres_cpu_seconds_per_1000_events,omitempty"`
+	SpansReceived int64   `json:"otlp_spans_received,omitempty"` // traced scenarios: spans gotrack exported
 }
 
 type scenarioResult struct {
@@ -237,6 +243,12 @@ func run(o options) error {
 		}
 		fmt.Fprintf(os.Stderr, "bench: results written to %s\n", o.jsonPath)
 	}
+	if o.readme != "" && !failed {
+		if err := writeReadme(o.readme, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s Performance section rewritten\n", o.readme)
+	}
 	if failed {
 		fmt.Fprintln(os.Stderr, "\n!!!!!!!! bench: EVENTS UNACCOUNTED FOR: the 2xx count and the sinks disagree (see above) !!!!!!!!")
 		for _, sr := range rep.Scenarios {
@@ -295,6 +307,12 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 			return runResult{}, err
 		}
 		cmd.Env = append(cmd.Env, "KAFKA_BROKERS="+kf.addr, "METRICS_ENABLED=true", "METRICS_ADDR="+metricsAddr)
+	}
+	var otlp *otlptest.Receiver
+	if s.traced {
+		otlp = otlptest.Start()
+		defer otlp.Close()
+		cmd.Env = append(cmd.Env, tracedEnv(otlp.URL)...)
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -355,6 +373,10 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 		return r, fmt.Errorf("gotrack exited with %w", err)
 	}
 	r.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	if otlp != nil { // gotrack's shutdown exported the spans still queued
+		r.SpansReceived = int64(len(otlp.Spans()))
+		fmt.Fprintf(os.Stderr, "bench: %s run %d: the OTLP receiver got %d spans\n", s.name, i, r.SpansReceived)
+	}
 	r.CPUPer1k = 1000 * r.CPUSeconds / float64(max(1, r.Expected))
 	if pgAfter := postgresCPU(s); pgBefore > 0 && pgAfter > 0 {
 		r.PGCPUSeconds = pgAfter - pgBefore
@@ -390,6 +412,11 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	}
 	os.RemoveAll(dir)
 	return r, nil
+}
+
+// tracedEnv turns tracing on at a 1% sampling ratio, exporting to url.
+func tracedEnv(url string) []string {
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + url, "OTEL_TRACES_SAMPLER=parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.01"}
 }
 
 func result(server string, i int, l load, perReq int64) runResult {

@@ -69,6 +69,10 @@ type Options struct {
 	// to the request spans its events carry; nil (tracing off) costs
 	// nothing.
 	Tracer trace.Tracer
+	// Parent, when valid, is the parent of every write span: the root span
+	// of a batch job such as `gotrack replay`. The request spans the events
+	// carry are then links only.
+	Parent trace.SpanContext
 }
 
 func (o *Options) setDefaults() {
@@ -549,7 +553,7 @@ func (p *Pipeline) deadLetterTaken(ctx context.Context, ts []*takeover) {
 			for len(t.events) > 0 && ctx.Err() == nil {
 				if err := p.dead.Write(t.o.name, DeadShutdown, cause, t.events); err == nil {
 					if t.state.CompareAndSwap(0, 1) {
-						p.deadLettered(t.o, DeadShutdown, cause, t.events)
+						p.deadLettered(ctx, t.o, DeadShutdown, cause, t.events)
 					}
 					break
 				}

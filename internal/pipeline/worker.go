@@ -47,7 +47,7 @@ func (p *Pipeline) work(o *output) {
 				o.withBuffer(o.buf.Rewind) // delivered on the next start
 				return
 			}
-			if !p.deadLetter(o, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left) {
+			if !p.deadLetter(context.Background(), o, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left) {
 				o.mu.Lock()
 				ours := o.settle(left) // else Close has taken them over
 				o.mu.Unlock()
@@ -179,7 +179,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			for _, f := range be.Failed {
 				if !sink.IsPermanent(f.Err) {
 					retry = append(retry, pending[f.Index])
-				} else if !p.deadLetter(o, DeadRejected, f.Err, pending[f.Index:f.Index+1]) {
+				} else if !p.deadLetter(sctx, o, DeadRejected, f.Err, pending[f.Index:f.Index+1]) {
 					unsaved = append(unsaved, pending[f.Index])
 				}
 			}
@@ -192,7 +192,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			if len(pending) == 1 {
 				spanEvent(span, "dead_letter", AttrBatchSize.Int(1))
 				endWrite(span, OutcomeRejected, err)
-				if !p.deadLetter(o, DeadRejected, err, pending) {
+				if !p.deadLetter(sctx, o, DeadRejected, err, pending) {
 					return append(unsaved, pending...)
 				}
 				return unsaved
@@ -247,14 +247,14 @@ func (p *Pipeline) written(o *output, events []*event.Event, dups int) {
 // has passed, and reports false when that passed first: the worker then
 // keeps the events in a durable buffer, or counts them as lost. Meanwhile
 // the worker waits: its buffer fills, and clients get 503s rather than
-// silent loss.
+// silent loss. Its log lines carry the span of ctx, the write attempt's.
 //
 // Each attempt first claims the events (settle), so that Close, taking
 // over from a stuck worker, does not write them too. Once Close has taken
 // over, deadLetter reports true without writing: the events are Close's
 // to dead-letter (or, in a durable buffer, to keep), not the worker's to
 // count.
-func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*event.Event) bool {
+func (p *Pipeline) deadLetter(ctx context.Context, o *output, reason string, cause error, events []*event.Event) bool {
 	backoff := p.opts.RetryMin
 	for attempt := 0; ; attempt++ {
 		if p.killCtx.Err() != nil {
@@ -268,7 +268,7 @@ func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*e
 		}
 		err := p.dead.Write(o.name, reason, cause, events)
 		if err == nil {
-			p.deadLettered(o, reason, cause, events)
+			p.deadLettered(ctx, o, reason, cause, events)
 			return true
 		}
 		o.mu.Lock()
@@ -284,7 +284,7 @@ func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*e
 		o.unsettle(events)
 		o.mu.Unlock()
 		if attempt == 0 {
-			p.log.Error("the dead-letter file cannot be written; retrying until the shutdown deadline",
+			p.log.ErrorContext(ctx, "the dead-letter file cannot be written; retrying until the shutdown deadline",
 				"sink", o.name, "events", len(events), "reason", reason, "err", err)
 		}
 		if !p.sleep(p.killCtx, jitter(backoff)) {
@@ -295,14 +295,14 @@ func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*e
 }
 
 // deadLettered counts events written to the dead-letter file.
-func (p *Pipeline) deadLettered(o *output, reason string, cause error, events []*event.Event) {
+func (p *Pipeline) deadLettered(ctx context.Context, o *output, reason string, cause error, events []*event.Event) {
 	o.deadLet.Add(int64(len(events)))
 	if reason == DeadShutdown {
 		o.m.deadShutdown.Add(float64(len(events)))
 	} else {
 		o.m.deadRejected.Add(float64(len(events)))
 	}
-	p.log.Warn("events dead-lettered", "sink", o.name, "events", len(events), "reason", reason,
+	p.log.WarnContext(ctx, "events dead-lettered", "sink", o.name, "events", len(events), "reason", reason,
 		"path", p.dead.Path(), "err", cause)
 }
 
