@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,30 +22,40 @@ import (
 )
 
 func main() {
-	topics := flag.String("topics", "gotrack.events", "comma list of topics to create")
-	partitions := flag.Int("partitions", 3, "partitions per topic, 1 to 1000")
-	flag.Parse()
-	if *partitions < 1 || *partitions > 1000 || *topics == "" {
-		fmt.Fprintln(os.Stderr, "kfake: want -partitions from 1 to 1000 and at least one topic")
-		os.Exit(2)
-	}
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(*partitions), strings.Split(*topics, ",")...))
-	if err != nil {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, stop); err != nil {
 		fmt.Fprintln(os.Stderr, "kfake:", err)
 		os.Exit(1)
 	}
-	defer c.Close()
-	fmt.Println(c.ListenAddrs()[0])
+}
 
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+// run serves the cluster until stop receives or stdin ends.
+func run(args []string, stdin io.Reader, stdout io.Writer, stop <-chan os.Signal) error {
+	fs := flag.NewFlagSet("kfake", flag.ContinueOnError)
+	topics := fs.String("topics", "gotrack.events", "comma list of topics to create")
+	partitions := fs.Int("partitions", 3, "partitions per topic, 1 to 1000")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *partitions < 1 || *partitions > 1000 || *topics == "" {
+		return errors.New("want -partitions from 1 to 1000 and at least one topic")
+	}
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(*partitions), strings.Split(*topics, ",")...))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Fprintln(stdout, c.ListenAddrs()[0])
+
 	stdinClosed := make(chan struct{})
 	go func() {
-		io.Copy(io.Discard, os.Stdin)
+		io.Copy(io.Discard, stdin)
 		close(stdinClosed)
 	}()
 	select {
 	case <-stop:
 	case <-stdinClosed:
 	}
+	return nil
 }
