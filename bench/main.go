@@ -7,6 +7,10 @@
 //
 //	go run ./bench                                 # scenarios pixel, collect and spool
 //	bench/run.sh -scenarios pixel,collect,postgres # also starts a throwaway PostgreSQL
+//	go run ./bench -scenarios kafka                # starts kfake (bench/kfake) for each run
+//
+// The kafka scenario also compares the sink's records per second with a
+// plain franz-go producer writing the same records to the same kfake.
 //
 // It prints a Markdown table and writes the same results as JSON (-json).
 // The README's Performance section is that output:
@@ -33,6 +37,7 @@ type options struct {
 	jsonPath  string
 	workDir   string
 	perfDir   string // when set, perf record profiles gotrack during each run
+	kfakeBin  string // bench/kfake, built for the kafka scenario
 	readme    string // when set, the README whose Performance section gets the results
 }
 

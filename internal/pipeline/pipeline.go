@@ -139,7 +139,7 @@ type output struct {
 	// settled are those of its events the worker wrote or claimed for the
 	// dead-letter file.
 	holding []*event.Event
-	settled map[*event.Event]struct{}
+	settled [][]*event.Event
 	// abandoned is set, under mu, when Close gave up waiting for the
 	// worker and took over its buffer and the unsettled part of the batch
 	// it holds; the worker then touches the buffer no more and counts
@@ -520,8 +520,14 @@ func (p *Pipeline) takeOver(o *output) *takeover {
 	o.mu.Lock()
 	o.abandoned.Store(true)
 	t := &takeover{o: o}
+	settled := make(map[*event.Event]bool)
+	for _, s := range o.settled {
+		for _, e := range s {
+			settled[e] = true
+		}
+	}
 	for _, e := range o.holding {
-		if _, ok := o.settled[e]; !ok {
+		if !settled[e] {
 			t.events = append(t.events, e)
 		}
 	}

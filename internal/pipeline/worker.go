@@ -29,7 +29,8 @@ func (p *Pipeline) work(o *output) {
 		}
 		batch, err := o.buf.Read(o.policy.BatchEvents, o.policy.BatchBytes, p.opts.FlushInterval, p.stopRead)
 		o.holding = batch
-		clear(o.settled)
+		clear(o.settled) // let the last batch's events go
+		o.settled = o.settled[:0]
 		o.mu.Unlock()
 		if err != nil {
 			p.log.Error("buffer read failed", "sink", o.name, "err", err)
@@ -81,18 +82,26 @@ func (o *output) withBuffer(f func()) bool {
 // settle marks events of the held batch as settled by the worker (written,
 // or claimed for the dead-letter file), so that Close does not take them
 // over; it reports false, marking nothing, once Close has taken over.
+// It records the slice, not each event: a batch settles in a few parts,
+// and only Close's rare takeover needs to look events up.
 // Called with o.mu held.
 func (o *output) settle(events []*event.Event) bool {
 	if o.abandoned.Load() {
 		return false
 	}
-	if o.settled == nil {
-		o.settled = make(map[*event.Event]struct{}, len(events))
-	}
-	for _, e := range events {
-		o.settled[e] = struct{}{}
-	}
+	o.settled = append(o.settled, events)
 	return true
+}
+
+// unsettle undoes settle(events), for a dead-letter write that failed.
+// Called with o.mu held.
+func (o *output) unsettle(events []*event.Event) {
+	for i := len(o.settled) - 1; i >= 0; i-- {
+		if s := o.settled[i]; len(s) == len(events) && (len(s) == 0 || &s[0] == &events[0]) {
+			o.settled = append(o.settled[:i], o.settled[i+1:]...)
+			return
+		}
+	}
 }
 
 // deliver writes batch, spread over up to the sink's MaxInFlight parts
@@ -272,9 +281,7 @@ func (p *Pipeline) deadLetter(ctx context.Context, o *output, reason string, cau
 			}
 			return true
 		}
-		for _, e := range events {
-			delete(o.settled, e)
-		}
+		o.unsettle(events)
 		o.mu.Unlock()
 		if attempt == 0 {
 			p.log.ErrorContext(ctx, "the dead-letter file cannot be written; retrying until the shutdown deadline",
