@@ -83,3 +83,15 @@ func TestTracingProblemsListed(t *testing.T) {
 		t.Errorf("error shows the headers, which may hold a key:\n%s", msg)
 	}
 }
+
+// TestTracingSamplerArgNotANumber: strconv.ParseFloat accepts "NaN", which
+// compares neither below 0 nor above 1; a NaN ratio makes the SDK's
+// threshold undefined (uint64(NaN)), so it must be refused at start.
+func TestTracingSamplerArgNotANumber(t *testing.T) {
+	for _, v := range []string{"NaN", "nan", "-NaN", "+Inf", "-inf"} {
+		_, err := Load(env("OTEL_TRACES_SAMPLER_ARG", v))
+		if err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_SAMPLER_ARG=") {
+			t.Errorf("OTEL_TRACES_SAMPLER_ARG=%s: Load = %v, want a startup error naming it", v, err)
+		}
+	}
+}

@@ -138,7 +138,7 @@ var Samplers = []string{"always_on", "always_off", "traceidratio", "parentbased_
 // NewSampler returns the sampler OTEL_TRACES_SAMPLER names; arg is the
 // ratio of the *traceidratio samplers, from 0 to 1.
 func NewSampler(name string, arg float64) (sdktrace.Sampler, error) {
-	if strings.HasSuffix(name, "traceidratio") && (arg < 0 || arg > 1) {
+	if strings.HasSuffix(name, "traceidratio") && !(arg >= 0 && arg <= 1) { // NaN too
 		return nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG=%v is not a ratio from 0 to 1", arg)
 	}
 	switch name {
@@ -161,7 +161,9 @@ func NewSampler(name string, arg float64) (sdktrace.Sampler, error) {
 // ParseRatio parses OTEL_TRACES_SAMPLER_ARG.
 func ParseRatio(v string) (float64, error) {
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 || f > 1 {
+	// Written so that NaN, which ParseFloat accepts and which compares
+	// false with everything, is refused too.
+	if err != nil || !(f >= 0 && f <= 1) {
 		return 0, errors.New("is not a ratio; want 0 to 1")
 	}
 	return f, nil
