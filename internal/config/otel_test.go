@@ -2,9 +2,12 @@ package config
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotrack/gotrack/internal/testpki"
 )
 
 func TestTracingDefaultsOff(t *testing.T) {
@@ -93,5 +96,21 @@ func TestTracingSamplerArgNotANumber(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_SAMPLER_ARG=") {
 			t.Errorf("OTEL_TRACES_SAMPLER_ARG=%s: Load = %v, want a startup error naming it", v, err)
 		}
+	}
+}
+
+// TestTracingCertificateNeedsHTTPS: the OTLP exporter refuses a TLS
+// configuration for an http:// endpoint, so a CA or client certificate
+// with one must be a configuration problem listed with the others, not an
+// error of its own after the configuration was accepted.
+func TestTracingCertificateNeedsHTTPS(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	testpki.WriteFile(t, ca, testpki.NewCA(t, "otlp").CertPEM)
+	_, err := Load(env("QUEUE_SIZE", "ten", "OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE", ca))
+	if err == nil || !strings.Contains(err.Error(), "QUEUE_SIZE") || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_CERTIFICATE") {
+		t.Errorf("CA with an http:// endpoint: Load = %v, want both problems listed", err)
+	}
+	if _, err := Load(env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE", ca)); err != nil {
+		t.Errorf("CA with an https:// endpoint: %v", err)
 	}
 }

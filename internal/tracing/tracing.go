@@ -42,6 +42,9 @@ const (
 	// cost to GoTrack and to the tracing backend.
 	DefaultSamplerArg = "0.001"
 	Protocol          = "http/protobuf"
+	// ExportRequestTimeout bounds one OTLP/HTTP request (the SDK's
+	// default); OTEL_BSP_EXPORT_TIMEOUT bounds an export with its retries.
+	ExportRequestTimeout = 10 * time.Second
 )
 
 // Options are the OTEL_* settings, parsed.
@@ -93,6 +96,15 @@ func (o Options) Validate() []error {
 	}
 	if o.MaxQueue > 0 && o.MaxExportBatch > o.MaxQueue {
 		errs = append(errs, fmt.Errorf("OTEL_BSP_MAX_EXPORT_BATCH_SIZE=%d is larger than OTEL_BSP_MAX_QUEUE_SIZE=%d", o.MaxExportBatch, o.MaxQueue))
+	}
+	// The exporter refuses a TLS configuration for an http:// endpoint.
+	if o.CA != "" || o.ClientCert != "" {
+		for _, u := range []string{o.TracesURL(), o.MetricsURL()} {
+			if u != "" && !isHTTPS(u) {
+				errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_CERTIFICATE or _CLIENT_CERTIFICATE is set, but the endpoint %s is not https://; want an https:// endpoint, or no certificate", u))
+				break
+			}
+		}
 	}
 	if _, err := NewSampler(o.Sampler, o.SamplerArg); err != nil {
 		errs = append(errs, err)
@@ -190,17 +202,17 @@ func Setup(o Options, version string) (*Provider, error) {
 	if o.Sampler != "always_off" {
 		sampler = jobSampler{sampler}
 	}
-	eopts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(o.TracesURL())}
-	if len(o.Headers) > 0 {
-		eopts = append(eopts, otlptracehttp.WithHeaders(o.Headers))
+	// The exporter reads the process environment too (per-signal headers,
+	// certificates, compression, timeout): every option is set here, so
+	// that it follows only the variables GoTrack lists and checks, as
+	// config.Typos tells the operator of any other.
+	tc, err := tlsConfig(o, o.TracesURL())
+	if err != nil {
+		return nil, err
 	}
-	if o.CA != "" || o.ClientCert != "" {
-		tc, err := tlsConfig(o)
-		if err != nil {
-			return nil, err
-		}
-		eopts = append(eopts, otlptracehttp.WithTLSClientConfig(tc))
-	}
+	eopts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(o.TracesURL()), otlptracehttp.WithHeaders(o.Headers),
+		otlptracehttp.WithTLSClientConfig(tc), otlptracehttp.WithCompression(otlptracehttp.NoCompression),
+		otlptracehttp.WithTimeout(ExportRequestTimeout)}
 	exp, err := otlptracehttp.New(context.Background(), eopts...)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
@@ -233,7 +245,12 @@ func Setup(o Options, version string) (*Provider, error) {
 	return &Provider{tp: tp}, nil
 }
 
-func tlsConfig(o Options) (*tls.Config, error) {
+// tlsConfig is the TLS configuration of an export to url: nil for an
+// http:// URL (which the exporter requires), else the certificates set.
+func tlsConfig(o Options, url string) (*tls.Config, error) {
+	if !isHTTPS(url) {
+		return nil, nil
+	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CA != "" {
 		pem, err := os.ReadFile(o.CA)
@@ -255,6 +272,8 @@ func tlsConfig(o Options) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+func isHTTPS(url string) bool { return strings.HasPrefix(strings.ToLower(url), "https://") }
 
 // Tracer returns GoTrack's tracer, or nil when p is nil (tracing off).
 func (p *Provider) Tracer() trace.Tracer {
