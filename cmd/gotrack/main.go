@@ -142,6 +142,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn(w)
 	}
 	reg := telemetry.NewRegistry()
+	tracing.LogSDK(log)
 	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -532,5 +533,40 @@ func TestSegmentSpans(t *testing.T) {
 	wantIDs := map[string]int{clientTrace + "/" + otlptest.Hex(batchSpan.SpanId): 2, otherTrace + "/" + otlptest.Hex(track.SpanId): 1}
 	if !maps.Equal(ids, wantIDs) {
 		t.Errorf("stored events' trace/span ids %v, want %v\n%s", ids, wantIDs, logs.String())
+	}
+}
+
+// TestSDKErrorsLogged: with the collector unreachable, the SDK's reports
+// of failed exports reach GoTrack's own log (JSON, a warning), not the
+// process's stderr as plain text lines that break LOG_FORMAT=json.
+func TestSDKErrorsLogged(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() // nothing listens once closed
+	ln.Close()
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": closed,
+		"OTEL_TRACES_SAMPLER":         "always_on",
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"LOG_FORMAT":                  "json",
+	})
+	if code := sendWith(t, "GET", url+"/px.gif?e=pageview", "", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	if !testkit.Wait(testkit.Patience, func() bool { return strings.Contains(logs.String(), "traces export") }) {
+		t.Errorf("no log line reports the failed export:\n%s", logs.String())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(logs.String()) {
+		var l struct{ Level, Msg string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Errorf("log line is not JSON: %q", line)
+		} else if strings.Contains(line, "traces export") && l.Level != "WARN" {
+			t.Errorf("failed export logged at %q, want WARN: %s", l.Level, line)
+		}
 	}
 }
