@@ -570,3 +570,61 @@ func TestSDKErrorsLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestTracingFlushWithinShutdownTimeout: SHUTDOWN_TIMEOUT is the one
+// deadline of the whole stop, the export of the spans still buffered
+// included. The collector here accepts connections and never answers, and
+// the drain delay uses most of the timeout; the stop must still end by the
+// deadline, not give the span export a fresh SHUTDOWN_TIMEOUT of its own
+// (6s + 5s here). The bound leaves a wide margin for a busy machine.
+func TestTracingFlushWithinShutdownTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept() // and never answer
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	const timeout = 6 * time.Second
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + ln.Addr().String(),
+		"OTEL_TRACES_SAMPLER":         "always_on",
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"SHUTDOWN_TIMEOUT":            timeout.String(),
+		"SHUTDOWN_DRAIN_DELAY":        "5s",
+	})
+	if code := sendWith(t, "GET", url+"/px.gif?e=pageview", "", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	// The export of that span is under way, hanging, when the stop begins.
+	if !testkit.Wait(testkit.Patience, func() bool { mu.Lock(); defer mu.Unlock(); return len(conns) > 0 }) {
+		t.Fatal("no export reached the collector")
+	}
+	began := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > timeout+2500*time.Millisecond {
+		t.Errorf("the stop took %v, past SHUTDOWN_TIMEOUT=%v:\n%s", took.Round(time.Millisecond), timeout, logs.String())
+	}
+}
