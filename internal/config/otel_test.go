@@ -114,3 +114,21 @@ func TestTracingCertificateNeedsHTTPS(t *testing.T) {
 		t.Errorf("CA with an https:// endpoint: %v", err)
 	}
 }
+
+// TestTracingHeadersValid: a header the HTTP client would refuse (a name
+// with a space, a value with a line break, once percent-decoded) would
+// fail every export while GoTrack runs; it must be refused at start, and
+// the error must not show the value, which may be a key.
+func TestTracingHeadersValid(t *testing.T) {
+	for _, v := range []string{"api-key=s3cret%0D%0AX-Injected: 1", "api key=s3cret", "api-key=s3cret%00"} {
+		_, err := Load(env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", v))
+		if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_HEADERS") {
+			t.Errorf("OTEL_EXPORTER_OTLP_HEADERS=%q: Load = %v, want a startup error naming it", v, err)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the header's value: %v", err)
+		}
+	}
+	if _, err := Load(env("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b,Authorization=Basic%20eDp5")); err != nil {
+		t.Errorf("valid headers refused: %v", err)
+	}
+}
