@@ -6,6 +6,11 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+
+	"go.opentelemetry.io/otel/trace"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
 
 // TestExporterIgnoresUnlistedEnv: GoTrack honours the OTEL_* variables it
@@ -58,5 +63,35 @@ func TestExporterIgnoresUnlistedEnv(t *testing.T) {
 		if i < 2 && h.Get("X-Listed") != "1" {
 			t.Errorf("an export lacks OTEL_EXPORTER_OTLP_HEADERS: %v", h)
 		}
+	}
+}
+
+// TestSpanLimitsIgnoreEnv: the SDK reads its span limits from the process
+// environment too (OTEL_SPAN_LINK_COUNT_LIMIT and so on), which GoTrack
+// does not list and reports as ignored; a sink span's links must stay
+// bounded by pipeline.MaxLinks (32) as README says, not by such a variable.
+func TestSpanLimitsIgnoreEnv(t *testing.T) {
+	t.Setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "2")
+	t.Setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "1")
+	rc := otlptest.New(t)
+	p, err := Setup(Options{Endpoint: rc.URL, Sampler: "always_on"}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var links []trace.Link
+	for i := range 5 {
+		links = append(links, trace.Link{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{1, byte(i)}, SpanID: trace.SpanID{1, byte(i)}, TraceFlags: trace.FlagsSampled})})
+	}
+	_, span := p.Tracer().Start(context.Background(), "write log", trace.WithLinks(links...))
+	span.AddEvent("retry")
+	span.AddEvent("bisect")
+	span.End()
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s := rc.WaitSpan(t, "write log", func(s *tracepb.Span) bool { return s.Name == "write log" })
+	if len(s.Links) != 5 || len(s.Events) != 2 {
+		t.Errorf("span kept %d links and %d events, want 5 and 2: the environment's span limits were applied", len(s.Links), len(s.Events))
 	}
 }

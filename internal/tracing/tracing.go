@@ -239,6 +239,17 @@ func Setup(o Options, version string) (*Provider, error) {
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sampler),
+		// The SDK's defaults, set so that it does not take OTEL_SPAN_*
+		// limits from the environment, which GoTrack does not list.
+		sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{
+			AttributeValueLengthLimit:   sdktrace.DefaultAttributeValueLengthLimit,
+			AttributeValueDepthLimit:    sdktrace.DefaultAttributeValueDepthLimit,
+			AttributeCountLimit:         sdktrace.DefaultAttributeCountLimit,
+			EventCountLimit:             sdktrace.DefaultEventCountLimit,
+			LinkCountLimit:              sdktrace.DefaultLinkCountLimit,
+			AttributePerEventCountLimit: sdktrace.DefaultAttributePerEventCountLimit,
+			AttributePerLinkCountLimit:  sdktrace.DefaultAttributePerLinkCountLimit,
+		}),
 		sdktrace.WithResource(res),
 		sdktrace.WithBatcher(exp, bopts...),
 	)
