@@ -628,3 +628,33 @@ func TestTracingFlushWithinShutdownTimeout(t *testing.T) {
 		t.Errorf("the stop took %v, past SHUTDOWN_TIMEOUT=%v:\n%s", took.Round(time.Millisecond), timeout, logs.String())
 	}
 }
+
+// TestHeadPixelSpan: README says HEAD /px.gif, which records an event as
+// GET does, has its server span too, joining the client's trace, with
+// nothing personal among its attributes.
+func TestHeadPixelSpan(t *testing.T) {
+	rc := otlptest.New(t)
+	url, _, stop := runTraced(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL, "OTEL_BSP_SCHEDULE_DELAY": "20", "TRUST_PROXY": "true"})
+	if code := sendTraced(t, "HEAD", url+"/px.gif?e=pageview&uid=v-secret-visitor&url=https%3A%2F%2Fshop.example%2F%3Futm_source%3Dx", ""); code != http.StatusOK {
+		t.Fatalf("HEAD /px.gif answered %d", code)
+	}
+	s := rc.WaitSpan(t, "HEAD /px.gif", func(s *tracepb.Span) bool { return s.Name == "HEAD /px.gif" })
+	if otlptest.Hex(s.TraceId) != clientTrace || otlptest.Hex(s.ParentSpanId) != clientSpan {
+		t.Errorf("trace %x parent %x, want the client's %s %s", s.TraceId, s.ParentSpanId, clientTrace, clientSpan)
+	}
+	for k, v := range map[string]string{"http.request.method": "HEAD", "http.route": "/px.gif", "gotrack.events.accepted": "1"} {
+		if got, _ := otlptest.Attr(s, k); got != v {
+			t.Errorf("%s=%q, want %q", k, got, v)
+		}
+	}
+	for _, kv := range s.Attributes {
+		for _, p := range personal {
+			if v := otlptest.AnyString(kv.Value); strings.Contains(v, p) {
+				t.Errorf("attribute %s=%q carries personal data %q", kv.Key, v, p)
+			}
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
