@@ -74,7 +74,7 @@ func otelSettings(o *tracing.Options) []setting {
 	add("OTEL_EXPORTER_OTLP_CERTIFICATE", "", "PEM CA bundle to verify the OTLP endpoint's certificate", file(&o.CA))
 	add("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "", "PEM client certificate for the OTLP endpoint (mTLS)", file(&o.ClientCert))
 	add("OTEL_EXPORTER_OTLP_CLIENT_KEY", "", "PEM key of OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", file(&o.ClientKey))
-	add("OTEL_SERVICE_NAME", tracing.DefaultServiceName, "service.name of GoTrack's spans", func(v string) error { o.ServiceName = v; return nil })
+	add("OTEL_SERVICE_NAME", tracing.DefaultServiceName, "service.name of GoTrack's spans and job metrics; unset, the service.name of OTEL_RESOURCE_ATTRIBUTES if it has one", func(v string) error { o.ServiceName = v; return nil })
 	add("OTEL_RESOURCE_ATTRIBUTES", "", "comma list of key=value resource attributes, such as deployment.environment.name=prod", func(v string) error {
 		m, err := tracing.ParseKeyValues(v)
 		if err != nil {

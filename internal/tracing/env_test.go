@@ -2,13 +2,18 @@ package tracing
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
+	colltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
@@ -93,5 +98,57 @@ func TestSpanLimitsIgnoreEnv(t *testing.T) {
 	s := rc.WaitSpan(t, "write log", func(s *tracepb.Span) bool { return s.Name == "write log" })
 	if len(s.Links) != 5 || len(s.Events) != 2 {
 		t.Errorf("span kept %d links and %d events, want 5 and 2: the environment's span limits were applied", len(s.Links), len(s.Events))
+	}
+}
+
+// TestServiceNameFromResourceAttributes: as the OpenTelemetry
+// specification has it, service.name comes from OTEL_SERVICE_NAME, else
+// from service.name in OTEL_RESOURCE_ATTRIBUTES, else the default
+// (gotrack). The default used to win over OTEL_RESOURCE_ATTRIBUTES.
+func TestServiceNameFromResourceAttributes(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		names []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var req colltrace.ExportTraceServiceRequest
+		if err := proto.Unmarshal(b, &req); err != nil {
+			t.Error(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, rs := range req.ResourceSpans {
+			for _, kv := range rs.Resource.Attributes {
+				if kv.Key == "service.name" {
+					names = append(names, kv.Value.GetStringValue())
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	t.Cleanup(srv.Close)
+	edge := []attribute.KeyValue{attribute.String("service.name", "edge-collector")}
+	for _, o := range []Options{
+		{ServiceName: "", Resource: edge},
+		{ServiceName: DefaultServiceName, Resource: edge}, // OTEL_SERVICE_NAME unset: config gives the default
+		{ServiceName: "named", Resource: edge},
+		{ServiceName: ""},
+	} {
+		o.Endpoint, o.Sampler = srv.URL, "always_on"
+		p, err := Setup(o, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := p.Tracer().Start(context.Background(), "x")
+		span.End()
+		if err := p.Shutdown(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"edge-collector", "edge-collector", "named", "gotrack"}; !slices.Equal(names, want) {
+		t.Errorf("service.name %q, want %q", names, want)
 	}
 }

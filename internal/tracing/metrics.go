@@ -54,11 +54,7 @@ func PushJobMetrics(ctx context.Context, o Options, version string, gauges []Gau
 	if err != nil {
 		return fmt.Errorf("otlp metrics: %w", err)
 	}
-	name := o.ServiceName
-	if name == "" {
-		name = DefaultServiceName
-	}
-	attrs := append(append([]attribute.KeyValue{}, o.Resource...), semconv.ServiceName(name), semconv.ServiceVersion(version))
+	attrs := o.resourceAttrs(version)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader),
 		sdkmetric.WithResource(resource.NewWithAttributes(semconv.SchemaURL, attrs...)))

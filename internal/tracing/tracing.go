@@ -217,13 +217,7 @@ func Setup(o Options, version string) (*Provider, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	attrs := append([]attribute.KeyValue{}, o.Resource...)
-	name := o.ServiceName
-	if name == "" {
-		name = DefaultServiceName
-	}
-	attrs = append(attrs, semconv.ServiceName(name), semconv.ServiceVersion(version))
-	res := resource.NewWithAttributes(semconv.SchemaURL, attrs...)
+	res := resource.NewWithAttributes(semconv.SchemaURL, o.resourceAttrs(version)...)
 	var bopts []sdktrace.BatchSpanProcessorOption
 	if o.BatchDelay > 0 {
 		bopts = append(bopts, sdktrace.WithBatchTimeout(o.BatchDelay))
@@ -282,6 +276,30 @@ func tlsConfig(o Options, url string) (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{c}
 	}
 	return tc, nil
+}
+
+// resourceAttrs are the resource attributes of GoTrack's spans and job
+// metrics: OTEL_RESOURCE_ATTRIBUTES, service.name and service.version.
+// service.name is OTEL_SERVICE_NAME, else that of OTEL_RESOURCE_ATTRIBUTES,
+// else gotrack, as the OpenTelemetry specification orders them; the
+// configuration gives the default when OTEL_SERVICE_NAME is unset, so the
+// default does not win over OTEL_RESOURCE_ATTRIBUTES.
+func (o Options) resourceAttrs(version string) []attribute.KeyValue {
+	name := o.ServiceName
+	attrs := make([]attribute.KeyValue, 0, len(o.Resource)+2)
+	for _, kv := range o.Resource {
+		if kv.Key == semconv.ServiceNameKey {
+			if name == "" || name == DefaultServiceName {
+				name = kv.Value.AsString()
+			}
+			continue
+		}
+		attrs = append(attrs, kv)
+	}
+	if name == "" {
+		name = DefaultServiceName
+	}
+	return append(attrs, semconv.ServiceName(name), semconv.ServiceVersion(version))
 }
 
 func isHTTPS(url string) bool { return strings.HasPrefix(strings.ToLower(url), "https://") }
