@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,8 +61,24 @@ func (y *syncer) groupCommit() {
 }
 
 // round runs group-commit rounds until nothing is queued.
+//
+// Before it cuts each round it yields the processor once. The goroutines
+// runnable at that moment are mostly requests on their way to Append: the
+// appends the last round has just woken (close readies them on this
+// processor), now answered and reading their connection's next request,
+// and requests parsed since. Without the yield they wait on this
+// processor's run queue while the syncer blocks in write and fsync, until
+// the runtime moves them elsewhere, and their next appends miss the round
+// being written and wait for the one after it. With it, they join this
+// round: BenchmarkAppendAlwaysReader with 64 appenders carries about 44
+// events per round rather than 31, at a quarter less CPU per append, and
+// with 8 appenders 7.4 rather than 4. Gosched returns at once when nothing
+// else is runnable, so an idle spool adds no latency, and it never leaves
+// a CPU idle: under load the round is cut once the work ready to run
+// before it has run.
 func (y *syncer) round() {
 	for {
+		runtime.Gosched()
 		upto, more, round := y.s.flushPending()
 		if round == nil {
 			return
