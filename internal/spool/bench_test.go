@@ -120,8 +120,8 @@ func cpuTime() int64 {
 func BenchmarkAck(b *testing.B) {
 	s := open(b, b.TempDir(), Options{MaxBytes: 1 << 40, Readers: []string{"log"}})
 	defer s.Close()
-	events := sinktest.Events(1)
-	for range b.N {
+	events := sinktest.Events(1000)
+	for n := 0; n < b.N; n += len(events) {
 		if err := s.Append(events); err != nil {
 			b.Fatal(err)
 		}
