@@ -71,7 +71,7 @@ func benchAppendAlwaysReader(b *testing.B, appenders int) {
 		}
 	})
 	b.ReportAllocs()
-	before := fsyncCount(b, s)
+	before, beforeSum := fsyncCount(b, s)
 	cpu := cpuTime()
 	b.ResetTimer()
 	var wg sync.WaitGroup
@@ -88,22 +88,23 @@ func benchAppendAlwaysReader(b *testing.B, appenders int) {
 	wg.Wait()
 	b.StopTimer()
 	b.ReportMetric(float64(cpuTime()-cpu)/float64(b.N), "cpu-ns/op")
-	if n := fsyncCount(b, s) - before; n > 0 {
-		b.ReportMetric(float64(b.N)/float64(n), "events/round")
+	if n, sum := fsyncCount(b, s); n > before {
+		b.ReportMetric(float64(b.N)/float64(n-before), "events/round")
+		b.ReportMetric(1e6*(sum-beforeSum)/float64(n-before), "fsync-us/round")
 	}
 	close(stop)
 	rwg.Wait()
 }
 
-// fsyncCount is the number of fsyncs the spool has observed: under
-// Sync.Always, one per group-commit round.
-func fsyncCount(b *testing.B, s *Spool) uint64 {
+// fsyncCount is the number of fsyncs the spool has observed (under
+// Sync.Always, one per group-commit round) and their total seconds.
+func fsyncCount(b *testing.B, s *Spool) (uint64, float64) {
 	b.Helper()
 	var m dto.Metric
 	if err := s.m.fsync.Write(&m); err != nil {
 		b.Fatal(err)
 	}
-	return m.GetHistogram().GetSampleCount()
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
 }
 
 // cpuTime is the CPU time the process has used, user and system, in ns.
