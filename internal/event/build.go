@@ -3,7 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
-	"net/url"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -106,13 +106,55 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	return e, n.finish(e, m)
 }
 
-// unescape is url.QueryUnescape without the allocation when there is
-// nothing to unescape.
+// errEscape is unescape's error: a '%' not followed by two hex digits.
+var errEscape = errors.New("malformed escape")
+
+// unescape is url.QueryUnescape ('+' is a space, %XX a byte, and any other
+// '%' an error), without the allocation when there is nothing to unescape,
+// and copying the runs between escapes whole rather than byte by byte.
 func unescape(s string) (string, error) {
-	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
+	k := plainQuery(s)
+	if k == len(s) {
 		return s, nil
 	}
-	return url.QueryUnescape(s)
+	var b strings.Builder
+	b.Grow(len(s))
+	for {
+		b.WriteString(s[:k])
+		if s = s[k:]; s == "" {
+			return b.String(), nil
+		}
+		if s[0] == '+' {
+			b.WriteByte(' ')
+			s = s[1:]
+		} else {
+			if len(s) < 3 || !isHex(s[1]) || !isHex(s[2]) {
+				return "", errEscape
+			}
+			hi, _ := unhex(s[1])
+			lo, _ := unhex(s[2])
+			b.WriteByte(hi<<4 | lo)
+			s = s[3:]
+		}
+		k = plainQuery(s)
+	}
+}
+
+// plainQuery returns the index of the first '%' or '+' in s, or len(s).
+// Query keys and values are short, and escapes in them dense: a loop is
+// cheaper here than two calls of strings.IndexByte.
+func plainQuery(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c == '+' {
+			return i
+		}
+	}
+	return len(s)
+}
+
+func isHex(c byte) bool {
+	_, ok := unhex(c)
+	return ok
 }
 
 // input is one /collect event as sent.

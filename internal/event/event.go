@@ -234,7 +234,19 @@ const hexDigits = "0123456789abcdef"
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
+	slow := 0 // the bytes before slow are looked at one by one
 	for i := 0; i < len(s); {
+		if i >= slow {
+			if len(s)-i >= 8 {
+				t := s[i : i+8]
+				if plainLanes(uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+					uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56) {
+					i += 8 // a word at a time, as most of an event is plain
+					continue
+				}
+			}
+			slow = i + 8
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -277,6 +289,23 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// Bytes of every lane of a word, for plainLanes.
+const (
+	lanes01 = 0x0101010101010101
+	lanes80 = 0x8080808080808080
+)
+
+// plainLanes reports whether the 8 bytes of w (one in each lane) are all
+// bytes a JSON string holds as they are: ASCII, neither a control character
+// nor '"' nor '\\'. appendString skips such words whole.
+func plainLanes(w uint64) bool {
+	// A lane's high bit ends up set where the byte is >= 0x80, < 0x20, '"'
+	// or '\\' (the classic "has a zero byte" test, on w and on w with each
+	// of the two special bytes xor-ed out).
+	quote, slash := w^(lanes01*'"'), w^(lanes01*'\\')
+	return (w|(w-lanes01*0x20)|((quote-lanes01)&^quote)|((slash-lanes01)&^slash))&lanes80 == 0
 }
 
 // Decode parses one event from its JSON encoding, as written by AppendJSON,

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync"
 )
@@ -234,7 +233,7 @@ func (n *Normalizer) sanitizeQuery(q string) string {
 	var b strings.Builder
 	for pair := range strings.SplitSeq(q, "&") {
 		key, _, _ := strings.Cut(pair, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
+		if k, err := unescape(key); err == nil {
 			key = k
 		}
 		if _, bad := n.sanitize[strings.ToLower(key)]; bad {
@@ -251,7 +250,7 @@ func (n *Normalizer) sanitizeQuery(q string) string {
 func (n *Normalizer) hasSecret(q string) bool {
 	for pair := range strings.SplitSeq(q, "&") {
 		key, _, _ := strings.Cut(pair, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
+		if k, err := unescape(key); err == nil {
 			key = k
 		}
 		if _, bad := n.sanitize[strings.ToLower(key)]; bad {
