@@ -34,7 +34,8 @@ type Meta struct {
 func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	e := &Event{Source: SourcePixel}
 	var props []byte
-	var names []string
+	var namesBuf [8]string // most pixels have a few p.NAME, if any
+	names := namesBuf[:0]
 	for rawQuery != "" {
 		var pair string
 		pair, rawQuery, _ = strings.Cut(rawQuery, "&")

@@ -117,11 +117,29 @@ func (e *Event) Size() int {
 	return e.sizeHint()
 }
 
+// sizeHint is the length of the event's JSON encoding when no string
+// needs escaping: Seal allocates it once, and an event whose encoding
+// outgrew it would be copied and hold twice its room in a queue.
 func (e *Event) sizeHint() int {
-	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + 16 +
-		len(e.SourceID) + len(e.Call) + len(e.Name) + len(e.UserID) + len(e.MessageID) +
-		len(e.Campaign) + len(e.Context) + e.enrichmentSize()
+	// {"event_id":"<36>","received_at":"<30>","type":"","source":""}
+	n := 127 + len(e.Type) + len(e.Source) + e.enrichmentSize()
+	for _, v := range [...]string{e.URL, e.Referrer, e.Title, e.VisitorID, e.SessionID, e.UserAgent, e.IP,
+		e.SourceID, e.Call, e.Name, e.UserID, e.MessageID, e.TraceID, e.SpanID} {
+		if v != "" {
+			n += len(v) + 20 // ,"user_agent":"" and the longest key
+		}
+	}
+	for _, v := range [...][]byte{e.Props, e.Campaign, e.Context} {
+		if len(v) > 0 {
+			n += len(v) + 12
+		}
+	}
+	for _, t := range [...]*time.Time{&e.SentAt, &e.Timestamp, &e.OriginalTimestamp} {
+		if !t.IsZero() {
+			n += 64 // ,"original_timestamp":"" and an RFC 3339 time
+		}
+	}
+	return n
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit

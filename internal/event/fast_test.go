@@ -3,6 +3,7 @@ package event
 import (
 	"encoding/binary"
 	"net/url"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -99,4 +100,89 @@ func TestPlainLanes(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSealAllocatesOnce checks that sizeHint covers the encoding of events
+// as the endpoints build them, every field set included, so that Seal
+// allocates once and the queues hold no buffer twice the event's size.
+func TestSealAllocatesOnce(t *testing.T) {
+	n := mustNormalizer(t, Policy{IPMode: IPTruncate, SanitizeParams: DefaultSanitizeParams})
+	pixel, err := n.FromQuery(benchQuery, Meta{Now: now, IP: "203.0.113.0", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0",
+		SourceID: "anonymous", TraceID: strings.Repeat("a", 32), SpanID: strings.Repeat("b", 16), Campaign: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect, err := n.FromJSON([]byte(`{"type":"add_to_cart","url":"https://shop.example/products/42","visitor_id":"v1234567",`+
+		`"session_id":"s7654321","sent_at":"2026-11-22T10:00:00.123456789+01:00","props":{"sku":"W-42","qty":2,"price":19.99}}`),
+		Meta{Now: now, IP: "203.0.113.0", UserAgent: "bench", SourceID: "anonymous"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := &Event{EventID: pixel.EventID, ReceivedAt: now, SentAt: now, Type: "track", URL: pixel.URL, Referrer: pixel.Referrer,
+		Title: pixel.Title, VisitorID: "v", SessionID: "s", UserAgent: pixel.UserAgent, IP: "2001:db8::", Props: []byte(`{"a":1}`),
+		Source: SourceSegment, SourceID: "shop", Call: "track", Name: "Order Completed", UserID: "u1", MessageID: "m1",
+		Timestamp: now, OriginalTimestamp: now, Context: []byte(`{"library":{"name":"analytics.js"}}`),
+		TraceID: pixel.TraceID, SpanID: pixel.SpanID,
+		UA:  &UA{Browser: "Chrome", Version: "131.0", OS: "Windows", OSVersion: "10.0", Device: "desktop"},
+		Bot: &Bot{IsBot: true, Reasons: []string{"crawler", "datacenter"}}, Geo: &Geo{Country: "DE", Region: "BE", City: "Berlin"},
+		ASN: &ASN{Number: 4294967295, Org: "Example Org"}, Campaign: (&Campaign{Source: "news", Medium: "email"}).AppendJSON(nil)}
+	for name, e := range map[string]*Event{"pixel": pixel, "collect": collect, "every field": full} {
+		hint := e.sizeHint()
+		if got := len(e.AppendJSON(nil)); got > hint {
+			t.Errorf("%s: encoding of %d bytes outgrows sizeHint %d", name, got, hint)
+		}
+		if allocs := testing.AllocsPerRun(10, e.Seal); allocs != 1 {
+			t.Errorf("%s: Seal allocates %v times, want once", name, allocs)
+		}
+	}
+}
+
+// sanitizeURLCopying is SanitizeURL as it was before it returned an
+// unchanged URL as it is: the reference it must match.
+func (n *Normalizer) sanitizeURLCopying(u string) string {
+	q := strings.IndexByte(u, '?')
+	f := strings.IndexByte(u, '#')
+	if (q < 0 && f < 0) || len(n.sanitize) == 0 {
+		return u
+	}
+	base, query, frag := u, "", ""
+	if f >= 0 {
+		base, frag = u[:f], u[f+1:]
+	}
+	if q >= 0 && (f < 0 || q < f) {
+		query = base[q+1:]
+		base = base[:q]
+	}
+	var b strings.Builder
+	b.WriteString(base)
+	if q >= 0 && (f < 0 || q < f) {
+		if kept := n.sanitizeQuery(query); kept != "" {
+			b.WriteByte('?')
+			b.WriteString(kept)
+		}
+	}
+	if f >= 0 {
+		b.WriteByte('#')
+		if strings.IndexByte(frag, '=') >= 0 {
+			frag = n.sanitizeQuery(frag)
+		}
+		b.WriteString(frag)
+	}
+	return b.String()
+}
+
+func FuzzSanitizeURL(f *testing.F) {
+	for _, s := range []string{"https://a/b", "https://a/b?", "https://a/b?#", "https://a/b#", "https://a/b?x=1&Token=s",
+		"https://a/cb#access_token=t&state=s", "https://a/b#x?token=1", "?token=1#a=b", "https://a/b?&&x", "https://a/b?token"} {
+		f.Add(s)
+	}
+	n := mustNormalizer(f, Policy{SanitizeParams: append([]string{""}, DefaultSanitizeParams...)})
+	plain := mustNormalizer(f, Policy{SanitizeParams: DefaultSanitizeParams})
+	f.Fuzz(func(t *testing.T, u string) {
+		for _, n := range []*Normalizer{n, plain} {
+			if got, want := n.SanitizeURL(u), n.sanitizeURLCopying(u); got != want {
+				t.Fatalf("SanitizeURL(%q) = %q, want %q", u, got, want)
+			}
+		}
+	})
 }

@@ -207,21 +207,27 @@ func (n *Normalizer) SanitizeURL(u string) string {
 		query = base[q+1:]
 		base = base[:q]
 	}
+	hasQuery := q >= 0 && (f < 0 || q < f)
+	kept, keptFrag := query, frag
+	if hasQuery {
+		kept = n.sanitizeQuery(query)
+	}
+	if f >= 0 && strings.IndexByte(frag, '=') >= 0 {
+		keptFrag = n.sanitizeQuery(frag)
+	}
+	if (!hasQuery || kept != "" && kept == query) && keptFrag == frag {
+		return u // nothing to remove (an empty query's '?' is): no copy
+	}
 	var b strings.Builder
 	b.Grow(len(u))
 	b.WriteString(base)
-	if q >= 0 && (f < 0 || q < f) {
-		if kept := n.sanitizeQuery(query); kept != "" {
-			b.WriteByte('?')
-			b.WriteString(kept)
-		}
+	if hasQuery && kept != "" {
+		b.WriteByte('?')
+		b.WriteString(kept)
 	}
 	if f >= 0 {
 		b.WriteByte('#')
-		if strings.IndexByte(frag, '=') >= 0 {
-			frag = n.sanitizeQuery(frag)
-		}
-		b.WriteString(frag)
+		b.WriteString(keptFrag)
 	}
 	return b.String()
 }
