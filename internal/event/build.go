@@ -316,35 +316,6 @@ func members(obj []byte, f func(key, value []byte) bool) {
 	}
 }
 
-// SplitArray returns the elements of a valid JSON array, as sub-slices of
-// raw: nothing is copied.
-func SplitArray(raw []byte) [][]byte {
-	raw = bytes.TrimSpace(raw)
-	var items [][]byte
-	depth, start := 0, 1
-	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; c {
-		case '"':
-			i = skipString(raw, i)
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-			if depth == 0 {
-				if item := bytes.TrimSpace(raw[start:i]); len(item) > 0 {
-					items = append(items, item)
-				}
-			}
-		case ',':
-			if depth == 1 {
-				items = append(items, bytes.TrimSpace(raw[start:i]))
-				start = i + 1
-			}
-		}
-	}
-	return items
-}
-
 // skipString returns the index of the quote that closes the JSON string
 // opened at b[open]. b is valid JSON, so the string is closed.
 func skipString(b []byte, open int) int {

@@ -9,6 +9,7 @@ package event
 
 import (
 	"encoding/json"
+	"math/bits"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -252,18 +253,9 @@ const hexDigits = "0123456789abcdef"
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
-	slow := 0 // the bytes before slow are looked at one by one
 	for i := 0; i < len(s); {
-		if i >= slow {
-			if len(s)-i >= 8 {
-				t := s[i : i+8]
-				if plainLanes(uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
-					uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56) {
-					i += 8 // a word at a time, as most of an event is plain
-					continue
-				}
-			}
-			slow = i + 8
+		if i += plainRun(s[i:]); i == len(s) {
+			break
 		}
 		c := s[i]
 		if c < utf8.RuneSelf {
@@ -309,21 +301,43 @@ func appendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// Bytes of every lane of a word, for plainLanes.
+// Bytes of every lane of a word, for specialLanes.
 const (
 	lanes01 = 0x0101010101010101
 	lanes80 = 0x8080808080808080
 )
 
-// plainLanes reports whether the 8 bytes of w (one in each lane) are all
-// bytes a JSON string holds as they are: ASCII, neither a control character
-// nor '"' nor '\\'. appendString skips such words whole.
-func plainLanes(w uint64) bool {
-	// A lane's high bit ends up set where the byte is >= 0x80, < 0x20, '"'
-	// or '\\' (the classic "has a zero byte" test, on w and on w with each
-	// of the two special bytes xor-ed out).
+// load8 returns the first 8 bytes of t as a word, t[0] in its lowest lane.
+func load8[T string | []byte](t T) uint64 {
+	t = t[:8]
+	return uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+		uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
+}
+
+// specialLanes sets the high bit of each lane of w (a byte) that a JSON
+// string does not hold as it is: a byte from 0x80 up, a control character,
+// '"' or '\\'. It is the classic "has a zero byte" test, on w and on w
+// with each of the two special bytes xor-ed out; its borrows may set lanes
+// above a special byte too, but never below, so the lowest set bit is
+// exactly the first special byte: bits.TrailingZeros64(m)/8. Most of an
+// event is plain: appendString and the scanners skip 8 such bytes at once.
+func specialLanes(w uint64) uint64 {
 	quote, slash := w^(lanes01*'"'), w^(lanes01*'\\')
-	return (w|(w-lanes01*0x20)|((quote-lanes01)&^quote)|((slash-lanes01)&^slash))&lanes80 == 0
+	return (w | (w - lanes01*0x20) | ((quote - lanes01) &^ quote) | ((slash - lanes01) &^ slash)) & lanes80
+}
+
+// plainRun returns the number of bytes at the start of s that a JSON
+// string holds as they are (see specialLanes), counting up to the last
+// whole word of s; the bytes after that are the caller's to look at.
+func plainRun[T string | []byte](s T) int {
+	i := 0
+	for len(s)-i >= 8 {
+		if m := specialLanes(load8(s[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
+		}
+		i += 8
+	}
+	return i
 }
 
 // Decode parses one event from its JSON encoding, as written by AppendJSON,

@@ -307,7 +307,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSplitArray(t *testing.T) {
+func TestValidItems(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want []string
@@ -315,41 +315,17 @@ func TestSplitArray(t *testing.T) {
 		{`[]`, nil},
 		{` [ {"a":1} , {"b":"x,]}"} ]`, []string{`{"a":1}`, `{"b":"x,]}"}`}},
 		{`[{"a":[1,{"b":[2,3]}]},"s\"]",3,null]`, []string{`{"a":[1,{"b":[2,3]}]}`, `"s\"]"`, `3`, `null`}},
+		{"\t{\"a\":[]}\n", []string{`{"a":[]}`}},
 	} {
 		var got []string
-		for _, item := range SplitArray([]byte(tc.in)) {
+		items, ok := ValidItems([]byte(tc.in), nil)
+		for _, item := range items {
 			got = append(got, string(item))
 		}
-		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("SplitArray(%s) = %q, want %q", tc.in, got, tc.want)
+		if !ok || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ValidItems(%s) = %q, %v; want %q, true", tc.in, got, ok, tc.want)
 		}
 	}
-}
-
-// FuzzSplitArray checks the splitter against encoding/json on every valid
-// array.
-func FuzzSplitArray(f *testing.F) {
-	for _, s := range []string{`[]`, `[1,2]`, `[{"a":"]"},[[]],"\\\""]`, `[ {"x" : { "y" : [ 1 , 2 ] } } ]`} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		var want []json.RawMessage
-		if !json.Valid([]byte(s)) || json.Unmarshal([]byte(s), &want) != nil {
-			return
-		}
-		got := SplitArray([]byte(s))
-		if len(got) != len(want) {
-			t.Fatalf("SplitArray(%q) gave %d items, encoding/json %d", s, len(got), len(want))
-		}
-		for i := range got {
-			var a, b any
-			json.Unmarshal(got[i], &a)
-			json.Unmarshal(want[i], &b)
-			if !reflect.DeepEqual(a, b) {
-				t.Fatalf("item %d: %s, want %s", i, got[i], want[i])
-			}
-		}
-	})
 }
 
 // FuzzDecodeInput checks the /collect member scanner against encoding/json

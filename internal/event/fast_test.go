@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/url"
 	"strings"
 	"testing"
@@ -23,7 +24,7 @@ func FuzzUnescape(f *testing.F) {
 	})
 }
 
-// appendStringByByte is appendString as it was before plainLanes: the
+// appendStringByByte is appendString as it was before plainRun: the
 // reference the word-at-a-time version must match byte for byte.
 func appendStringByByte(b []byte, s string) []byte {
 	b = append(b, '"')
@@ -88,18 +89,46 @@ func FuzzAppendStringWords(f *testing.F) {
 	})
 }
 
-// TestPlainLanes tries each byte in each lane of a word.
-func TestPlainLanes(t *testing.T) {
+// TestSpecialLanes tries each byte in each lane of a word.
+func TestSpecialLanes(t *testing.T) {
 	for c := range 256 {
-		want := c >= 0x20 && c < 0x80 && c != '"' && c != '\\'
+		special := c < 0x20 || c >= 0x80 || c == '"' || c == '\\'
 		for lane := range 8 {
 			w := []byte("abcdefgh")
 			w[lane] = byte(c)
-			if got := plainLanes(binary.LittleEndian.Uint64(w)); got != want {
-				t.Fatalf("plainLanes with %#x in lane %d = %v, want %v", c, lane, got, want)
+			m := specialLanes(binary.LittleEndian.Uint64(w))
+			if special != (m != 0) || special && bits.TrailingZeros64(m)>>3 != lane {
+				t.Fatalf("specialLanes with %#x in lane %d = %#x", c, lane, m)
 			}
 		}
 	}
+}
+
+// plainRunByByte is plainRun byte by byte.
+func plainRunByByte(s string) int {
+	words := len(s) &^ 7
+	for i := 0; i < words; i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
+			return i
+		}
+	}
+	return words
+}
+
+// FuzzPlainRun checks that plainRun stops exactly at the first special
+// byte, whatever bytes follow it in its word.
+func FuzzPlainRun(f *testing.F) {
+	for _, s := range []string{"", "abcdefgh", "abc\x1f\x00\xff\"\\gh", "abcdefgh\x20\x1f\x21\"#\\]\x7f", "\x00\x01\x02\x03\x04\x05\x06\x07"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := plainRun(s), plainRunByByte(s); got != want {
+			t.Fatalf("plainRun(%q) = %d, want %d", s, got, want)
+		}
+		if got, want := plainRun([]byte(s)), plainRunByByte(s); got != want {
+			t.Fatalf("plainRun([]byte(%q)) = %d, want %d", s, got, want)
+		}
+	})
 }
 
 // TestSealAllocatesOnce checks that sizeHint covers the encoding of events

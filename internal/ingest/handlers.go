@@ -398,13 +398,12 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 	if body[0] != '[' && body[0] != '{' {
 		return nil, nil, refuse(kindMalformed, "body must be a JSON event object or an array of them")
 	}
-	if !json.Valid(body) {
-		var v any
+	items, ok := event.ValidItems(body, make([][]byte, 0, 32))
+	if !ok {
+		var v any // for encoding/json's words on what is wrong, and where
 		return nil, nil, refuse(kindMalformed, "malformed JSON: "+jsonError(json.Unmarshal(body, &v)))
 	}
-	items := [][]byte{body}
 	if body[0] == '[' {
-		items = event.SplitArray(body)
 		if len(items) == 0 {
 			return nil, nil, refuse(kindMalformed, "body is an empty array; send at least one event")
 		}
