@@ -494,7 +494,7 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 		}
 	}
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
-	e.Seal()
+	e.seal(&n.second)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"math/bits"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -95,8 +96,12 @@ type Event struct {
 
 // Seal computes and caches the event's JSON encoding. After Seal the event
 // must not be modified; it may then be read from many goroutines.
-func (e *Event) Seal() {
-	e.raw = e.AppendJSON(make([]byte, 0, e.sizeHint()))
+func (e *Event) Seal() { e.seal(nil) }
+
+// seal is Seal, taking the date and time of day of received_at from
+// second when it holds that second (see appendReceivedAt).
+func (e *Event) seal(second *secondCache) {
+	e.raw = e.appendJSON(make([]byte, 0, e.sizeHint()), second)
 }
 
 // JSON returns the event's JSON encoding, without a trailing newline. The
@@ -123,50 +128,88 @@ func (e *Event) Size() int {
 // outgrew it would be copied and hold twice its room in a queue.
 func (e *Event) sizeHint() int {
 	// {"event_id":"<36>","received_at":"<30>","type":"","source":""}
-	n := 127 + len(e.Type) + len(e.Source) + e.enrichmentSize()
-	for _, v := range [...]string{e.URL, e.Referrer, e.Title, e.VisitorID, e.SessionID, e.UserAgent, e.IP,
-		e.SourceID, e.Call, e.Name, e.UserID, e.MessageID, e.TraceID, e.SpanID} {
-		if v != "" {
-			n += len(v) + 20 // ,"user_agent":"" and the longest key
-		}
+	return 127 + len(e.Type) + len(e.Source) + e.enrichmentSize() +
+		opt(e.URL) + opt(e.Referrer) + opt(e.Title) + opt(e.VisitorID) + opt(e.SessionID) + opt(e.UserAgent) +
+		opt(e.IP) + opt(e.SourceID) + opt(e.Call) + opt(e.Name) + opt(e.UserID) + opt(e.MessageID) +
+		opt(e.TraceID) + opt(e.SpanID) + optRaw(e.Props) + optRaw(e.Campaign) + optRaw(e.Context) +
+		optTime(e.SentAt) + optTime(e.Timestamp) + optTime(e.OriginalTimestamp)
+}
+
+// opt is the room of an optional string field: ,"user_agent":"", the
+// longest key, and the value.
+func opt(v string) int {
+	if v == "" {
+		return 0
 	}
-	for _, v := range [...][]byte{e.Props, e.Campaign, e.Context} {
-		if len(v) > 0 {
-			n += len(v) + 12
-		}
+	return 20 + len(v)
+}
+
+func optRaw(v []byte) int {
+	if len(v) == 0 {
+		return 0
 	}
-	for _, t := range [...]*time.Time{&e.SentAt, &e.Timestamp, &e.OriginalTimestamp} {
-		if !t.IsZero() {
-			n += 64 // ,"original_timestamp":"" and an RFC 3339 time
-		}
+	return 12 + len(v)
+}
+
+func optTime(t time.Time) int {
+	if t.IsZero() {
+		return 0
 	}
-	return n
+	return 64 // ,"original_timestamp":"" and an RFC 3339 time
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
 // fraction ("2006-01-02T15:04:05.000000000Z"), so that every received_at has
 // the same width and sorts as text. It is time.AppendFormat for that one
-// layout, several times faster.
-func appendReceivedAt(b []byte, t time.Time) []byte {
-	year, month, day := t.Date()
-	hour, min, sec := t.Clock()
-	if year < 0 || year > 9999 {
-		return t.AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+// layout, several times faster. The date and time of day, its costly part,
+// are taken from second, when not nil, if t falls in the second it holds,
+// as nearly every event does, and stored there otherwise.
+func appendReceivedAt(b []byte, t time.Time, second *secondCache) []byte {
+	var s *formattedSecond
+	if second != nil {
+		s = second.Load()
 	}
-	b = appendDigits(b, year, 4)
-	b = append(b, '-')
-	b = appendDigits(b, int(month), 2)
-	b = append(b, '-')
-	b = appendDigits(b, day, 2)
-	b = append(b, 'T')
-	b = appendDigits(b, hour, 2)
-	b = append(b, ':')
-	b = appendDigits(b, min, 2)
-	b = append(b, ':')
-	b = appendDigits(b, sec, 2)
+	var f formattedSecond
+	if s == nil || s.unix != t.Unix() {
+		year, month, day := t.Date()
+		hour, min, sec := t.Clock()
+		if year < 0 || year > 9999 {
+			return t.AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+		}
+		f.unix = t.Unix()
+		d := f.text[:0]
+		d = appendDigits(d, year, 4)
+		d = append(d, '-')
+		d = appendDigits(d, int(month), 2)
+		d = append(d, '-')
+		d = appendDigits(d, day, 2)
+		d = append(d, 'T')
+		d = appendDigits(d, hour, 2)
+		d = append(d, ':')
+		d = appendDigits(d, min, 2)
+		d = append(d, ':')
+		appendDigits(d, sec, 2)
+		if second != nil {
+			c := f
+			second.Store(&c)
+		}
+		s = &f
+	}
+	b = append(b, s.text[:]...)
 	b = append(b, '.')
 	b = appendDigits(b, t.Nanosecond(), 9)
 	return append(b, 'Z')
+}
+
+// secondCache holds the last second appendReceivedAt formatted, for the
+// events of the next requests: a Normalizer's, shared by its goroutines.
+type secondCache = atomic.Pointer[formattedSecond]
+
+// formattedSecond is a Unix second as appendReceivedAt formats it in UTC,
+// "2006-01-02T15:04:05". It is not changed once stored in a secondCache.
+type formattedSecond struct {
+	unix int64
+	text [19]byte
 }
 
 func appendDigits(b []byte, v, width int) []byte {
@@ -180,11 +223,13 @@ func appendDigits(b []byte, v, width int) []byte {
 
 // AppendJSON appends the event's JSON encoding to b. It is equivalent to
 // json.Marshal but does not allocate beyond growing b.
-func (e *Event) AppendJSON(b []byte) []byte {
+func (e *Event) AppendJSON(b []byte) []byte { return e.appendJSON(b, nil) }
+
+func (e *Event) appendJSON(b []byte, second *secondCache) []byte {
 	b = append(b, `{"event_id":`...)
 	b = appendString(b, e.EventID)
 	b = append(b, `,"received_at":"`...)
-	b = appendReceivedAt(b, e.ReceivedAt.UTC())
+	b = appendReceivedAt(b, e.ReceivedAt.UTC(), second)
 	b = append(b, '"')
 	if !e.SentAt.IsZero() {
 		b = append(b, `,"sent_at":"`...)

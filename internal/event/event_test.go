@@ -363,11 +363,20 @@ func FuzzAppendReceivedAt(f *testing.F) {
 	f.Add(int64(0), int64(0))
 	f.Add(now.Unix(), int64(now.Nanosecond()))
 	f.Add(int64(253402300799), int64(999999999)) // 9999-12-31T23:59:59.999999999Z
+	var second secondCache // shared by the inputs: it holds another second at times
 	f.Fuzz(func(t *testing.T, sec, nsec int64) {
 		tm := time.Unix(sec, nsec).UTC()
 		want := tm.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
-		if got := appendReceivedAt(nil, tm); string(got) != string(want) {
-			t.Fatalf("appendReceivedAt(%v) = %s, want %s", tm, got, want)
+		for _, cache := range []*secondCache{nil, &second, &second} { // the second time, from the cache
+			if got := appendReceivedAt(nil, tm, cache); string(got) != string(want) {
+				t.Fatalf("appendReceivedAt(%v) = %s, want %s (cache %v)", tm, got, want, cache != nil)
+			}
+		}
+		if other := tm.Add(time.Second + 1); other.Year() <= 9999 {
+			want := other.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
+			if got := appendReceivedAt(nil, other, &second); string(got) != string(want) {
+				t.Fatalf("appendReceivedAt(%v) after %v = %s, want %s", other, tm, got, want)
+			}
 		}
 	})
 }

@@ -57,6 +57,7 @@ type Normalizer struct {
 	policy   Policy
 	sanitize map[string]struct{}
 	hashes   sync.Pool // of hash.Hash, keyed by the policy's secret
+	second   secondCache
 }
 
 // NewNormalizer checks the policy and returns a Normalizer for it.
