@@ -363,7 +363,7 @@ func FuzzAppendReceivedAt(f *testing.F) {
 	f.Add(int64(0), int64(0))
 	f.Add(now.Unix(), int64(now.Nanosecond()))
 	f.Add(int64(253402300799), int64(999999999)) // 9999-12-31T23:59:59.999999999Z
-	var second secondCache // shared by the inputs: it holds another second at times
+	var second secondCache                       // shared by the inputs: it holds another second at times
 	f.Fuzz(func(t *testing.T, sec, nsec int64) {
 		tm := time.Unix(sec, nsec).UTC()
 		want := tm.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
