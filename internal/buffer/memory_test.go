@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -188,4 +189,34 @@ func TestMemoryConcurrent(t *testing.T) {
 	if m.Lag() != 0 {
 		t.Errorf("Lag = %d after reading everything", m.Lag())
 	}
+}
+
+// BenchmarkPutGosched puts events one at a time, yielding after each as a
+// request handler does when it goes back to its connection, while a reader
+// gathers batches of 500: the reader's cost per event put.
+func BenchmarkPutGosched(b *testing.B) {
+	m := NewMemory(10000)
+	e := events(1)[0]
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			batch, _ := m.Read(500, 1<<20, 200*time.Millisecond, stop)
+			if len(batch) == 0 {
+				return
+			}
+			m.Ack(len(batch))
+		}
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		for !m.TryReserve(1) {
+			runtime.Gosched()
+		}
+		m.Put(e)
+		runtime.Gosched()
+	}
+	close(stop)
+	<-done
 }
