@@ -451,30 +451,8 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 	if !validType(e.Type) {
 		return errField("type", "may hold only letters, digits and _ . : -")
 	}
-	for _, f := range [...]struct {
-		name  string
-		v     *string
-		limit int
-	}{
-		{"url", &e.URL, MaxURLLen},
-		{"referrer", &e.Referrer, MaxURLLen},
-		{"title", &e.Title, MaxTitleLen},
-		{"visitor_id", &e.VisitorID, MaxIDLen},
-		{"session_id", &e.SessionID, MaxIDLen},
-	} {
-		*f.v = validUTF8(*f.v)
-		if len(*f.v) > f.limit {
-			return errTooLong(f.name, f.limit)
-		}
-		if strings.IndexByte(*f.v, 0) >= 0 {
-			return errNUL(f.name)
-		}
-	}
-	if strings.ContainsFunc(e.VisitorID, isControl) {
-		return errField("visitor_id", "holds a control character")
-	}
-	if strings.ContainsFunc(e.SessionID, isControl) {
-		return errField("session_id", "holds a control character")
+	if err := checkText(e); err != nil {
+		return err
 	}
 	e.URL = n.SanitizeURL(e.URL)
 	e.Referrer = n.SanitizeURL(e.Referrer)
@@ -496,6 +474,63 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
 	e.seal(&n.second)
 	return nil
+}
+
+// checkText makes the free-text fields of e valid UTF-8 and checks their
+// lengths, NUL characters, and the control characters of the ids. A value
+// of printable ASCII, as most are, is checked in one pass.
+func checkText(e *Event) error {
+	for _, f := range [...]struct {
+		name  string
+		v     *string
+		limit int
+	}{
+		{"url", &e.URL, MaxURLLen},
+		{"referrer", &e.Referrer, MaxURLLen},
+		{"title", &e.Title, MaxTitleLen},
+		{"visitor_id", &e.VisitorID, MaxIDLen},
+		{"session_id", &e.SessionID, MaxIDLen},
+	} {
+		if len(*f.v) > f.limit {
+			return errTooLong(f.name, f.limit)
+		}
+		if printableASCII(*f.v) {
+			continue // valid UTF-8, without NUL or control characters: most values
+		}
+		*f.v = validUTF8(*f.v) // may lengthen it: check again
+		if len(*f.v) > f.limit {
+			return errTooLong(f.name, f.limit)
+		}
+		if strings.IndexByte(*f.v, 0) >= 0 {
+			return errNUL(f.name)
+		}
+	}
+	if !printableASCII(e.VisitorID) && strings.ContainsFunc(e.VisitorID, isControl) {
+		return errField("visitor_id", "holds a control character")
+	}
+	if !printableASCII(e.SessionID) && strings.ContainsFunc(e.SessionID, isControl) {
+		return errField("session_id", "holds a control character")
+	}
+	return nil
+}
+
+// printableASCII reports whether every byte of s is printable ASCII, from
+// ' ' to '~', a word at a time.
+func printableASCII(s string) bool {
+	for len(s) >= 8 {
+		w := load8(s)
+		del := w ^ (lanes01 * 0x7F)
+		if (w|(w-lanes01*0x20)|((del-lanes01)&^del))&lanes80 != 0 {
+			return false
+		}
+		s = s[8:]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 func validType(s string) bool {

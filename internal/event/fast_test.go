@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"net/url"
 	"strings"
@@ -212,6 +213,70 @@ func FuzzSanitizeURL(f *testing.F) {
 			if got, want := n.SanitizeURL(u), n.sanitizeURLCopying(u); got != want {
 				t.Fatalf("SanitizeURL(%q) = %q, want %q", u, got, want)
 			}
+		}
+	})
+}
+
+// FuzzPrintableASCII checks the word-at-a-time printableASCII byte by byte.
+func FuzzPrintableASCII(f *testing.F) {
+	for _, s := range []string{"", " ~", "abcdefgh\x7f", "abcdefgh~ijklmno\x1f", "\x80bcdefgh", "abcdefg\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := true
+		for i := 0; i < len(s); i++ {
+			want = want && s[i] >= ' ' && s[i] <= '~'
+		}
+		if got := printableASCII(s); got != want {
+			t.Fatalf("printableASCII(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
+
+// checkTextThreePasses is checkText as it was before its printable ASCII
+// pass: the reference it must match, in results and in errors.
+func checkTextThreePasses(e *Event) error {
+	for _, f := range [...]struct {
+		name  string
+		v     *string
+		limit int
+	}{
+		{"url", &e.URL, MaxURLLen},
+		{"referrer", &e.Referrer, MaxURLLen},
+		{"title", &e.Title, MaxTitleLen},
+		{"visitor_id", &e.VisitorID, MaxIDLen},
+		{"session_id", &e.SessionID, MaxIDLen},
+	} {
+		*f.v = validUTF8(*f.v)
+		if len(*f.v) > f.limit {
+			return errTooLong(f.name, f.limit)
+		}
+		if strings.IndexByte(*f.v, 0) >= 0 {
+			return errNUL(f.name)
+		}
+	}
+	if strings.ContainsFunc(e.VisitorID, isControl) {
+		return errField("visitor_id", "holds a control character")
+	}
+	if strings.ContainsFunc(e.SessionID, isControl) {
+		return errField("session_id", "holds a control character")
+	}
+	return nil
+}
+
+func FuzzCheckText(f *testing.F) {
+	f.Add("https://a/b", "t", "v1", "s\x01", 0)
+	f.Add("u\x00", "t\xff", "v\x7f", "s", 126)
+	f.Add("u", "\xff", "é", "s\x00", 127)
+	f.Fuzz(func(t *testing.T, url, title, visitor, session string, pad int) {
+		pad = max(0, min(pad, 200))
+		visitor += strings.Repeat("x", pad) // near MaxIDLen, where \xff's replacement tips it over
+		a := Event{URL: url, Referrer: title + url, Title: title, VisitorID: visitor, SessionID: session}
+		b := a
+		errA, errB := checkText(&a), checkTextThreePasses(&b)
+		text := func(e Event) [5]string { return [5]string{e.URL, e.Referrer, e.Title, e.VisitorID, e.SessionID} }
+		if fmt.Sprint(errA) != fmt.Sprint(errB) || errA == nil && text(a) != text(b) {
+			t.Fatalf("checkText: %v, %q; want %v, %q", errA, text(a), errB, text(b))
 		}
 	})
 }
