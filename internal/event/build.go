@@ -168,13 +168,30 @@ type input struct {
 var serverFields = []string{"received_at", "user_agent", "ip", "source", "source_id", "ua", "bot", "geo", "asn", "campaign"}
 
 // FromJSON builds a sealed event from one JSON object of a /collect body.
-// raw must be valid JSON (the handler checks the whole body once with
-// json.Valid) and the body valid UTF-8.
+// raw must be valid JSON and the body valid UTF-8. FromItem does the same
+// for an item of a Batch, without reading the object again.
 func (n *Normalizer) FromJSON(raw []byte, m Meta) (*Event, error) {
 	in, err := decodeInput(raw)
 	if err != nil {
 		return nil, err
 	}
+	return n.fromInput(in, m)
+}
+
+// FromItem builds a sealed event from an item of a /collect body, as
+// FromJSON does from its JSON. The body must be valid UTF-8.
+func (n *Normalizer) FromItem(it *Item, m Meta) (*Event, error) {
+	if !it.object {
+		return nil, errField("event", "is not a JSON object")
+	}
+	in, err := decodeMembers(it.Raw, it.members)
+	if err != nil {
+		return nil, err
+	}
+	return n.fromInput(in, m)
+}
+
+func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
 	if in.Type == "" {
 		return nil, errField("type", "is missing")
 	}
@@ -205,19 +222,32 @@ func (n *Normalizer) FromJSON(raw []byte, m Meta) (*Event, error) {
 	return e, n.finish(e, m)
 }
 
-// decodeInput reads a /collect event object. It takes the keys exactly as
-// spelled in the schema (encoding/json would also take "Type" or "TYPE"),
-// rejects any other key, naming it, and copies what it keeps, so raw may be
-// reused once it returns.
+// decodeInput reads a /collect event object, as decodeMembers.
 func decodeInput(raw []byte) (input, error) {
-	var in input
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return in, errField("event", "is not a JSON object")
+		return input{}, errField("event", "is not a JSON object")
 	}
-	var err error
-	var seen uint16 // a bit for each field of the schema, by its case below
+	var buf [16]member
+	ms := buf[:0]
 	members(raw, func(key, value []byte) bool {
+		ms = append(ms, member{key, value})
+		return true
+	})
+	return decodeMembers(raw, ms)
+}
+
+// decodeMembers reads the members ms of the /collect event object raw. It
+// takes the keys exactly as spelled in the schema (encoding/json would also
+// take "Type" or "TYPE"), rejects any other key, naming it, and copies what
+// it keeps, so the body may be reused once it returns: the string values
+// without escapes are cut from one copy of raw, rather than copied each.
+func decodeMembers(raw []byte, ms []member) (input, error) {
+	var in input
+	var text string // raw, once a value is cut from it
+	var seen uint16 // a bit for each field of the schema, by its case below
+	for _, mb := range ms {
+		key, value := mb.key, mb.value
 		if bytes.IndexByte(key, '\\') >= 0 {
 			key = []byte(unquote(key)) // "typ\u0065" is "type"
 		}
@@ -245,32 +275,38 @@ func decodeInput(raw []byte) (input, error) {
 		default:
 			name := unquote(key)
 			if slices.Contains(serverFields, name) {
-				err = errField(name, "is set by the server")
-			} else {
-				err = errField(truncate(name, MaxTypeLen), "is not a field of the event schema")
+				return in, errField(name, "is set by the server")
 			}
-			return false
+			return in, errField(truncate(name, MaxTypeLen), "is not a field of the event schema")
 		}
 		if seen&bit != 0 {
-			err = errField(string(key), "is given twice")
-			return false
+			return in, errField(string(key), "is given twice")
 		}
 		seen |= bit
 		if dst == nil {
 			in.Props = bytes.Clone(value)
-			return true
+			continue
 		}
 		switch {
 		case value[0] == '"':
-			*dst = unquote(value[1 : len(value)-1])
+			inner := value[1 : len(value)-1]
+			// value is a sub-slice of raw, so their capacities, which end
+			// together, give its offset.
+			off := cap(raw) - cap(inner)
+			if bytes.IndexByte(inner, '\\') >= 0 || off < 0 || off+len(inner) > len(raw) {
+				*dst = unquote(inner)
+				break
+			}
+			if text == "" {
+				text = string(raw)
+			}
+			*dst = text[off : off+len(inner)]
 		case string(value) == "null":
 		default:
-			err = errField(unquote(key), "must be a JSON string")
-			return false
+			return in, errField(unquote(key), "must be a JSON string")
 		}
-		return true
-	})
-	return in, err
+	}
+	return in, nil
 }
 
 // unquote decodes the inside of a valid JSON string.

@@ -307,7 +307,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}
 }
 
-func TestValidItems(t *testing.T) {
+func TestBatchItems(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want []string
@@ -318,12 +318,13 @@ func TestValidItems(t *testing.T) {
 		{"\t{\"a\":[]}\n", []string{`{"a":[]}`}},
 	} {
 		var got []string
-		items, ok := ValidItems([]byte(tc.in), nil)
-		for _, item := range items {
-			got = append(got, string(item))
+		var bt Batch
+		ok := bt.Parse([]byte(tc.in))
+		for _, item := range bt.Items {
+			got = append(got, string(item.Raw))
 		}
 		if !ok || !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("ValidItems(%s) = %q, %v; want %q, true", tc.in, got, ok, tc.want)
+			t.Errorf("Parse(%s) = %q, %v; want %q, true", tc.in, got, ok, tc.want)
 		}
 	}
 }

@@ -4,35 +4,65 @@ package event
 // as to accept exactly what json.Valid accepts.
 const maxDepth = 10000
 
-// ValidItems reports whether body is valid JSON, exactly as json.Valid
-// does, and appends to items, when body is an array, its elements, or else
-// body itself, trimmed of white space. The items are sub-slices of body:
-// nothing is copied. It is one pass over the body, and several times
-// faster than json.Valid, which calls a function for each byte. When body is not valid, the items
-// appended so far are returned with false.
-func ValidItems(body []byte, items [][]byte) ([][]byte, bool) {
+// Batch is a /collect body split into its events, for FromItem. A Batch
+// may be parsed again, for the next body, once its items are done with.
+type Batch struct {
+	// Items are the elements of the body when it is an array, or else the
+	// body itself; they are sub-slices of the body: nothing is copied.
+	Items   []Item
+	members []member
+}
+
+// Item is one event of a /collect body as Batch.Parse found it: its JSON,
+// trimmed of white space, and, when it is an object, its members.
+type Item struct {
+	Raw     []byte
+	object  bool
+	members []member
+}
+
+// member is one key (the inside of its quotes) and raw value of an object.
+type member struct{ key, value []byte }
+
+// Reset forgets the items, so that the Batch holds no body.
+func (bt *Batch) Reset() {
+	clear(bt.Items)
+	clear(bt.members)
+	bt.Items, bt.members = bt.Items[:0], bt.members[:0]
+}
+
+// Parse reports whether body is valid JSON, exactly as json.Valid does,
+// and sets Items, each object's members found in the same pass: one pass
+// over the body where json.Valid, splitting and decoding took three, and
+// several times faster than json.Valid alone, which calls a function for
+// each byte.
+func (bt *Batch) Parse(body []byte) bool {
+	bt.Reset()
 	var stackBuf [32]byte
 	stack := stackBuf[:0] // the open containers, '{' or '['
 	b := body
 	i := skipSpace(b, 0)
 	topArray := i < len(b) && b[i] == '['
-	if !topArray {
-		items = append(items, trimSpace(b))
+	itemDepth := 1 // the depth of an item object's members
+	if topArray {
+		itemDepth = 2
 	}
-	itemStart := 0
+	itemStart, firstMember := i, 0
+	var key []byte // the item member's key whose value is being read
+	valueStart := 0
 	for {
 		// A value starts at i, after white space.
 		i = skipSpace(b, i)
 		if i >= len(b) {
-			return items, false
+			return false
 		}
 		if topArray && len(stack) == 1 {
-			itemStart = i
+			itemStart, firstMember = i, len(bt.members)
 		}
 		switch c := b[i]; c {
 		case '{', '[':
 			if len(stack) == maxDepth {
-				return items, false
+				return false
 			}
 			stack = append(stack, c)
 			i = skipSpace(b, i+1)
@@ -44,42 +74,53 @@ func ValidItems(body []byte, items [][]byte) ([][]byte, bool) {
 			if c == '[' {
 				continue // to the first element
 			}
-			if i = member(b, i); i < 0 {
-				return items, false
+			keyStart := i + 1
+			if i = checkKey(b, i); i < 0 {
+				return false
+			}
+			if len(stack) == itemDepth {
+				key, valueStart = b[keyStart:keyEnd(b, i)], skipSpace(b, i)
 			}
 			continue // to the first member's value
 		case '"':
 			if i = skipStringValid(b, i); i < 0 {
-				return items, false
+				return false
 			}
 		case 't':
 			if i = literal(b, i, "true"); i < 0 {
-				return items, false
+				return false
 			}
 		case 'f':
 			if i = literal(b, i, "false"); i < 0 {
-				return items, false
+				return false
 			}
 		case 'n':
 			if i = literal(b, i, "null"); i < 0 {
-				return items, false
+				return false
 			}
 		default:
 			if i = number(b, i); i < 0 {
-				return items, false
+				return false
 			}
 		}
 		// A value ended at i: close what it ends, up to the next one.
 		for {
-			if topArray && len(stack) == 1 {
-				items = append(items, b[itemStart:i])
+			if len(stack) == itemDepth && stack[itemDepth-1] == '{' {
+				bt.members = append(bt.members, member{key, b[valueStart:i]})
+			}
+			if len(stack) == itemDepth-1 {
+				it := Item{Raw: b[itemStart:i], object: b[itemStart] == '{'}
+				if it.object {
+					it.members = bt.members[firstMember:len(bt.members):len(bt.members)]
+				}
+				bt.Items = append(bt.Items, it)
 			}
 			i = skipSpace(b, i)
 			if len(stack) == 0 {
-				return items, i == len(b)
+				return i == len(b)
 			}
 			if i >= len(b) {
-				return items, false
+				return false
 			}
 			open := stack[len(stack)-1]
 			if b[i] == open+2 { // '}' or ']'
@@ -88,12 +129,16 @@ func ValidItems(body []byte, items [][]byte) ([][]byte, bool) {
 				continue
 			}
 			if b[i] != ',' {
-				return items, false
+				return false
 			}
 			i++
 			if open == '{' {
-				if i = member(b, skipSpace(b, i)); i < 0 {
-					return items, false
+				keyStart := skipSpace(b, i) + 1
+				if i = checkKey(b, keyStart-1); i < 0 {
+					return false
+				}
+				if len(stack) == itemDepth {
+					key, valueStart = b[keyStart:keyEnd(b, i)], skipSpace(b, i)
 				}
 			}
 			break
@@ -101,9 +146,19 @@ func ValidItems(body []byte, items [][]byte) ([][]byte, bool) {
 	}
 }
 
-// member checks a member's key and colon at b[i:], and returns the index
+// keyEnd returns the index of the closing quote of the key that checkKey
+// checked, given the index after its colon.
+func keyEnd(b []byte, afterColon int) int {
+	i := afterColon - 2
+	for b[i] != '"' { // white space before the colon
+		i--
+	}
+	return i
+}
+
+// checkKey checks a member's key and colon at b[i:], and returns the index
 // after the colon, or -1.
-func member(b []byte, i int) int {
+func checkKey(b []byte, i int) int {
 	if i >= len(b) || b[i] != '"' {
 		return -1
 	}
@@ -209,14 +264,6 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-func trimSpace(b []byte) []byte {
-	i, j := skipSpace(b, 0), len(b)
-	for j > i && isSpace(b[j-1]) {
-		j--
-	}
-	return b[i:j]
 }
 
 // isSpace reports whether c is JSON white space.
