@@ -7,8 +7,17 @@
 //
 //	go run ./bench                                 # scenarios pixel, collect and spool
 //	bench/run.sh -scenarios pixel,collect,postgres # also starts a throwaway PostgreSQL
+//	go run ./bench -scenarios kafka                # starts kfake (bench/kfake) for each run
+//
+// The kafka scenario also compares the sink's records per second with a
+// plain franz-go producer writing the same records to the same kfake.
 //
 // It prints a Markdown table and writes the same results as JSON (-json).
+// The README's Performance section is that output:
+//
+//	bench/run.sh -scenarios ... -json bench/readme.json -readme README.md
+//
+// and TestREADMEIsBenchOutput keeps the two equal.
 // The exit status is non-zero when any event is unaccounted for.
 package main
 
@@ -28,6 +37,8 @@ type options struct {
 	jsonPath  string
 	workDir   string
 	perfDir   string // when set, perf record profiles gotrack during each run
+	kfakeBin  string // bench/kfake, built for the kafka scenario
+	readme    string // when set, the README whose Performance section gets the results
 }
 
 func main() {
@@ -39,8 +50,21 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "load time per run")
 	flag.StringVar(&o.jsonPath, "json", "bench/results/latest.json", "where to write the results as JSON")
 	flag.StringVar(&o.perfDir, "perf", "", "record a perf profile of gotrack during each run into this directory (needs perf)")
+	flag.StringVar(&o.readme, "readme", "", "write the results into this README's Performance section (between its bench markers)")
+	render := flag.String("render", "", "run nothing: write the results in this JSON file (from -json) into -readme")
 	flag.Parse()
 	o.scenarios = strings.Split(scenarios, ",")
+	if *render != "" {
+		rep, err := readReport(*render)
+		if err == nil {
+			err = writeReadme(o.readme, rep)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)

@@ -65,7 +65,14 @@ func printMarkdown(w io.Writer, rep report) {
 				}
 				stored += fmt.Sprintf(" (last run: %s → %s)", exp[len(exp)-1], got[len(got)-1])
 				if cu := pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.CatchUpSeconds }); slices.Max(cu) > 0 {
-					stored += fmt.Sprintf("; table caught up %.2fs (max %.2fs) after the load", median(cu), slices.Max(cu))
+					what := "table"
+					if _, ok := sr.Runs[len(sr.Runs)-1].Stored["kafka"]; ok {
+						what = "topic"
+					}
+					stored += fmt.Sprintf("; %s caught up %.2fs (max %.2fs) after the load", what, median(cu), slices.Max(cu))
+				}
+				if sp := pick(sr.Runs, "gotrack", func(r runResult) float64 { return float64(r.SpansReceived) }); slices.Max(sp) > 0 {
+					stored += fmt.Sprintf("; OTLP spans received (last run): %.0f", sp[len(sp)-1])
 				}
 			}
 			fmt.Fprintf(w, "| %s | %s | %s | %.0f | %s | %.2f | %.2f | %.3f | %.0f | %s |\n", sr.Name, server,
@@ -79,8 +86,23 @@ func printMarkdown(w io.Writer, rep report) {
 		}
 	}
 	fmt.Fprintln(w)
+	printPerCore(w, rep)
 	for _, sr := range rep.Scenarios {
 		fmt.Fprintf(w, "- %s: %s\n", sr.Name, sr.About)
+		if pg := pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.PGCPUPer1k }); slices.Max(pg) > 0 {
+			fmt.Fprintf(w, "  - PostgreSQL's own CPU s / 1k events, median: %.3f (gotrack + PostgreSQL: %.3f)\n", median(pg),
+				median(pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.CPUPer1k + r.PGCPUPer1k })))
+		}
+		if kf := pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.KfakeCPUPer1k }); slices.Max(kf) > 0 {
+			fmt.Fprintf(w, "  - kfake's own CPU s / 1k events, median: %.3f (gotrack + kfake: %.3f)\n", median(kf),
+				median(pick(sr.Runs, "gotrack", func(r runResult) float64 { return r.CPUPer1k + r.KfakeCPUPer1k })))
+			rate := func(f func(r runResult) float64) string { return spread(pick(sr.Runs, "gotrack", f), "%.0f") }
+			fmt.Fprintf(w, "  - records/s into kfake, median (min–max), after the load, the topic's records written again in batches of %d, one batch awaited at a time, best of 3: "+
+				"GoTrack's kafka sink %s, a plain franz-go producer with the same client settings %s (%s all at once). "+
+				"Under the load, the sink wrote %s per second of its own write time\n", plainBatch,
+				rate(func(r runResult) float64 { return r.KafkaSinkBatched }), rate(func(r runResult) float64 { return r.KafkaPlainBatched }),
+				rate(func(r runResult) float64 { return r.KafkaPlainAsync }), rate(func(r runResult) float64 { return r.KafkaSinkRate }))
+		}
 	}
 }
 

@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
 
 // scenario is one load shape, run against both servers.
@@ -29,6 +32,8 @@ type scenario struct {
 	sinks        []string                         // where gotrack's events are counted
 	env          func(dir, table string) []string // gotrack's settings
 	postgres     bool
+	kafka        bool // gotrack writes to a kfake cluster (bench/kfake) started for each run
+	traced       bool // tracing on, exporting to an OTLP receiver the benchmark runs (tracedEnv)
 }
 
 var pixelQuery = "/px.gif?" + url.Values{
@@ -85,11 +90,19 @@ var scenarios = []scenario{
 		env: func(dir, table string) []string {
 			return append(logEnv(dir, table), "SPOOL_DIR="+filepath.Join(dir, "spool"), "SPOOL_FSYNC=always")
 		}},
+	{name: "pixel-traced", about: "pixel with tracing on: OTEL_TRACES_SAMPLER=parentbased_traceidratio, ratio 0.01, spans exported over OTLP/HTTP to a receiver on 127.0.0.1 run by the benchmark",
+		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log"}, env: logEnv, traced: true},
 	{name: "postgres", about: "/px.gif with OUTPUTS=log,postgres against a throwaway PostgreSQL",
 		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log", "postgres"}, postgres: true,
 		env: func(dir, table string) []string {
 			return []string{"OUTPUTS=log,postgres", "LOG_PATH=" + filepath.Join(dir, "events.ndjson"),
 				"PG_DSN=" + os.Getenv("PG_TEST_DSN"), "PG_TABLE=" + table, "QUEUE_SIZE=100000"}
+		}},
+	{name: "kafka", about: "/px.gif with OUTPUTS=log,kafka against kfake, franz-go's in-memory fake Kafka, run as a process of its own " +
+		"(bench/kfake: one broker, 3 partitions); the sink's defaults (acks all with the idempotent producer, zstd, key event_id, BATCH_SIZE 500)",
+		request: getRequest(pixelQuery), eventsPerReq: 1, sinks: []string{"log", "kafka"}, kafka: true,
+		env: func(dir, _ string) []string {
+			return []string{"OUTPUTS=log,kafka", "LOG_PATH=" + filepath.Join(dir, "events.ndjson"), "KAFKA_TOPIC=" + kafkaTopic, "QUEUE_SIZE=100000"}
 		}},
 }
 
@@ -119,6 +132,23 @@ type runResult struct {
 	Expected       int64            `json:"events_expected,omitempty"`
 	Stored         map[string]int64 `json:"events_stored,omitempty"`
 	CatchUpSeconds float64          `json:"catch_up_seconds,omitempty"`
+	// The kafka scenario: kfake's own CPU over the run; records per
+	// second of the sink under the load (events it wrote over the time
+	// spent in its writes); and, after the load, records per second of the
+	// same records written to the same kfake again by GoTrack's sink and by
+	// a plain franz-go producer, in batches of plainBatch awaited one at a
+	// time, and by the plain producer all at once.
+	KfakeCPUSeconds   float64 `json:"kfake_cpu_seconds,omitempty"`
+	KfakeCPUPer1k     float64 `json:"kfake_cpu_seconds_per_1000_events,omitempty"`
+	KafkaSinkRate     float64 `json:"kafka_sink_records_per_write_second,omitempty"`
+	KafkaSinkBatched  float64 `json:"kafka_sink_batched_records_per_second,omitempty"`
+	KafkaPlainBatched float64 `json:"kafka_plain_batched_records_per_second,omitempty"`
+	KafkaPlainAsync   float64 `json:"kafka_plain_unbatched_records_per_second,omitempty"`
+	// PostgreSQL's own CPU over the run, from the start of the load until
+	// gotrack has stopped, when the benchmark started the server itself.
+	PGCPUSeconds  float64 `json:"postgres_cpu_seconds,omitempty"`
+	PGCPUPer1k    float64 `json:"postgres_cpu_seconds_per_1000_events,omitempty"`
+	SpansReceived int64   `json:"otlp_spans_received,omitempty"` // traced scenarios: spans gotrack exported
 }
 
 type scenarioResult struct {
@@ -153,8 +183,9 @@ func run(o options) error {
 	}
 	defer os.RemoveAll(work)
 	o.workDir = work
-	bins := map[string]string{"gotrack": filepath.Join(work, "gotrack"), "baseline": filepath.Join(work, "baseline")}
-	for name, pkg := range map[string]string{"gotrack": "./cmd/gotrack", "baseline": "./bench/baseline"} {
+	bins := map[string]string{"gotrack": filepath.Join(work, "gotrack"), "baseline": filepath.Join(work, "baseline"), "kfake": filepath.Join(work, "kfake")}
+	o.kfakeBin = bins["kfake"]
+	for name, pkg := range map[string]string{"gotrack": "./cmd/gotrack", "baseline": "./bench/baseline", "kfake": "./bench/kfake"} {
 		if out, err := exec.Command("go", "build", "-o", bins[name], pkg).CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %v\n%s", name, err, out)
 		}
@@ -212,6 +243,12 @@ func run(o options) error {
 		}
 		fmt.Fprintf(os.Stderr, "bench: results written to %s\n", o.jsonPath)
 	}
+	if o.readme != "" && !failed {
+		if err := writeReadme(o.readme, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s Performance section rewritten\n", o.readme)
+	}
 	if failed {
 		fmt.Fprintln(os.Stderr, "\n!!!!!!!! bench: EVENTS UNACCOUNTED FOR: the 2xx count and the sinks disagree (see above) !!!!!!!!")
 		for _, sr := range rep.Scenarios {
@@ -258,6 +295,25 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SERVER_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "LOG_LEVEL=info",
 		"DEAD_LETTER_PATH=" + filepath.Join(dir, "dead.ndjson"), "SHUTDOWN_TIMEOUT=60s"}, s.env(dir, table)...)
+	var kf *kfakeRun
+	var metricsAddr string
+	if s.kafka {
+		var err error
+		if kf, err = startKfake(o.kfakeBin); err != nil {
+			return runResult{}, err
+		}
+		defer kf.stop()
+		if metricsAddr, err = freeAddr(); err != nil {
+			return runResult{}, err
+		}
+		cmd.Env = append(cmd.Env, "KAFKA_BROKERS="+kf.addr, "METRICS_ENABLED=true", "METRICS_ADDR="+metricsAddr)
+	}
+	var otlp *otlptest.Receiver
+	if s.traced {
+		otlp = otlptest.Start()
+		defer otlp.Close()
+		cmd.Env = append(cmd.Env, tracedEnv(otlp.URL)...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return runResult{}, err
@@ -278,21 +334,35 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	}
 	go drain(stderr)
 
+	pgBefore := postgresCPU(s)
+	var kfBefore float64
+	if kf != nil {
+		kfBefore = procCPU(kf.cmd.Process.Pid)
+	}
 	stopPerf := startPerf(o, cmd.Process.Pid, fmt.Sprintf("%s-%d", s.name, i))
 	l := runLoad(addr, s.request, o.conns, o.duration)
 	stopPerf()
 	r := result("gotrack", i, l, s.eventsPerReq)
 	r.Expected = l.OK * s.eventsPerReq
-	if s.postgres {
-		// How long the table takes to hold every event answered 2xx.
+	if s.postgres || s.kafka {
+		// How long the table or topic takes to hold every event answered 2xx.
+		count := func() (int64, error) { return countRows(table) }
+		if s.kafka {
+			count = func() (int64, error) { return kafkaCount(kf.addr, kafkaTopic) }
+		}
 		start := time.Now()
 		for time.Since(start) < 60*time.Second {
-			if n, err := countRows(table); err == nil && n >= r.Expected {
+			if n, err := count(); err == nil && n >= r.Expected {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		r.CatchUpSeconds = time.Since(start).Seconds()
+	}
+	if s.kafka {
+		if r.KafkaSinkRate, err = sinkWriteRate(metricsAddr, "kafka"); err != nil {
+			return r, err
+		}
 	}
 	r.PeakRSSMiB = peakRSS(cmd.Process.Pid)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -303,7 +373,19 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 		return r, fmt.Errorf("gotrack exited with %w", err)
 	}
 	r.CPUSeconds = (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	if otlp != nil { // gotrack's shutdown exported the spans still queued
+		r.SpansReceived = int64(len(otlp.Spans()))
+		fmt.Fprintf(os.Stderr, "bench: %s run %d: the OTLP receiver got %d spans\n", s.name, i, r.SpansReceived)
+	}
 	r.CPUPer1k = 1000 * r.CPUSeconds / float64(max(1, r.Expected))
+	if pgAfter := postgresCPU(s); pgBefore > 0 && pgAfter > 0 {
+		r.PGCPUSeconds = pgAfter - pgBefore
+		r.PGCPUPer1k = 1000 * r.PGCPUSeconds / float64(max(1, r.Expected))
+	}
+	if kf != nil {
+		r.KfakeCPUSeconds = procCPU(kf.cmd.Process.Pid) - kfBefore
+		r.KfakeCPUPer1k = 1000 * r.KfakeCPUSeconds / float64(max(1, r.Expected))
+	}
 	r.Stored = map[string]int64{}
 	for _, sink := range s.sinks {
 		var n int64
@@ -313,6 +395,15 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 		case "postgres":
 			n, err = countRows(table)
 			dropTable(table)
+		case "kafka":
+			var recs []*kgo.Record
+			if recs, err = consumeAll(kf.addr, kafkaTopic); err != nil {
+				break
+			}
+			n = int64(len(recs))
+			// The same records again, through GoTrack's sink and from a
+			// plain franz-go producer, in turn, the best of three each.
+			r.KafkaSinkBatched, r.KafkaPlainBatched, r.KafkaPlainAsync, err = kafkaRates(kf.addr, recs)
 		}
 		if err != nil {
 			return r, err
@@ -321,6 +412,11 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	}
 	os.RemoveAll(dir)
 	return r, nil
+}
+
+// tracedEnv turns tracing on at a 1% sampling ratio, exporting to url.
+func tracedEnv(url string) []string {
+	return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + url, "OTEL_TRACES_SAMPLER=parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.01"}
 }
 
 func result(server string, i int, l load, perReq int64) runResult {
@@ -417,17 +513,71 @@ func peakRSS(pid int) float64 {
 	return 0
 }
 
-// procCPU reads the user and system CPU seconds a live process has used.
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// postgresCPU returns the CPU seconds the throwaway PostgreSQL server
+// (PG_TEST_PGDATA, from scripts/pg.sh) has used so far: its postmaster,
+// the postmaster's live children, and the children that have exited,
+// whose time the kernel adds to the postmaster's when it reaps them. It
+// returns 0 for scenarios without PostgreSQL, or a server it did not start.
+func postgresCPU(s scenario) float64 {
+	dir := os.Getenv("PG_TEST_PGDATA")
+	if !s.postgres || dir == "" {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
 	if err != nil {
 		return 0
 	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	postmaster, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		f := statFields(p)
+		if len(f) < 15 {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		switch ppid, _ := strconv.Atoi(f[1]); {
+		case pid == postmaster:
+			total += ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
+		case ppid == postmaster:
+			total += ticks(f[11]) + ticks(f[12])
+		}
+	}
+	return total
+}
+
+// statFields returns the fields of a /proc/PID/stat file after the
+// command name: state, ppid, ..., utime (11), stime, cutime, cstime (14).
+func statFields(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
 	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 > len(s) {
+		return nil
+	}
+	return strings.Fields(s[i+2:])
+}
+
+// ticks converts clock ticks to seconds; USER_HZ is 100 on Linux.
+func ticks(f string) float64 {
+	v, _ := strconv.ParseFloat(f, 64)
+	return v / 100
+}
+
+// procCPU reads the user and system CPU seconds a live process has used.
+func procCPU(pid int) float64 {
+	f := statFields(fmt.Sprintf("/proc/%d/stat", pid))
+	if len(f) < 13 {
+		return 0
+	}
+	return ticks(f[11]) + ticks(f[12])
 }
 
 func machine() map[string]string {

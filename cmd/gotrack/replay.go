@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/internal/config"
 	"github.com/gotrack/gotrack/internal/deadletter"
@@ -109,6 +110,8 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	closeTimeout := max(cfg.ShutdownTimeout, 10*time.Minute)
 	opts := cfg.Pipeline
 	opts.FullPolicy, opts.EnqueueTimeout = pipeline.Block, 10*time.Minute
+	// Each batch write attempt is a span, as in serve, a child of the run's.
+	opts.Tracer, opts.Parent = tp.Tracer(), trace.SpanContextFromContext(ctx)
 	for i, o := range outputs {
 		reg := prometheus.NewRegistry()
 		m, err := pipeline.NewMetrics(reg, []string{o.Name})

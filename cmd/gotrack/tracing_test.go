@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -323,14 +325,22 @@ func TestExemplarsReachPrometheus(t *testing.T) {
 
 // TestReplaySpan checks that `gotrack replay` exports one root span for
 // the run, sampled although the default ratio would almost never pick it,
-// with its progress as events and its counts as attributes, and its job
-// metrics over OTLP.
+// with its progress as events and its counts as attributes, that each
+// batch write is a sink span under it (linking to the request span an
+// event carries from its first delivery), and its job metrics over OTLP.
 func TestReplaySpan(t *testing.T) {
 	rc := otlptest.New(t)
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.ndjson")
 	var b strings.Builder
-	for _, e := range sinktest.Events(25) {
+	const origTrace, origSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	for i, e := range sinktest.Events(25) {
+		if i == 3 { // traced when first collected
+			c := *e
+			c.TraceID, c.SpanID = origTrace, origSpan
+			c.Seal()
+			e = &c
+		}
 		b.Write(e.JSON())
 		b.WriteByte('\n')
 	}
@@ -363,6 +373,32 @@ func TestReplaySpan(t *testing.T) {
 	if got, _ := otlptest.Attr(root, "gotrack.replay.replayed"); got != "25" {
 		t.Errorf("replayed=%q, want 25", got)
 	}
+	var written, linked int
+	for _, s := range rc.Spans() {
+		if s.Name != "write log" {
+			continue
+		}
+		if !bytes.Equal(s.TraceId, root.TraceId) || !bytes.Equal(s.ParentSpanId, root.SpanId) {
+			t.Errorf("write log: trace %x parent %x, want the replay span's %x %x", s.TraceId, s.ParentSpanId, root.TraceId, root.SpanId)
+		}
+		want := map[string]string{"gotrack.sink": "log", "gotrack.attempt": "1", "gotrack.outcome": "written"}
+		for k, v := range want {
+			if got, _ := otlptest.Attr(s, k); got != v {
+				t.Errorf("write log: %s=%q, want %q", k, got, v)
+			}
+		}
+		n, _ := otlptest.Attr(s, "gotrack.batch.size")
+		size, _ := strconv.Atoi(n)
+		written += size
+		for _, l := range s.Links {
+			if otlptest.Hex(l.TraceId) == origTrace && otlptest.Hex(l.SpanId) == origSpan {
+				linked++
+			}
+		}
+	}
+	if written != 25 || linked != 1 {
+		t.Errorf("write log spans carry %d events and %d links to the event's request span; want 25 and 1", written, linked)
+	}
 	var progress int
 	for _, ev := range root.Events {
 		if ev.Name == "progress" {
@@ -392,5 +428,109 @@ func TestReplaySpan(t *testing.T) {
 		if _, ok := got[name]; !ok {
 			t.Errorf("OTLP job metrics lack %s: %v", name, got)
 		}
+	}
+}
+
+// TestSegmentSpans checks that requests to the Segment-compatible API get
+// the same server span as /collect: named by route, joining the client's
+// trace, with the HTTP attributes and the event counts, nothing personal
+// or secret (the write key) among its attributes, and the span's trace id
+// on the stored events.
+func TestSegmentSpans(t *testing.T) {
+	rc := otlptest.New(t)
+	eventsPath := filepath.Join(t.TempDir(), "events.ndjson")
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"TRUST_PROXY":                 "true",
+		"LOG_PATH":                    eventsPath,
+	})
+	const writeKey = "wk-secret-write-key"
+	batch := `{"writeKey":"` + writeKey + `","batch":[` +
+		`{"type":"track","event":"Signed Up","anonymousId":"v-secret-visitor","properties":{"email":"alice@example.org"},"context":{"ip":"203.0.113.7"}},` +
+		`{"type":"page","anonymousId":"a1","context":{"page":{"url":"https://shop.example/?utm_source=x"}}},` +
+		`{"type":"nonsense"}]}`
+	if code := sendTraced(t, "POST", url+"/v1/batch", batch); code != http.StatusOK {
+		t.Fatalf("/v1/batch answered %d", code)
+	}
+	const otherTrace, otherSpan = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+	if code := sendWith(t, "POST", url+"/v1/t", `{"event":"x","anonymousId":"a1"}`, "00-"+otherTrace+"-"+otherSpan+"-01"); code != http.StatusOK {
+		t.Fatalf("/v1/t answered %d", code)
+	}
+
+	sendTraced(t, "OPTIONS", url+"/v1/batch", "") // a CORS preflight: no span
+	const dntTrace = "11111111111111111111111111111111"
+	req, err := http.NewRequest("POST", url+"/v1/page", strings.NewReader(`{"name":"Home","anonymousId":"a1"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Traceparent", "00-"+dntTrace+"-"+clientSpan+"-01")
+	req.Header.Set("Dnt", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	batchSpan := rc.WaitSpan(t, "POST /v1/batch", func(s *tracepb.Span) bool { return s.Name == "POST /v1/batch" })
+	track := rc.WaitSpan(t, "POST /v1/t", func(s *tracepb.Span) bool { return s.Name == "POST /v1/t" })
+	dnt := rc.WaitSpan(t, "POST /v1/page", func(s *tracepb.Span) bool { return s.Name == "POST /v1/page" })
+	for _, c := range []struct {
+		span          *tracepb.Span
+		trace, parent string
+		want          map[string]string
+	}{
+		{batchSpan, clientTrace, clientSpan, map[string]string{"http.request.method": "POST", "http.route": "/v1/batch", "url.path": "/v1/batch",
+			"http.response.status_code": "200", "gotrack.events.accepted": "2", "gotrack.events.rejected": "1", "gotrack.events.dropped": "0"}},
+		{track, otherTrace, otherSpan, map[string]string{"http.route": "/v1/t", "http.response.status_code": "200",
+			"gotrack.events.accepted": "1", "gotrack.events.rejected": "0", "gotrack.events.dropped": "0"}},
+		{dnt, dntTrace, clientSpan, map[string]string{"http.route": "/v1/page", "http.response.status_code": "200",
+			"gotrack.events.accepted": "0", "gotrack.events.rejected": "0", "gotrack.events.dropped": "1"}},
+	} {
+		s := c.span
+		if otlptest.Hex(s.TraceId) != c.trace || otlptest.Hex(s.ParentSpanId) != c.parent {
+			t.Errorf("%s: trace %x parent %x, want the client's %s %s", s.Name, s.TraceId, s.ParentSpanId, c.trace, c.parent)
+		}
+		if s.Kind != tracepb.Span_SPAN_KIND_SERVER {
+			t.Errorf("%s: kind %v, want server", s.Name, s.Kind)
+		}
+		for k, v := range c.want {
+			if got, _ := otlptest.Attr(s, k); got != v {
+				t.Errorf("%s: %s=%q, want %q", s.Name, k, got, v)
+			}
+		}
+		for _, kv := range s.Attributes {
+			v := otlptest.AnyString(kv.Value)
+			for _, p := range append(personal, writeKey) {
+				if strings.Contains(v, p) {
+					t.Errorf("%s: attribute %s=%q carries personal or secret data %q", s.Name, kv.Key, v, p)
+				}
+			}
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rc.Spans() {
+		if strings.HasPrefix(s.Name, "OPTIONS") {
+			t.Errorf("a CORS preflight is traced: %s", s.Name)
+		}
+	}
+	// Each stored event carries its request's trace and span ids.
+	stored, err := os.ReadFile(eventsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]int{}
+	for line := range strings.Lines(string(stored)) {
+		var e struct {
+			TraceID string `json:"trace_id"`
+			SpanID  string `json:"span_id"`
+		}
+		json.Unmarshal([]byte(line), &e)
+		ids[e.TraceID+"/"+e.SpanID]++
+	}
+	wantIDs := map[string]int{clientTrace + "/" + otlptest.Hex(batchSpan.SpanId): 2, otherTrace + "/" + otlptest.Hex(track.SpanId): 1}
+	if !maps.Equal(ids, wantIDs) {
+		t.Errorf("stored events' trace/span ids %v, want %v\n%s", ids, wantIDs, logs.String())
 	}
 }

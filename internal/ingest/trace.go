@@ -3,14 +3,15 @@ package ingest
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/gotrack/gotrack/internal/segment"
 	"github.com/gotrack/gotrack/internal/tracing"
 )
 
@@ -21,69 +22,101 @@ const (
 	AttrDropped  = attribute.Key("gotrack.events.dropped")
 )
 
-// spanCounts collects, while a traced request is served, the numbers its
-// span ends with.
-type spanCounts struct{ accepted, rejected, dropped int }
-
-type spanCountsKey struct{}
-
-// tracedRoute returns the route of an ingest request that gets a span:
-// GET and HEAD /px.gif, POST /collect.
-func tracedRoute(r *http.Request) string {
+// tracedRoute returns the span name (the route pattern) and the route of
+// an ingest request that gets a span: GET and HEAD /px.gif, POST /collect,
+// and a POST to a call of the Segment-compatible API (/v1/track, ...).
+// Both are constants, so that naming a span allocates nothing.
+func tracedRoute(r *http.Request) (name, route string) {
+	p := r.URL.Path
 	switch {
-	case r.URL.Path == "/px.gif" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		return "/px.gif"
-	case r.URL.Path == "/collect" && r.Method == http.MethodPost:
-		return "/collect"
+	case p == "/px.gif" && r.Method == http.MethodGet:
+		return "GET /px.gif", "/px.gif"
+	case p == "/px.gif" && r.Method == http.MethodHead:
+		return "HEAD /px.gif", "/px.gif"
+	case r.Method != http.MethodPost:
+		return "", ""
+	case p == "/collect":
+		return "POST /collect", "/collect"
 	}
-	return ""
+	if name, ok := segmentSpans[p]; ok {
+		return name, name[len("POST "):]
+	}
+	return "", ""
+}
+
+// segmentSpans maps the path of each POST route of the Segment API to its
+// pattern, "POST /v1/track" and so on.
+var segmentSpans = func() map[string]string {
+	m := map[string]string{}
+	for _, rt := range segment.Routes {
+		if path, ok := strings.CutPrefix(rt.Pattern, "POST "); ok {
+			m[path] = rt.Pattern
+		}
+	}
+	return m
+}()
+
+// serverSpan are the options of every ingest span, built once: a variadic
+// list built at each call would be allocated at each call.
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+
+// spanState is what a recorded request span needs while the request is
+// served, in one allocation.
+type spanState struct {
+	statusRecorder
+	counts tracing.Counts
 }
 
 // traced wraps the whole ingest handler, metrics included, so that the
 // duration histogram sees the span for its exemplar. Each request to an
-// ingest route gets a server span named by method and route ("POST
-// /collect", "GET /px.gif"), joining the trace of a traceparent/tracestate
-// the client sent; other requests (health checks, errors) get none. With
-// tracing off it returns h itself, so the request path is unchanged. The
-// span's attributes are the method, route, scheme, protocol version and
-// status, and the event counts: never the body, the query, the client
-// address, the user agent or the referrer, which may be personal.
+// ingest route (see tracedRoute) gets a server span named by method and
+// route ("POST /collect", "GET /px.gif", "POST /v1/batch"), joining the
+// trace of a traceparent/tracestate the client sent; other requests
+// (health checks, errors) get none. With tracing off it returns h itself,
+// so the request path is unchanged. The span's attributes are the method,
+// route, scheme, protocol version and status, and the event counts: never
+// the body, the query, the client address, the user agent, the referrer or
+// a write key, which may be personal or secret.
+//
+// A span the sampler leaves out records nothing, so none of that is built
+// for it: its request only carries the span context, for log lines.
 func (s *server) traced(h http.Handler) http.Handler {
 	if s.tracer == nil {
 		return h
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		route := tracedRoute(r)
+		name, route := tracedRoute(r)
 		if route == "" {
 			h.ServeHTTP(w, r)
 			return
 		}
-		ctx := tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+		ctx, span := s.tracer.Start(tracing.Extract(r.Context(), r.Header), name, serverSpan...)
+		defer span.End()
+		if !span.IsRecording() {
+			h.ServeHTTP(w, r.WithContext(ctx))
+			return
+		}
 		scheme := "http"
 		if r.TLS != nil {
 			scheme = "https"
 		}
-		ctx, span := s.tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer),
-			trace.WithAttributes(
-				semconv.HTTPRequestMethodKey.String(r.Method),
-				semconv.HTTPRoute(route),
-				semconv.URLPath(route),
-				semconv.URLScheme(scheme),
-				semconv.NetworkProtocolVersion(protoVersion(r)),
-			))
-		defer span.End()
-		counts := new(spanCounts)
-		ctx = context.WithValue(ctx, spanCountsKey{}, counts)
-		sw := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		h.ServeHTTP(sw, r.WithContext(ctx))
 		span.SetAttributes(
-			semconv.HTTPResponseStatusCode(sw.status),
-			AttrAccepted.Int(counts.accepted),
-			AttrRejected.Int(counts.rejected),
-			AttrDropped.Int(counts.dropped),
+			semconv.HTTPRequestMethodKey.String(r.Method),
+			semconv.HTTPRoute(route),
+			semconv.URLPath(route),
+			semconv.URLScheme(scheme),
+			semconv.NetworkProtocolVersion(protoVersion(r)),
 		)
-		if sw.status >= 500 {
-			span.SetStatus(codes.Error, http.StatusText(sw.status))
+		st := &spanState{statusRecorder: statusRecorder{ResponseWriter: w, status: http.StatusOK}}
+		h.ServeHTTP(&st.statusRecorder, r.WithContext(tracing.WithCounts(ctx, &st.counts)))
+		span.SetAttributes(
+			semconv.HTTPResponseStatusCode(st.status),
+			AttrAccepted.Int(st.counts.Accepted),
+			AttrRejected.Int(st.counts.Rejected),
+			AttrDropped.Int(st.counts.Dropped),
+		)
+		if st.status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(st.status))
 		}
 	})
 }
@@ -97,27 +130,16 @@ func exemplar(t trace.Tracer) func(context.Context) prometheus.Labels {
 	return tracing.Exemplar
 }
 
-// count adds to the event counts of r's span, if r is traced.
+// count adds to the event counts of r's span, if it is recorded.
 func (s *server) count(r *http.Request, accepted, rejected, dropped int) {
-	if s.tracer == nil {
-		return
-	}
-	if c, ok := r.Context().Value(spanCountsKey{}).(*spanCounts); ok {
-		c.accepted += accepted
-		c.rejected += rejected
-		c.dropped += dropped
+	if s.tracer != nil {
+		tracing.CountEvents(r.Context(), accepted, rejected, dropped)
 	}
 }
 
 // spanIDs returns the hex ids of r's span when it is sampled, for its
 // events to carry.
-func spanIDs(r *http.Request) (traceID, spanID string) {
-	sc := trace.SpanContextFromContext(r.Context())
-	if !sc.IsSampled() {
-		return "", ""
-	}
-	return sc.TraceID().String(), sc.SpanID().String()
-}
+func spanIDs(r *http.Request) (traceID, spanID string) { return tracing.SpanIDs(r.Context()) }
 
 func protoVersion(r *http.Request) string {
 	switch {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"runtime"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gotrack/gotrack/internal/deadletter"
 	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
 )
 
@@ -58,4 +62,48 @@ func BenchmarkSubmitEach(b *testing.B) {
 			p.SubmitEach(e)
 		}
 	})
+}
+
+// partSink is discardSink with the postgres sink's policy: large batches
+// written in two parts at once.
+type partSink struct{ discardSink }
+
+func (partSink) Policy() sink.Policy {
+	return sink.Policy{BatchEvents: 5000, BatchBytes: 8 << 20, MaxInFlight: 2, MinPart: 1000, Idempotent: true}
+}
+
+// BenchmarkDeliver measures the engine's work per event from Submit to
+// the sink's acknowledgement, with the postgres sink's batch policy: the
+// worker's batching, parts and per-event accounting.
+func BenchmarkDeliver(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	m, _ := NewMetrics(reg, []string{"a"})
+	p, err := New([]Output{{Name: "a", Sink: partSink{}}}, Options{QueueSize: 100000, FlushInterval: time.Millisecond},
+		m, reg, deadletter.New(b.TempDir()+"/dead"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.Start()
+	defer p.Close(context.Background())
+	events := sinktest.Events(5000)
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU()
+	for i := range b.N {
+		for !p.SubmitEach(events[i%len(events)]) {
+			runtime.Gosched() // the queue is full: let the worker catch up
+		}
+	}
+	for p.Stats()[0].Delivered < int64(b.N) {
+		runtime.Gosched()
+	}
+	// CPU time, unlike ns/op, means something on a busy machine.
+	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+}
+
+// processCPU returns the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -388,3 +388,59 @@ func TestSpoolKeepsRejectedEventsItCannotDeadLetter(t *testing.T) {
 		t.Errorf("after the restart: %+v, want 5 delivered and the rejected one dead-lettered", st)
 	}
 }
+
+// stuckPartSink writes every part at once (MaxInFlight 2) and gets stuck
+// on the part holding the event stuck, whatever its context says.
+type stuckPartSink struct {
+	stuck   string
+	entered chan struct{}
+	release chan struct{}
+	written atomic.Int64
+}
+
+func (s *stuckPartSink) WriteBatch(_ context.Context, batch []*event.Event) error {
+	for _, e := range batch {
+		if e.EventID == s.stuck {
+			s.entered <- struct{}{}
+			<-s.release
+			return nil
+		}
+	}
+	s.written.Add(int64(len(batch)))
+	return nil
+}
+func (s *stuckPartSink) Close(context.Context) error { return nil }
+func (s *stuckPartSink) Policy() sink.Policy {
+	return sink.Policy{BatchEvents: 10, MaxInFlight: 2, MinPart: 5}
+}
+
+// TestCloseTakesOverOnlyTheStuckPart: of a batch written in two parts, one
+// written and one stuck, Close takes over (dead-letters) the stuck part
+// only: the written part is neither dead-lettered nor counted twice.
+func TestCloseTakesOverOnlyTheStuckPart(t *testing.T) {
+	events := sinktest.Events(10)
+	s := &stuckPartSink{stuck: events[7].EventID, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	f := newFixture(t, Options{FlushInterval: time.Hour}, map[string]sink.Sink{"a": s})
+	if err := f.p.Submit(events); err != nil {
+		t.Fatal(err)
+	}
+	<-s.entered
+	eventually(t, "the first part written", func() bool { return f.p.Stats()[0].Delivered == 5 })
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	if err := f.p.Close(ctx); err == nil || errors.Is(err, ErrLost) {
+		t.Errorf("Close = %v, want the stuck-worker error and no ErrLost", err)
+	}
+	want := Stats{Sink: "a", Delivered: 5, DeadLettered: 5}
+	if st := f.p.Stats()[0]; st != want {
+		t.Errorf("after Close: %+v, want %+v", st, want)
+	}
+	if n := len(f.deadLines(t)); n != 5 {
+		t.Errorf("dead-letter file has %d lines, want 5 (the stuck part)", n)
+	}
+	close(s.release)
+	f.p.workers.Wait()
+	if st := f.p.Stats()[0]; st != want {
+		t.Errorf("after the stuck write returned: %+v, want %+v (counted twice?)", st, want)
+	}
+}

@@ -69,6 +69,10 @@ type Options struct {
 	// to the request spans its events carry; nil (tracing off) costs
 	// nothing.
 	Tracer trace.Tracer
+	// Parent, when valid, is the parent of every write span: the root span
+	// of a batch job such as `gotrack replay`. The request spans the events
+	// carry are then links only.
+	Parent trace.SpanContext
 }
 
 func (o *Options) setDefaults() {
@@ -135,7 +139,7 @@ type output struct {
 	// settled are those of its events the worker wrote or claimed for the
 	// dead-letter file.
 	holding []*event.Event
-	settled map[*event.Event]struct{}
+	settled [][]*event.Event
 	// abandoned is set, under mu, when Close gave up waiting for the
 	// worker and took over its buffer and the unsettled part of the batch
 	// it holds; the worker then touches the buffer no more and counts
@@ -516,8 +520,14 @@ func (p *Pipeline) takeOver(o *output) *takeover {
 	o.mu.Lock()
 	o.abandoned.Store(true)
 	t := &takeover{o: o}
+	settled := make(map[*event.Event]bool)
+	for _, s := range o.settled {
+		for _, e := range s {
+			settled[e] = true
+		}
+	}
 	for _, e := range o.holding {
-		if _, ok := o.settled[e]; !ok {
+		if !settled[e] {
 			t.events = append(t.events, e)
 		}
 	}
@@ -543,7 +553,7 @@ func (p *Pipeline) deadLetterTaken(ctx context.Context, ts []*takeover) {
 			for len(t.events) > 0 && ctx.Err() == nil {
 				if err := p.dead.Write(t.o.name, DeadShutdown, cause, t.events); err == nil {
 					if t.state.CompareAndSwap(0, 1) {
-						p.deadLettered(t.o, DeadShutdown, cause, t.events)
+						p.deadLettered(ctx, t.o, DeadShutdown, cause, t.events)
 					}
 					break
 				}

@@ -99,6 +99,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts Options, sinks map[string]sink.Sink) *fixture {
 	t.Helper()
+	return newLoggedFixture(t, opts, sinks, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// newLoggedFixture is newFixture whose pipeline logs to log.
+func newLoggedFixture(t *testing.T, opts Options, sinks map[string]sink.Sink, log *slog.Logger) *fixture {
+	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	var outs []Output
 	var names []string
@@ -113,7 +119,7 @@ func newFixture(t *testing.T, opts Options, sinks map[string]sink.Sink) *fixture
 		t.Fatal(err)
 	}
 	dead := filepath.Join(t.TempDir(), "dead.ndjson")
-	p, err := New(outs, opts, m, reg, deadletter.New(dead), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, err := New(outs, opts, m, reg, deadletter.New(dead), log)
 	if err != nil {
 		t.Fatal(err)
 	}

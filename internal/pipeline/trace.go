@@ -37,15 +37,16 @@ const (
 )
 
 // startWrite starts the span of one write attempt of batch to o. Its
-// parent is the first request span the batch's events carry, so that the
-// request's sampled trace shows the write; the other request spans are
-// links. With no tracer it returns ctx and a nil span.
+// parent is Options.Parent when set, or else the first request span the
+// batch's events carry, so that the request's sampled trace shows the
+// write; the other request spans are links. With no tracer it returns ctx
+// and a nil span.
 func (p *Pipeline) startWrite(ctx context.Context, o *output, batch []*event.Event, attempt int, backoff time.Duration) (context.Context, trace.Span) {
 	if p.opts.Tracer == nil {
 		return ctx, nil
 	}
 	var (
-		parent  trace.SpanContext
+		parent  = p.opts.Parent
 		links   []trace.Link
 		dropped int
 	)
@@ -72,7 +73,10 @@ func (p *Pipeline) startWrite(ctx context.Context, o *output, batch []*event.Eve
 		}
 		links = append(links, trace.Link{SpanContext: sc})
 	}
-	if parent.IsValid() {
+	switch {
+	case p.opts.Parent.IsValid():
+		ctx = trace.ContextWithSpanContext(ctx, parent) // in this process
+	case parent.IsValid():
 		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 	}
 	attrs := []attribute.KeyValue{AttrSink.String(o.name), AttrBatchSize.Int(len(batch)), AttrAttempt.Int(attempt + 1)}

@@ -1,18 +1,24 @@
 package pipeline
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 // tracedEvents returns n events, the i-th carrying request span i%spans.
@@ -163,5 +169,99 @@ func TestSpoolAppendSpan(t *testing.T) {
 	}
 	if sp := appends[0]; sp.Parent().SpanID().String() != fmt.Sprintf("%016x", 1) || attr(sp, "gotrack.batch.size") != "3" {
 		t.Errorf("spool append: parent %s, attributes %v", sp.Parent().SpanID(), sp.Attributes())
+	}
+}
+
+// TestSinkSpansJobParent checks that with Options.Parent (a batch job's
+// root span) every write attempt is its child, and the request spans the
+// events carry are links.
+func TestSinkSpansJobParent(t *testing.T) {
+	rec, tp := recorder()
+	job := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{9}, SpanID: trace.SpanID{9}, TraceFlags: trace.FlagsSampled})
+	s := newMemSink()
+	failures := 1
+	s.fail = func([]*event.Event) error {
+		if failures > 0 {
+			failures--
+			return sink.Unavailable(errors.New("connection refused"))
+		}
+		return nil
+	}
+	f := newFixture(t, Options{BatchSize: 10, FlushInterval: time.Hour, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond,
+		Tracer: tp.Tracer("test"), Parent: job}, map[string]sink.Sink{"a": s})
+	if err := f.p.Submit(tracedEvents(10, 2)); err != nil {
+		t.Fatal(err)
+	}
+	f.close(t, 5*time.Second)
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2 (a failed attempt, then the written one)", len(spans))
+	}
+	for i, sp := range spans {
+		if !sp.Parent().Equal(job) || sp.SpanContext().TraceID() != job.TraceID() {
+			t.Errorf("span %d: parent %v, want the job's %v", i, sp.Parent(), job)
+		}
+		if got := attr(sp, "gotrack.attempt"); got != fmt.Sprint(i+1) {
+			t.Errorf("span %d: attempt %s", i, got)
+		}
+		var linked []string
+		for _, l := range sp.Links() {
+			linked = append(linked, l.SpanContext.SpanID().String())
+		}
+		if want := []string{fmt.Sprintf("%016x", 1), fmt.Sprintf("%016x", 2)}; !slices.Equal(linked, want) {
+			t.Errorf("span %d: links %v, want the request spans %v", i, linked, want)
+		}
+	}
+}
+
+// TestBatchLogsCarrySpan checks that the log lines of a batch's delivery,
+// the warning of a failed write and that of the events dead-lettered,
+// carry the trace and span ids of the write attempt they are about.
+func TestBatchLogsCarrySpan(t *testing.T) {
+	rec, tp := recorder()
+	var logs bytes.Buffer
+	log := slog.New(tracing.LogHandler(slog.NewJSONHandler(&logs, nil)))
+	s := newMemSink()
+	calls := 0
+	s.fail = func([]*event.Event) error {
+		if calls++; calls == 1 {
+			return sink.Unavailable(errors.New("connection refused"))
+		}
+		return sink.Permanent(errors.New("invalid byte sequence"))
+	}
+	f := newLoggedFixture(t, Options{BatchSize: 1, FlushInterval: time.Hour, RetryMin: time.Millisecond, RetryMax: 2 * time.Millisecond,
+		Tracer: tp.Tracer("test")}, map[string]sink.Sink{"a": s}, log)
+	if err := f.p.Submit(tracedEvents(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	f.close(t, 5*time.Second)
+	spans := rec.Ended()
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, want 2 (a failed attempt, then the rejected one)", len(spans))
+	}
+	want := map[string]trace.SpanContext{
+		"sink write failed, retrying": spans[0].SpanContext(),
+		"events dead-lettered":        spans[1].SpanContext(),
+	}
+	for line := range strings.Lines(logs.String()) {
+		var l struct {
+			Msg     string `json:"msg"`
+			TraceID string `json:"trace_id"`
+			SpanID  string `json:"span_id"`
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		sc, ok := want[l.Msg]
+		if !ok {
+			continue
+		}
+		delete(want, l.Msg)
+		if l.TraceID != sc.TraceID().String() || l.SpanID != sc.SpanID().String() {
+			t.Errorf("%q carries %s/%s, want the write span's %s/%s", l.Msg, l.TraceID, l.SpanID, sc.TraceID(), sc.SpanID())
+		}
+	}
+	for msg := range want {
+		t.Errorf("no %q line:\n%s", msg, logs.String())
 	}
 }

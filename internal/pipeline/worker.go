@@ -29,7 +29,8 @@ func (p *Pipeline) work(o *output) {
 		}
 		batch, err := o.buf.Read(o.policy.BatchEvents, o.policy.BatchBytes, p.opts.FlushInterval, p.stopRead)
 		o.holding = batch
-		clear(o.settled)
+		clear(o.settled) // let the last batch's events go
+		o.settled = o.settled[:0]
 		o.mu.Unlock()
 		if err != nil {
 			p.log.Error("buffer read failed", "sink", o.name, "err", err)
@@ -46,7 +47,7 @@ func (p *Pipeline) work(o *output) {
 				o.withBuffer(o.buf.Rewind) // delivered on the next start
 				return
 			}
-			if !p.deadLetter(o, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left) {
+			if !p.deadLetter(context.Background(), o, DeadShutdown, errors.New("shutdown deadline passed before the sink took the events"), left) {
 				o.mu.Lock()
 				ours := o.settle(left) // else Close has taken them over
 				o.mu.Unlock()
@@ -81,18 +82,26 @@ func (o *output) withBuffer(f func()) bool {
 // settle marks events of the held batch as settled by the worker (written,
 // or claimed for the dead-letter file), so that Close does not take them
 // over; it reports false, marking nothing, once Close has taken over.
+// It records the slice, not each event: a batch settles in a few parts,
+// and only Close's rare takeover needs to look events up.
 // Called with o.mu held.
 func (o *output) settle(events []*event.Event) bool {
 	if o.abandoned.Load() {
 		return false
 	}
-	if o.settled == nil {
-		o.settled = make(map[*event.Event]struct{}, len(events))
-	}
-	for _, e := range events {
-		o.settled[e] = struct{}{}
-	}
+	o.settled = append(o.settled, events)
 	return true
+}
+
+// unsettle undoes settle(events), for a dead-letter write that failed.
+// Called with o.mu held.
+func (o *output) unsettle(events []*event.Event) {
+	for i := len(o.settled) - 1; i >= 0; i-- {
+		if s := o.settled[i]; len(s) == len(events) && (len(s) == 0 || &s[0] == &events[0]) {
+			o.settled = append(o.settled[:i], o.settled[i+1:]...)
+			return
+		}
+	}
 }
 
 // deliver writes batch, spread over up to the sink's MaxInFlight parts
@@ -170,7 +179,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			for _, f := range be.Failed {
 				if !sink.IsPermanent(f.Err) {
 					retry = append(retry, pending[f.Index])
-				} else if !p.deadLetter(o, DeadRejected, f.Err, pending[f.Index:f.Index+1]) {
+				} else if !p.deadLetter(sctx, o, DeadRejected, f.Err, pending[f.Index:f.Index+1]) {
 					unsaved = append(unsaved, pending[f.Index])
 				}
 			}
@@ -183,7 +192,7 @@ func (p *Pipeline) flush(o *output, batch []*event.Event) []*event.Event {
 			if len(pending) == 1 {
 				spanEvent(span, "dead_letter", AttrBatchSize.Int(1))
 				endWrite(span, OutcomeRejected, err)
-				if !p.deadLetter(o, DeadRejected, err, pending) {
+				if !p.deadLetter(sctx, o, DeadRejected, err, pending) {
 					return append(unsaved, pending...)
 				}
 				return unsaved
@@ -238,14 +247,14 @@ func (p *Pipeline) written(o *output, events []*event.Event, dups int) {
 // has passed, and reports false when that passed first: the worker then
 // keeps the events in a durable buffer, or counts them as lost. Meanwhile
 // the worker waits: its buffer fills, and clients get 503s rather than
-// silent loss.
+// silent loss. Its log lines carry the span of ctx, the write attempt's.
 //
 // Each attempt first claims the events (settle), so that Close, taking
 // over from a stuck worker, does not write them too. Once Close has taken
 // over, deadLetter reports true without writing: the events are Close's
 // to dead-letter (or, in a durable buffer, to keep), not the worker's to
 // count.
-func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*event.Event) bool {
+func (p *Pipeline) deadLetter(ctx context.Context, o *output, reason string, cause error, events []*event.Event) bool {
 	backoff := p.opts.RetryMin
 	for attempt := 0; ; attempt++ {
 		if p.killCtx.Err() != nil {
@@ -259,7 +268,7 @@ func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*e
 		}
 		err := p.dead.Write(o.name, reason, cause, events)
 		if err == nil {
-			p.deadLettered(o, reason, cause, events)
+			p.deadLettered(ctx, o, reason, cause, events)
 			return true
 		}
 		o.mu.Lock()
@@ -272,12 +281,10 @@ func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*e
 			}
 			return true
 		}
-		for _, e := range events {
-			delete(o.settled, e)
-		}
+		o.unsettle(events)
 		o.mu.Unlock()
 		if attempt == 0 {
-			p.log.Error("the dead-letter file cannot be written; retrying until the shutdown deadline",
+			p.log.ErrorContext(ctx, "the dead-letter file cannot be written; retrying until the shutdown deadline",
 				"sink", o.name, "events", len(events), "reason", reason, "err", err)
 		}
 		if !p.sleep(p.killCtx, jitter(backoff)) {
@@ -288,14 +295,14 @@ func (p *Pipeline) deadLetter(o *output, reason string, cause error, events []*e
 }
 
 // deadLettered counts events written to the dead-letter file.
-func (p *Pipeline) deadLettered(o *output, reason string, cause error, events []*event.Event) {
+func (p *Pipeline) deadLettered(ctx context.Context, o *output, reason string, cause error, events []*event.Event) {
 	o.deadLet.Add(int64(len(events)))
 	if reason == DeadShutdown {
 		o.m.deadShutdown.Add(float64(len(events)))
 	} else {
 		o.m.deadRejected.Add(float64(len(events)))
 	}
-	p.log.Warn("events dead-lettered", "sink", o.name, "events", len(events), "reason", reason,
+	p.log.WarnContext(ctx, "events dead-lettered", "sink", o.name, "events", len(events), "reason", reason,
 		"path", p.dead.Path(), "err", cause)
 }
 

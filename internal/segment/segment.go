@@ -4,6 +4,11 @@
 // else that speaks that protocol) can send to GoTrack by changing one host
 // name. Each message becomes one GoTrack event (see Map) and goes through
 // the same privacy policy, pipeline, queues, spool and metrics as /collect.
+//
+// With tracing on, each POST to a call has the ingest listener's server
+// span (internal/ingest wraps the whole listener); the handler adds its
+// event counts to it, and gives the events of a sampled request the span's
+// trace_id and span_id, through internal/tracing as /collect does.
 package segment
 
 import (
@@ -25,6 +30,7 @@ import (
 	"github.com/gotrack/gotrack/internal/cors"
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/tracing"
 )
 
 // Segment's own limits: a message may be at most 32 KB and a batch request
@@ -240,6 +246,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	if h.norm.DoNotTrack(first(r.Header["Dnt"]), first(r.Header["Sec-Gpc"])) {
 		resp.Success, resp.Dropped = true, len(items)
 		h.pipe.CountDropped(pipeline.DropDNT, len(items))
+		tracing.CountEvents(r.Context(), 0, 0, len(items))
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
@@ -249,6 +256,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 		UserAgent: first(r.Header["User-Agent"]),
 		SourceID:  sourceID, // "" leaves the key's own (SourceID)
 	}
+	m.TraceID, m.SpanID = tracing.SpanIDs(r.Context())
 	events := make([]*event.Event, 0, len(items))
 	for i, raw := range items {
 		e, err := h.message(raw, call, key, b, m)
@@ -261,6 +269,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	if n := len(resp.Errors); n > 0 {
 		h.pipe.CountDropped(pipeline.DropInvalid, n)
 		if len(events) == 0 {
+			tracing.CountEvents(r.Context(), 0, n, 0)
 			resp.Error = resp.Errors[0].Error
 			if call == "" {
 				resp.Error = "no valid message in the batch"
@@ -275,11 +284,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, call string) {
 	if err := h.pipe.Submit(events); err != nil {
 		status, msg := submitStatus(err, w.Header())
 		if msg == errStore {
-			h.log.Error("segment: submit failed", "err", err)
+			h.log.ErrorContext(r.Context(), "segment: submit failed", "err", err)
 		}
+		tracing.CountEvents(r.Context(), 0, resp.Rejected, len(events)) // refused with a 503: the client may send them again
 		writeError(w, status, msg)
 		return
 	}
+	tracing.CountEvents(r.Context(), len(events), resp.Rejected, 0)
 	resp.Success = true
 	writeJSON(w, http.StatusOK, resp)
 }

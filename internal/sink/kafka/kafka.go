@@ -33,6 +33,13 @@ const (
 	HeaderContentType   = "content-type"
 )
 
+// The values of the headers that are the same on every record. Records
+// share them; neither the sink nor franz-go writes to them.
+var (
+	schemaVersion = []byte(event.SchemaVersion)
+	contentType   = []byte("application/json")
+)
+
 // Options configure a Sink. Parse* turn setting values into them.
 type Options struct {
 	Brokers     []string
@@ -323,20 +330,29 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []*event.Event) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	// The records, their headers and the bytes of their types and keys
+	// are allocated once per batch, not per record.
+	slab := make([]kgo.Record, len(batch))
+	headers := make([]kgo.RecordHeader, 3*len(batch))
+	size := 0
+	for _, e := range batch {
+		size += len(e.Type) + len(s.keyOf(e))
+	}
+	text := make([]byte, 0, size)
 	records := make([]*kgo.Record, len(batch))
 	index := make(map[*kgo.Record]int, len(batch))
 	for i, e := range batch {
-		r := &kgo.Record{
-			Topic: s.topic,
-			Value: e.JSON(),
-			Headers: []kgo.RecordHeader{
-				{Key: HeaderType, Value: []byte(e.Type)},
-				{Key: HeaderSchemaVersion, Value: []byte(event.SchemaVersion)},
-				{Key: HeaderContentType, Value: []byte("application/json")},
-			},
-		}
+		r := &slab[i]
+		r.Topic, r.Value = s.topic, e.JSON()
+		text = append(text, e.Type...)
+		h := headers[3*i : 3*i+3 : 3*i+3]
+		h[0] = kgo.RecordHeader{Key: HeaderType, Value: text[len(text)-len(e.Type):]}
+		h[1] = kgo.RecordHeader{Key: HeaderSchemaVersion, Value: schemaVersion}
+		h[2] = kgo.RecordHeader{Key: HeaderContentType, Value: contentType}
+		r.Headers = h
 		if k := s.keyOf(e); k != "" {
-			r.Key = []byte(k)
+			text = append(text, k...)
+			r.Key = text[len(text)-len(k):]
 		}
 		records[i] = r
 		index[r] = i

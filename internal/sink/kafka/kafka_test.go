@@ -30,7 +30,7 @@ import (
 
 const topic = "gotrack.events"
 
-func newCluster(t *testing.T, partitions int32) *kfake.Cluster {
+func newCluster(t testing.TB, partitions int32) *kfake.Cluster {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic))
 	if err != nil {
@@ -40,7 +40,7 @@ func newCluster(t *testing.T, partitions int32) *kfake.Cluster {
 	return c
 }
 
-func open(t *testing.T, c *kfake.Cluster, key Key) *Sink {
+func open(t testing.TB, c *kfake.Cluster, key Key) *Sink {
 	t.Helper()
 	s, err := Open(Options{Brokers: c.ListenAddrs(), Topic: topic, Acks: AcksAll, Compression: "zstd", Key: key,
 		ClientID: "gotrack-test", MaxBufferedRecords: 10000})

@@ -26,6 +26,7 @@ import (
 type Receiver struct {
 	URL string // base URL, for OTEL_EXPORTER_OTLP_ENDPOINT
 
+	srv     *httptest.Server
 	mu      sync.Mutex
 	spans   []*tracepb.Span
 	metrics []*metricspb.Metric
@@ -33,12 +34,26 @@ type Receiver struct {
 
 // New starts a receiver, stopped when the test ends.
 func New(t testing.TB) *Receiver {
-	rc := &Receiver{}
-	srv := httptest.NewServer(http.HandlerFunc(rc.serve))
-	t.Cleanup(srv.Close)
-	rc.URL = srv.URL
+	rc := Start()
+	t.Cleanup(rc.Close)
 	return rc
 }
+
+// Start starts a receiver on 127.0.0.1, for a caller that is not a test
+// (the load benchmark); Close stops it.
+func Start() *Receiver {
+	rc := &Receiver{}
+	rc.srv = httptest.NewUnstartedServer(http.HandlerFunc(rc.serve))
+	rc.srv.Config.ReadHeaderTimeout = 10 * time.Second
+	rc.srv.Config.ReadTimeout = 30 * time.Second
+	rc.srv.Config.WriteTimeout = 30 * time.Second
+	rc.srv.Start()
+	rc.URL = rc.srv.URL
+	return rc
+}
+
+// Close stops the receiver, after the requests being served.
+func (rc *Receiver) Close() { rc.srv.Close() }
 
 func (rc *Receiver) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/x-protobuf" {
