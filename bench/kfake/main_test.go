@@ -19,7 +19,9 @@ func TestServesTopicsUntilStdinCloses(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	outR, outW := io.Pipe()
 	done := make(chan error, 1)
-	go func() { done <- run([]string{"-topics", "a,b", "-partitions", "4"}, stdinR, outW, make(chan os.Signal)) }()
+	go func() {
+		done <- run([]string{"-topics", "a,b", "-partitions", "4"}, stdinR, outW, make(chan os.Signal))
+	}()
 	addr, err := bufio.NewReader(outR).ReadString('\n')
 	if err != nil {
 		t.Fatal(err)
