@@ -280,3 +280,20 @@ func FuzzCheckText(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFormatUUID checks the unrolled formatUUID against the 8-4-4-4-12
+// layout written with fmt.
+func FuzzFormatUUID(f *testing.F) {
+	f.Add([]byte("0123456789abcdef"))
+	f.Add(make([]byte, 16))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) != 16 {
+			return
+		}
+		u := [16]byte(b)
+		want := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+		if got := formatUUID(u); got != want {
+			t.Fatalf("formatUUID(%x) = %s, want %s", u, got, want)
+		}
+	})
+}
