@@ -299,7 +299,14 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		if i += plainRun(s[i:]); i == len(s) {
+		for len(s)-i >= 8 { // 8 plain bytes at a time, up to the first special one
+			if m := specialLanes(load8(s[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
+		if i == len(s) {
 			break
 		}
 		c := s[i]
@@ -365,24 +372,10 @@ func load8[T string | []byte](t T) uint64 {
 // with each of the two special bytes xor-ed out; its borrows may set lanes
 // above a special byte too, but never below, so the lowest set bit is
 // exactly the first special byte: bits.TrailingZeros64(m)/8. Most of an
-// event is plain: appendString and the scanners skip 8 such bytes at once.
+// event is plain: appendString and Batch.Parse skip 8 such bytes at once.
 func specialLanes(w uint64) uint64 {
 	quote, slash := w^(lanes01*'"'), w^(lanes01*'\\')
 	return (w | (w - lanes01*0x20) | ((quote - lanes01) &^ quote) | ((slash - lanes01) &^ slash)) & lanes80
-}
-
-// plainRun returns the number of bytes at the start of s that a JSON
-// string holds as they are (see specialLanes), counting up to the last
-// whole word of s; the bytes after that are the caller's to look at.
-func plainRun[T string | []byte](s T) int {
-	i := 0
-	for len(s)-i >= 8 {
-		if m := specialLanes(load8(s[i:])); m != 0 {
-			return i + bits.TrailingZeros64(m)>>3
-		}
-		i += 8
-	}
-	return i
 }
 
 // Decode parses one event from its JSON encoding, as written by AppendJSON,
