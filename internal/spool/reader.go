@@ -26,6 +26,7 @@ type Reader struct {
 	s          *Spool
 	name       string
 	cursorPath string
+	cursorFile *os.File      // the cursor, open for writing in place after its first persist
 	cursor     atomic.Uint64 // the next record to deliver
 	inflightAt atomic.Int64  // received_at (unix ns) of the oldest record read and not acked; 0 when none
 
@@ -283,17 +284,48 @@ func (r *Reader) Ack(n int) error {
 	return nil
 }
 
-// persist writes the cursor with a rename, so a crash leaves the old or
-// the new one. It is not fsynced: a cursor that goes back after a power
-// loss replays events (duplicates), it never skips them.
+// cursorLen is the size of a persisted cursor: 20 digits, zero-padded (the
+// widest uint64), and a newline.
+const cursorLen = 20 + 1
+
+// persist writes the cursor. The first write in a process replaces the file
+// with a rename, so a crash leaves the old or the new one whatever was
+// there before; it also makes the file exactly cursorLen bytes. Every later
+// write overwrites those bytes in place through a file kept open: one
+// pwrite rather than a create, a write, a close and a rename (about 1 µs of
+// CPU against 70 to 300 µs on ext4, see BenchmarkAck; the pipeline acks
+// every batch). In place is as safe: each write has the same length at
+// offset 0, so the file's size never changes and its bytes lie in one
+// sector; a process that dies leaves the old cursor or the new one, never
+// a mix. The cursor is not fsynced, in either form: a cursor that goes back
+// after a power loss replays events (duplicates), it never skips them, and
+// one left unreadable replays from the oldest record.
 func (r *Reader) persist(cursor uint64) error {
+	var digits [cursorLen - 1]byte
+	v := strconv.AppendUint(digits[:0], cursor, 10)
+	b := [cursorLen]byte{cursorLen - 1: '\n'}
+	for i := range cursorLen - 1 - len(v) {
+		b[i] = '0'
+	}
+	copy(b[cursorLen-1-len(v):], v)
+	if r.cursorFile != nil {
+		if _, err := r.cursorFile.WriteAt(b[:], 0); err != nil {
+			return fmt.Errorf("spool: cursor: %w", err)
+		}
+		return nil
+	}
 	tmp := r.cursorPath + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(cursor, 10)+"\n"), 0o640); err != nil {
+	if err := os.WriteFile(tmp, b[:], 0o640); err != nil {
 		return fmt.Errorf("spool: cursor: %w", err)
 	}
 	if err := os.Rename(tmp, r.cursorPath); err != nil {
 		return fmt.Errorf("spool: cursor: %w", err)
 	}
+	f, err := os.OpenFile(r.cursorPath, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("spool: cursor: %w", err)
+	}
+	r.cursorFile = f
 	return nil
 }
 
@@ -308,5 +340,10 @@ func (r *Reader) Rewind() {
 
 func (r *Reader) close() error {
 	r.closeFile()
-	return r.persist(r.cursor.Load())
+	err := r.persist(r.cursor.Load())
+	if r.cursorFile != nil {
+		err = errors.Join(err, r.cursorFile.Close())
+		r.cursorFile = nil
+	}
+	return err
 }

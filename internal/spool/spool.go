@@ -536,8 +536,7 @@ func (s *Spool) Append(events []*event.Event) error {
 			s.refused.note(s.log, len(events), err)
 			return err
 		}
-		s.m.appended.Add(float64(len(events)))
-		return nil
+		return nil // counted in appended by flushPending, once per round
 	}
 
 	seg := s.segs[len(s.segs)-1]
@@ -654,6 +653,7 @@ func (s *Spool) flushPending() (upto uint64, more bool, round *commit) {
 	seg.size += int64(len(buf))
 	seg.count += count
 	s.visible += count
+	s.m.appended.Add(float64(count)) // before the round's appends return
 	s.wake()
 	if seg.size >= s.opts.SegmentBytes {
 		if err := s.newSegment(); err != nil {
