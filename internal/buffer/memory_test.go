@@ -157,26 +157,32 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 // TestMemoryConcurrent: events put by many producers while the reader
-// sleeps and wakes are each read once, in batches within the bounds.
+// sleeps and wakes, by a full batch or by its wait ending, are each read
+// once, in batches within the bounds.
 func TestMemoryConcurrent(t *testing.T) {
 	const producers, each = 8, 2000
 	m := NewMemory(64)
 	in := events(producers * each)
 	for i := range producers {
 		go func() {
-			for _, e := range in[i*each : (i+1)*each] {
+			for j, e := range in[i*each : (i+1)*each] {
 				for !m.Reserve(1, time.Now().Add(10*time.Second)) {
 				}
 				m.Put(e)
+				if j%100 == 0 { // pauses: the reader's wait ends with a batch not full, too
+					time.Sleep(100 * time.Microsecond)
+				}
 			}
 		}()
 	}
 	stop := make(chan struct{})
+	watchdog := time.AfterFunc(time.Minute, func() { close(stop) }) // a lost event would leave Read waiting
+	defer watchdog.Stop()
 	seen := make(map[*event.Event]bool, len(in))
 	for len(seen) < len(in) {
 		b, err := m.Read(50, 40*in[0].Size(), 50*time.Microsecond, stop)
 		if err != nil || len(b) == 0 || len(b) > 50 {
-			t.Fatalf("Read = %d events, %v", len(b), err)
+			t.Fatalf("Read = %d events, %v, with %d of %d read", len(b), err, len(seen), len(in))
 		}
 		for _, e := range b {
 			if seen[e] {

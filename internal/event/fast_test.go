@@ -198,7 +198,7 @@ func FuzzSanitizeURL(f *testing.F) {
 
 // FuzzPrintableASCII checks the word-at-a-time printableASCII byte by byte.
 func FuzzPrintableASCII(f *testing.F) {
-	for _, s := range []string{"", " ~", "abcdefgh\x7f", "abcdefgh~ijklmno\x1f", "\x80bcdefgh", "abcdefg\x00"} {
+	for _, s := range []string{"", " ~", "abcdefgh\x7f", "abcdefgh~ijklmno\x1f", "\x80bcdefgh", "abcdefg\x00", "abcdefg~", "abcdefg\x7f", " bcdefg\x1f"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
