@@ -19,6 +19,7 @@ func BenchmarkMiddleware(b *testing.B) {
 		Namespace:      "bench",
 		RequestsLabels: []Label{Endpoint, Method, Status},
 		DurationLabels: []Label{Endpoint, Method},
+		Routes:         []Route{{Pattern: "GET /px.gif", Statuses: []int{200}}},
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -84,6 +84,20 @@ type Metrics struct {
 	catchAll    string
 	statusCache [600]string
 	exemplar    func(context.Context) prometheus.Labels
+	// series holds the children of the pre-initialised routes, so that
+	// their requests skip the vectors' label hashing and checks; it is
+	// not changed after New.
+	series map[seriesKey]children
+}
+
+type seriesKey struct {
+	endpoint, method string
+	status           int
+}
+
+type children struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
 }
 
 // DefaultBuckets suit a service whose requests take from a fraction of a
@@ -110,7 +124,8 @@ func New(reg prometheus.Registerer, o Opts) (*Metrics, error) {
 			return nil, errors.New("httpmetrics: unknown label " + string(l))
 		}
 	}
-	m := &Metrics{reqLabels: o.RequestsLabels, durLabels: o.DurationLabels, catchAll: o.CatchAll, exemplar: o.Exemplar}
+	m := &Metrics{reqLabels: o.RequestsLabels, durLabels: o.DurationLabels, catchAll: o.CatchAll, exemplar: o.Exemplar,
+		series: make(map[seriesKey]children)}
 	for i := range m.statusCache {
 		m.statusCache[i] = strconv.Itoa(i)
 	}
@@ -140,8 +155,7 @@ func New(reg prometheus.Registerer, o Opts) (*Metrics, error) {
 		method = normMethod(method)
 		endpoint = stripHost(endpoint)
 		for _, st := range r.Statuses {
-			m.requests.WithLabelValues(m.values(m.reqLabels, endpoint, method, st)...)
-			m.duration.WithLabelValues(m.values(m.durLabels, endpoint, method, st)...)
+			m.series[seriesKey{endpoint, method, st}] = m.children(endpoint, method, st)
 		}
 	}
 	return m, nil
@@ -170,6 +184,18 @@ func (m *Metrics) values(ls []Label, endpoint, method string, status int) []stri
 	return out
 }
 
+// children returns the request counter and the duration observer of a
+// request, creating them if need be.
+func (m *Metrics) children(endpoint, method string, status int) children {
+	if c, ok := m.series[seriesKey{endpoint, method, status}]; ok {
+		return c
+	}
+	return children{
+		requests: m.requests.WithLabelValues(m.values(m.reqLabels, endpoint, method, status)...),
+		duration: m.duration.WithLabelValues(m.values(m.durLabels, endpoint, method, status)...),
+	}
+}
+
 func (m *Metrics) status(code int) string {
 	if code >= 100 && code < len(m.statusCache) {
 		return m.statusCache[code]
@@ -193,9 +219,9 @@ func (m *Metrics) Wrap(next http.Handler) http.Handler {
 			_, endpoint, _ = cutMethod(r.Pattern)
 			endpoint = stripHost(endpoint)
 		}
-		method := normMethod(r.Method)
-		m.requests.WithLabelValues(m.values(m.reqLabels, endpoint, method, rw.status)...).Inc()
-		obs := m.duration.WithLabelValues(m.values(m.durLabels, endpoint, method, rw.status)...)
+		c := m.children(endpoint, normMethod(r.Method), rw.status)
+		c.requests.Inc()
+		obs := c.duration
 		if m.exemplar != nil {
 			if ex := m.exemplar(r.Context()); ex != nil {
 				obs.(prometheus.ExemplarObserver).ObserveWithExemplar(time.Since(start).Seconds(), ex)

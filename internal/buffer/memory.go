@@ -28,6 +28,16 @@ type Memory struct {
 	mu      sync.Mutex
 	space   chan struct{} // closed, and replaced, when the reader frees room
 
+	// While the reader gathers a batch, it sleeps until the events queued
+	// could fill it rather than waking for each one: wantEvents, when not
+	// 0, is how many it waits for, wantBytes how many bytes of JSON, and
+	// pendingBytes counts the bytes put since it went to sleep. The Put
+	// that queues enough signals wake, which holds one signal at most.
+	wantEvents   atomic.Int64
+	wantBytes    atomic.Int64
+	pendingBytes atomic.Int64
+	wake         chan struct{}
+
 	// The reader's side: the batch read and not yet acknowledged.
 	held     []*event.Event
 	heldN    atomic.Int64 // len(held), for Lag
@@ -40,7 +50,8 @@ type Memory struct {
 func NewMemory(size int) *Memory {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
-	return &Memory{ch: make(chan *event.Event, size), size: int64(size), space: make(chan struct{}), timer: t}
+	return &Memory{ch: make(chan *event.Event, size), size: int64(size), space: make(chan struct{}), timer: t,
+		wake: make(chan struct{}, 1)}
 }
 
 // TryReserve claims room for n events if there is some now.
@@ -97,8 +108,22 @@ func (m *Memory) Release(n int) {
 	}
 }
 
-// Put adds an event for which room was reserved. It never blocks.
-func (m *Memory) Put(e *event.Event) { m.ch <- e }
+// Put adds an event for which room was reserved. It never blocks. It
+// wakes the reader only when the reader waits for the batch it gathers to
+// fill, and the events queued now could fill it.
+func (m *Memory) Put(e *event.Event) {
+	m.ch <- e
+	if n := m.wantEvents.Load(); n > 0 {
+		if int64(len(m.ch)) >= n || m.pendingBytes.Add(int64(e.Size())) >= m.wantBytes.Load() {
+			if m.wantEvents.CompareAndSwap(n, 0) {
+				select {
+				case m.wake <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
 
 // Waiting returns the events reserved or put and not yet read.
 func (m *Memory) Waiting() int { return int(m.reserved.Load()) }
@@ -142,19 +167,52 @@ func (m *Memory) Read(maxEvents, maxBytes int, wait time.Duration, stop <-chan s
 	for len(batch) < maxEvents && size < maxBytes {
 		select {
 		case e = <-m.ch:
+			batch = append(batch, e)
+			size += e.Size()
+			continue
 		default:
+		}
+		// Nothing queued: sleep until what is queued could fill the
+		// batch, or wait has passed, or stopping; then take what is there.
+		m.pendingBytes.Store(0)
+		m.wantBytes.Store(int64(maxBytes - size))
+		m.wantEvents.Store(int64(maxEvents - len(batch)))
+		if len(m.ch) > 0 { // put before wantEvents was set: take it now
+			m.stopWaiting()
+			continue
+		}
+		select {
+		case <-m.wake:
+			continue
+		case <-m.timer.C:
+		case <-stop:
+		}
+		m.stopWaiting()
+		for len(batch) < maxEvents && size < maxBytes {
 			select {
 			case e = <-m.ch:
-			case <-m.timer.C:
-				return batch, nil
-			case <-stop:
-				return batch, nil
+				batch = append(batch, e)
+				size += e.Size()
+				continue
+			default:
 			}
+			break
 		}
-		batch = append(batch, e)
-		size += e.Size()
+		return batch, nil
 	}
 	return batch, nil
+}
+
+// stopWaiting tells producers that the reader no longer waits, and takes
+// back the wake signal of a producer that saw it waiting, so that the next
+// wait does not end at once.
+func (m *Memory) stopWaiting() {
+	if m.wantEvents.Swap(0) == 0 {
+		select {
+		case <-m.wake:
+		default: // the producer has not sent it yet: the next wait may end early, and wait again
+		}
+	}
 }
 
 // Ack implements Buffer: it lets the held events go.

@@ -3,7 +3,7 @@ package event
 import (
 	"bytes"
 	"encoding/json"
-	"net/url"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +34,8 @@ type Meta struct {
 func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	e := &Event{Source: SourcePixel}
 	var props []byte
-	var names []string
+	var namesBuf [8]string // most pixels have a few p.NAME, if any
+	names := namesBuf[:0]
 	for rawQuery != "" {
 		var pair string
 		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
@@ -106,13 +107,55 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	return e, n.finish(e, m)
 }
 
-// unescape is url.QueryUnescape without the allocation when there is
-// nothing to unescape.
+// errEscape is unescape's error: a '%' not followed by two hex digits.
+var errEscape = errors.New("malformed escape")
+
+// unescape is url.QueryUnescape ('+' is a space, %XX a byte, and any other
+// '%' an error), without the allocation when there is nothing to unescape,
+// and copying the runs between escapes whole rather than byte by byte.
 func unescape(s string) (string, error) {
-	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
+	k := plainQuery(s)
+	if k == len(s) {
 		return s, nil
 	}
-	return url.QueryUnescape(s)
+	var b strings.Builder
+	b.Grow(len(s))
+	for {
+		b.WriteString(s[:k])
+		if s = s[k:]; s == "" {
+			return b.String(), nil
+		}
+		if s[0] == '+' {
+			b.WriteByte(' ')
+			s = s[1:]
+		} else {
+			if len(s) < 3 || !isHex(s[1]) || !isHex(s[2]) {
+				return "", errEscape
+			}
+			hi, _ := unhex(s[1])
+			lo, _ := unhex(s[2])
+			b.WriteByte(hi<<4 | lo)
+			s = s[3:]
+		}
+		k = plainQuery(s)
+	}
+}
+
+// plainQuery returns the index of the first '%' or '+' in s, or len(s).
+// Query keys and values are short, and escapes in them dense: a loop is
+// cheaper here than two calls of strings.IndexByte.
+func plainQuery(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c == '+' {
+			return i
+		}
+	}
+	return len(s)
+}
+
+func isHex(c byte) bool {
+	_, ok := unhex(c)
+	return ok
 }
 
 // input is one /collect event as sent.
@@ -125,13 +168,30 @@ type input struct {
 var serverFields = []string{"received_at", "user_agent", "ip", "source", "source_id", "ua", "bot", "geo", "asn", "campaign"}
 
 // FromJSON builds a sealed event from one JSON object of a /collect body.
-// raw must be valid JSON (the handler checks the whole body once with
-// json.Valid) and the body valid UTF-8.
+// raw must be valid JSON and the body valid UTF-8. FromItem does the same
+// for an item of a Batch, without reading the object again.
 func (n *Normalizer) FromJSON(raw []byte, m Meta) (*Event, error) {
 	in, err := decodeInput(raw)
 	if err != nil {
 		return nil, err
 	}
+	return n.fromInput(in, m)
+}
+
+// FromItem builds a sealed event from an item of a /collect body, as
+// FromJSON does from its JSON. The body must be valid UTF-8.
+func (n *Normalizer) FromItem(it *Item, m Meta) (*Event, error) {
+	if !it.object {
+		return nil, errField("event", "is not a JSON object")
+	}
+	in, err := decodeMembers(it.Raw, it.members)
+	if err != nil {
+		return nil, err
+	}
+	return n.fromInput(in, m)
+}
+
+func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
 	if in.Type == "" {
 		return nil, errField("type", "is missing")
 	}
@@ -162,19 +222,32 @@ func (n *Normalizer) FromJSON(raw []byte, m Meta) (*Event, error) {
 	return e, n.finish(e, m)
 }
 
-// decodeInput reads a /collect event object. It takes the keys exactly as
-// spelled in the schema (encoding/json would also take "Type" or "TYPE"),
-// rejects any other key, naming it, and copies what it keeps, so raw may be
-// reused once it returns.
+// decodeInput reads a /collect event object, as decodeMembers.
 func decodeInput(raw []byte) (input, error) {
-	var in input
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || raw[0] != '{' {
-		return in, errField("event", "is not a JSON object")
+		return input{}, errField("event", "is not a JSON object")
 	}
-	var err error
-	var seen uint16 // a bit for each field of the schema, by its case below
+	var buf [16]member
+	ms := buf[:0]
 	members(raw, func(key, value []byte) bool {
+		ms = append(ms, member{key, value})
+		return true
+	})
+	return decodeMembers(raw, ms)
+}
+
+// decodeMembers reads the members ms of the /collect event object raw. It
+// takes the keys exactly as spelled in the schema (encoding/json would also
+// take "Type" or "TYPE"), rejects any other key, naming it, and copies what
+// it keeps, so the body may be reused once it returns: the string values
+// without escapes are cut from one copy of raw, rather than copied each.
+func decodeMembers(raw []byte, ms []member) (input, error) {
+	var in input
+	var text string // raw, once a value is cut from it
+	var seen uint16 // a bit for each field of the schema, by its case below
+	for _, mb := range ms {
+		key, value := mb.key, mb.value
 		if bytes.IndexByte(key, '\\') >= 0 {
 			key = []byte(unquote(key)) // "typ\u0065" is "type"
 		}
@@ -202,32 +275,38 @@ func decodeInput(raw []byte) (input, error) {
 		default:
 			name := unquote(key)
 			if slices.Contains(serverFields, name) {
-				err = errField(name, "is set by the server")
-			} else {
-				err = errField(truncate(name, MaxTypeLen), "is not a field of the event schema")
+				return in, errField(name, "is set by the server")
 			}
-			return false
+			return in, errField(truncate(name, MaxTypeLen), "is not a field of the event schema")
 		}
 		if seen&bit != 0 {
-			err = errField(string(key), "is given twice")
-			return false
+			return in, errField(string(key), "is given twice")
 		}
 		seen |= bit
 		if dst == nil {
 			in.Props = bytes.Clone(value)
-			return true
+			continue
 		}
 		switch {
 		case value[0] == '"':
-			*dst = unquote(value[1 : len(value)-1])
+			inner := value[1 : len(value)-1]
+			// value is a sub-slice of raw, so their capacities, which end
+			// together, give its offset.
+			off := cap(raw) - cap(inner)
+			if bytes.IndexByte(inner, '\\') >= 0 || off < 0 || off+len(inner) > len(raw) {
+				*dst = unquote(inner)
+				break
+			}
+			if text == "" {
+				text = string(raw)
+			}
+			*dst = text[off : off+len(inner)]
 		case string(value) == "null":
 		default:
-			err = errField(unquote(key), "must be a JSON string")
-			return false
+			return in, errField(unquote(key), "must be a JSON string")
 		}
-		return true
-	})
-	return in, err
+	}
+	return in, nil
 }
 
 // unquote decodes the inside of a valid JSON string.
@@ -271,35 +350,6 @@ func members(obj []byte, f func(key, value []byte) bool) {
 			}
 		}
 	}
-}
-
-// SplitArray returns the elements of a valid JSON array, as sub-slices of
-// raw: nothing is copied.
-func SplitArray(raw []byte) [][]byte {
-	raw = bytes.TrimSpace(raw)
-	var items [][]byte
-	depth, start := 0, 1
-	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; c {
-		case '"':
-			i = skipString(raw, i)
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-			if depth == 0 {
-				if item := bytes.TrimSpace(raw[start:i]); len(item) > 0 {
-					items = append(items, item)
-				}
-			}
-		case ',':
-			if depth == 1 {
-				items = append(items, bytes.TrimSpace(raw[start:i]))
-				start = i + 1
-			}
-		}
-	}
-	return items
 }
 
 // skipString returns the index of the quote that closes the JSON string
@@ -437,30 +487,8 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 	if !validType(e.Type) {
 		return errField("type", "may hold only letters, digits and _ . : -")
 	}
-	for _, f := range [...]struct {
-		name  string
-		v     *string
-		limit int
-	}{
-		{"url", &e.URL, MaxURLLen},
-		{"referrer", &e.Referrer, MaxURLLen},
-		{"title", &e.Title, MaxTitleLen},
-		{"visitor_id", &e.VisitorID, MaxIDLen},
-		{"session_id", &e.SessionID, MaxIDLen},
-	} {
-		*f.v = validUTF8(*f.v)
-		if len(*f.v) > f.limit {
-			return errTooLong(f.name, f.limit)
-		}
-		if strings.IndexByte(*f.v, 0) >= 0 {
-			return errNUL(f.name)
-		}
-	}
-	if strings.ContainsFunc(e.VisitorID, isControl) {
-		return errField("visitor_id", "holds a control character")
-	}
-	if strings.ContainsFunc(e.SessionID, isControl) {
-		return errField("session_id", "holds a control character")
+	if err := checkText(e); err != nil {
+		return err
 	}
 	e.URL = n.SanitizeURL(e.URL)
 	e.Referrer = n.SanitizeURL(e.Referrer)
@@ -480,8 +508,65 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 		}
 	}
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
-	e.Seal()
+	e.seal(&n.second)
 	return nil
+}
+
+// checkText makes the free-text fields of e valid UTF-8 and checks their
+// lengths, NUL characters, and the control characters of the ids. A value
+// of printable ASCII, as most are, is checked in one pass.
+func checkText(e *Event) error {
+	for _, f := range [...]struct {
+		name  string
+		v     *string
+		limit int
+	}{
+		{"url", &e.URL, MaxURLLen},
+		{"referrer", &e.Referrer, MaxURLLen},
+		{"title", &e.Title, MaxTitleLen},
+		{"visitor_id", &e.VisitorID, MaxIDLen},
+		{"session_id", &e.SessionID, MaxIDLen},
+	} {
+		if len(*f.v) > f.limit {
+			return errTooLong(f.name, f.limit)
+		}
+		if printableASCII(*f.v) {
+			continue // valid UTF-8, without NUL or control characters: most values
+		}
+		*f.v = validUTF8(*f.v) // may lengthen it: check again
+		if len(*f.v) > f.limit {
+			return errTooLong(f.name, f.limit)
+		}
+		if strings.IndexByte(*f.v, 0) >= 0 {
+			return errNUL(f.name)
+		}
+	}
+	if !printableASCII(e.VisitorID) && strings.ContainsFunc(e.VisitorID, isControl) {
+		return errField("visitor_id", "holds a control character")
+	}
+	if !printableASCII(e.SessionID) && strings.ContainsFunc(e.SessionID, isControl) {
+		return errField("session_id", "holds a control character")
+	}
+	return nil
+}
+
+// printableASCII reports whether every byte of s is printable ASCII, from
+// ' ' to '~', a word at a time.
+func printableASCII(s string) bool {
+	for len(s) >= 8 {
+		w := load8(s)
+		del := w ^ (lanes01 * 0x7F)
+		if (w|(w-lanes01*0x20)|((del-lanes01)&^del))&lanes80 != 0 {
+			return false
+		}
+		s = s[8:]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
 func validType(s string) bool {

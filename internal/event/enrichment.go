@@ -201,10 +201,7 @@ func closeObject(b []byte, n int) []byte {
 // enrichmentSize estimates the length of the enrichment members, so that
 // Seal's first buffer holds them without growing.
 func (e *Event) enrichmentSize() int {
-	if e.UA == nil && e.Bot == nil && e.Geo == nil && e.ASN == nil {
-		return 0
-	}
-	n := 64 // slack: the rest of the event is only estimated
+	n := 0
 	if u := e.UA; u != nil {
 		n += 80 + len(u.Browser) + len(u.Version) + len(u.OS) + len(u.OSVersion)
 	}

@@ -9,7 +9,9 @@ package event
 
 import (
 	"encoding/json"
+	"math/bits"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -94,8 +96,12 @@ type Event struct {
 
 // Seal computes and caches the event's JSON encoding. After Seal the event
 // must not be modified; it may then be read from many goroutines.
-func (e *Event) Seal() {
-	e.raw = e.AppendJSON(make([]byte, 0, e.sizeHint()))
+func (e *Event) Seal() { e.seal(nil) }
+
+// seal is Seal, taking the date and time of day of received_at from
+// second when it holds that second (see appendReceivedAt).
+func (e *Event) seal(second *secondCache) {
+	e.raw = e.appendJSON(make([]byte, 0, e.sizeHint()), second)
 }
 
 // JSON returns the event's JSON encoding, without a trailing newline. The
@@ -117,37 +123,93 @@ func (e *Event) Size() int {
 	return e.sizeHint()
 }
 
+// sizeHint is the length of the event's JSON encoding when no string
+// needs escaping: Seal allocates it once, and an event whose encoding
+// outgrew it would be copied and hold twice its room in a queue.
 func (e *Event) sizeHint() int {
-	return 200 + len(e.URL) + len(e.Referrer) + len(e.Title) + len(e.VisitorID) +
-		len(e.SessionID) + len(e.UserAgent) + len(e.Props) + len(e.Type) + 16 +
-		len(e.SourceID) + len(e.Call) + len(e.Name) + len(e.UserID) + len(e.MessageID) +
-		len(e.Campaign) + len(e.Context) + e.enrichmentSize()
+	// {"event_id":"<36>","received_at":"<30>","type":"","source":""}
+	return 127 + len(e.Type) + len(e.Source) + e.enrichmentSize() +
+		opt(e.URL) + opt(e.Referrer) + opt(e.Title) + opt(e.VisitorID) + opt(e.SessionID) + opt(e.UserAgent) +
+		opt(e.IP) + opt(e.SourceID) + opt(e.Call) + opt(e.Name) + opt(e.UserID) + opt(e.MessageID) +
+		opt(e.TraceID) + opt(e.SpanID) + optRaw(e.Props) + optRaw(e.Campaign) + optRaw(e.Context) +
+		optTime(e.SentAt) + optTime(e.Timestamp) + optTime(e.OriginalTimestamp)
+}
+
+// opt is the room of an optional string field: ,"user_agent":"", the
+// longest key, and the value.
+func opt(v string) int {
+	if v == "" {
+		return 0
+	}
+	return 20 + len(v)
+}
+
+func optRaw(v []byte) int {
+	if len(v) == 0 {
+		return 0
+	}
+	return 12 + len(v)
+}
+
+func optTime(t time.Time) int {
+	if t.IsZero() {
+		return 0
+	}
+	return 64 // ,"original_timestamp":"" and an RFC 3339 time
 }
 
 // appendReceivedAt appends t, in UTC, as RFC 3339 with a fixed nine-digit
 // fraction ("2006-01-02T15:04:05.000000000Z"), so that every received_at has
 // the same width and sorts as text. It is time.AppendFormat for that one
-// layout, several times faster.
-func appendReceivedAt(b []byte, t time.Time) []byte {
-	year, month, day := t.Date()
-	hour, min, sec := t.Clock()
-	if year < 0 || year > 9999 {
-		return t.AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+// layout, several times faster. The date and time of day, its costly part,
+// are taken from second, when not nil, if t falls in the second it holds,
+// as nearly every event does, and stored there otherwise.
+func appendReceivedAt(b []byte, t time.Time, second *secondCache) []byte {
+	var s *formattedSecond
+	if second != nil {
+		s = second.Load()
 	}
-	b = appendDigits(b, year, 4)
-	b = append(b, '-')
-	b = appendDigits(b, int(month), 2)
-	b = append(b, '-')
-	b = appendDigits(b, day, 2)
-	b = append(b, 'T')
-	b = appendDigits(b, hour, 2)
-	b = append(b, ':')
-	b = appendDigits(b, min, 2)
-	b = append(b, ':')
-	b = appendDigits(b, sec, 2)
+	var f formattedSecond
+	if s == nil || s.unix != t.Unix() {
+		year, month, day := t.Date()
+		hour, min, sec := t.Clock()
+		if year < 0 || year > 9999 {
+			return t.AppendFormat(b, "2006-01-02T15:04:05.000000000Z07:00")
+		}
+		f.unix = t.Unix()
+		d := f.text[:0]
+		d = appendDigits(d, year, 4)
+		d = append(d, '-')
+		d = appendDigits(d, int(month), 2)
+		d = append(d, '-')
+		d = appendDigits(d, day, 2)
+		d = append(d, 'T')
+		d = appendDigits(d, hour, 2)
+		d = append(d, ':')
+		d = appendDigits(d, min, 2)
+		d = append(d, ':')
+		appendDigits(d, sec, 2)
+		if second != nil {
+			c := f
+			second.Store(&c)
+		}
+		s = &f
+	}
+	b = append(b, s.text[:]...)
 	b = append(b, '.')
 	b = appendDigits(b, t.Nanosecond(), 9)
 	return append(b, 'Z')
+}
+
+// secondCache holds the last second appendReceivedAt formatted, for the
+// events of the next requests: a Normalizer's, shared by its goroutines.
+type secondCache = atomic.Pointer[formattedSecond]
+
+// formattedSecond is a Unix second as appendReceivedAt formats it in UTC,
+// "2006-01-02T15:04:05". It is not changed once stored in a secondCache.
+type formattedSecond struct {
+	unix int64
+	text [19]byte
 }
 
 func appendDigits(b []byte, v, width int) []byte {
@@ -161,11 +223,13 @@ func appendDigits(b []byte, v, width int) []byte {
 
 // AppendJSON appends the event's JSON encoding to b. It is equivalent to
 // json.Marshal but does not allocate beyond growing b.
-func (e *Event) AppendJSON(b []byte) []byte {
+func (e *Event) AppendJSON(b []byte) []byte { return e.appendJSON(b, nil) }
+
+func (e *Event) appendJSON(b []byte, second *secondCache) []byte {
 	b = append(b, `{"event_id":`...)
 	b = appendString(b, e.EventID)
 	b = append(b, `,"received_at":"`...)
-	b = appendReceivedAt(b, e.ReceivedAt.UTC())
+	b = appendReceivedAt(b, e.ReceivedAt.UTC(), second)
 	b = append(b, '"')
 	if !e.SentAt.IsZero() {
 		b = append(b, `,"sent_at":"`...)
@@ -235,6 +299,16 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		for len(s)-i >= 8 { // 8 plain bytes at a time, up to the first special one
+			if m := specialLanes(load8(s[i:])); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c >= 0x20 && c != '"' && c != '\\' {
@@ -277,6 +351,31 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// Bytes of every lane of a word, for specialLanes.
+const (
+	lanes01 = 0x0101010101010101
+	lanes80 = 0x8080808080808080
+)
+
+// load8 returns the first 8 bytes of t as a word, t[0] in its lowest lane.
+func load8[T string | []byte](t T) uint64 {
+	t = t[:8]
+	return uint64(t[0]) | uint64(t[1])<<8 | uint64(t[2])<<16 | uint64(t[3])<<24 |
+		uint64(t[4])<<32 | uint64(t[5])<<40 | uint64(t[6])<<48 | uint64(t[7])<<56
+}
+
+// specialLanes sets the high bit of each lane of w (a byte) that a JSON
+// string does not hold as it is: a byte from 0x80 up, a control character,
+// '"' or '\\'. It is the classic "has a zero byte" test, on w and on w
+// with each of the two special bytes xor-ed out; its borrows may set lanes
+// above a special byte too, but never below, so the lowest set bit is
+// exactly the first special byte: bits.TrailingZeros64(m)/8. Most of an
+// event is plain: appendString and Batch.Parse skip 8 such bytes at once.
+func specialLanes(w uint64) uint64 {
+	quote, slash := w^(lanes01*'"'), w^(lanes01*'\\')
+	return (w | (w - lanes01*0x20) | ((quote - lanes01) &^ quote) | ((slash - lanes01) &^ slash)) & lanes80
 }
 
 // Decode parses one event from its JSON encoding, as written by AppendJSON,

@@ -307,7 +307,7 @@ func TestDecodeRoundTrip(t *testing.T) {
 	}
 }
 
-func TestSplitArray(t *testing.T) {
+func TestBatchItems(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want []string
@@ -315,41 +315,18 @@ func TestSplitArray(t *testing.T) {
 		{`[]`, nil},
 		{` [ {"a":1} , {"b":"x,]}"} ]`, []string{`{"a":1}`, `{"b":"x,]}"}`}},
 		{`[{"a":[1,{"b":[2,3]}]},"s\"]",3,null]`, []string{`{"a":[1,{"b":[2,3]}]}`, `"s\"]"`, `3`, `null`}},
+		{"\t{\"a\":[]}\n", []string{`{"a":[]}`}},
 	} {
 		var got []string
-		for _, item := range SplitArray([]byte(tc.in)) {
-			got = append(got, string(item))
+		var bt Batch
+		ok := bt.Parse([]byte(tc.in))
+		for _, item := range bt.Items {
+			got = append(got, string(item.Raw))
 		}
-		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("SplitArray(%s) = %q, want %q", tc.in, got, tc.want)
+		if !ok || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Parse(%s) = %q, %v; want %q, true", tc.in, got, ok, tc.want)
 		}
 	}
-}
-
-// FuzzSplitArray checks the splitter against encoding/json on every valid
-// array.
-func FuzzSplitArray(f *testing.F) {
-	for _, s := range []string{`[]`, `[1,2]`, `[{"a":"]"},[[]],"\\\""]`, `[ {"x" : { "y" : [ 1 , 2 ] } } ]`} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		var want []json.RawMessage
-		if !json.Valid([]byte(s)) || json.Unmarshal([]byte(s), &want) != nil {
-			return
-		}
-		got := SplitArray([]byte(s))
-		if len(got) != len(want) {
-			t.Fatalf("SplitArray(%q) gave %d items, encoding/json %d", s, len(got), len(want))
-		}
-		for i := range got {
-			var a, b any
-			json.Unmarshal(got[i], &a)
-			json.Unmarshal(want[i], &b)
-			if !reflect.DeepEqual(a, b) {
-				t.Fatalf("item %d: %s, want %s", i, got[i], want[i])
-			}
-		}
-	})
 }
 
 // FuzzDecodeInput checks the /collect member scanner against encoding/json
@@ -387,11 +364,20 @@ func FuzzAppendReceivedAt(f *testing.F) {
 	f.Add(int64(0), int64(0))
 	f.Add(now.Unix(), int64(now.Nanosecond()))
 	f.Add(int64(253402300799), int64(999999999)) // 9999-12-31T23:59:59.999999999Z
+	var second secondCache                       // shared by the inputs: it holds another second at times
 	f.Fuzz(func(t *testing.T, sec, nsec int64) {
 		tm := time.Unix(sec, nsec).UTC()
 		want := tm.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
-		if got := appendReceivedAt(nil, tm); string(got) != string(want) {
-			t.Fatalf("appendReceivedAt(%v) = %s, want %s", tm, got, want)
+		for _, cache := range []*secondCache{nil, &second, &second} { // the second time, from the cache
+			if got := appendReceivedAt(nil, tm, cache); string(got) != string(want) {
+				t.Fatalf("appendReceivedAt(%v) = %s, want %s (cache %v)", tm, got, want, cache != nil)
+			}
+		}
+		if other := tm.Add(time.Second + 1); other.Year() <= 9999 {
+			want := other.AppendFormat(nil, "2006-01-02T15:04:05.000000000Z07:00")
+			if got := appendReceivedAt(nil, other, &second); string(got) != string(want) {
+				t.Fatalf("appendReceivedAt(%v) after %v = %s, want %s", other, tm, got, want)
+			}
 		}
 	})
 }

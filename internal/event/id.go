@@ -27,17 +27,25 @@ func NewID(now time.Time) string {
 
 func formatUUID(u [16]byte) string {
 	var b [36]byte
-	j := 0
-	for i, c := range u {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			b[j] = '-'
-			j++
-		}
-		b[j] = hexDigits[c>>4]
-		b[j+1] = hexDigits[c&0xF]
-		j += 2
+	b[8], b[13], b[18], b[23] = '-', '-', '-', '-'
+	hexByte(b[0:2], u[0])
+	hexByte(b[2:4], u[1])
+	hexByte(b[4:6], u[2])
+	hexByte(b[6:8], u[3])
+	hexByte(b[9:11], u[4])
+	hexByte(b[11:13], u[5])
+	hexByte(b[14:16], u[6])
+	hexByte(b[16:18], u[7])
+	hexByte(b[19:21], u[8])
+	hexByte(b[21:23], u[9])
+	for i, c := range u[10:] {
+		hexByte(b[24+2*i:26+2*i], c)
 	}
 	return string(b[:])
+}
+
+func hexByte(dst []byte, c byte) {
+	dst[0], dst[1] = hexDigits[c>>4], hexDigits[c&0xF]
 }
 
 // ParseUUID reports whether s is a UUID in the canonical 8-4-4-4-12 form,

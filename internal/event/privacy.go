@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"net/netip"
-	"net/url"
 	"strings"
 	"sync"
 )
@@ -58,6 +57,7 @@ type Normalizer struct {
 	policy   Policy
 	sanitize map[string]struct{}
 	hashes   sync.Pool // of hash.Hash, keyed by the policy's secret
+	second   secondCache
 }
 
 // NewNormalizer checks the policy and returns a Normalizer for it.
@@ -208,21 +208,27 @@ func (n *Normalizer) SanitizeURL(u string) string {
 		query = base[q+1:]
 		base = base[:q]
 	}
+	hasQuery := q >= 0 && (f < 0 || q < f)
+	kept, keptFrag := query, frag
+	if hasQuery {
+		kept = n.sanitizeQuery(query)
+	}
+	if f >= 0 && strings.IndexByte(frag, '=') >= 0 {
+		keptFrag = n.sanitizeQuery(frag)
+	}
+	if (!hasQuery || kept != "" && kept == query) && keptFrag == frag {
+		return u // nothing to remove (an empty query's '?' is): no copy
+	}
 	var b strings.Builder
 	b.Grow(len(u))
 	b.WriteString(base)
-	if q >= 0 && (f < 0 || q < f) {
-		if kept := n.sanitizeQuery(query); kept != "" {
-			b.WriteByte('?')
-			b.WriteString(kept)
-		}
+	if hasQuery && kept != "" {
+		b.WriteByte('?')
+		b.WriteString(kept)
 	}
 	if f >= 0 {
 		b.WriteByte('#')
-		if strings.IndexByte(frag, '=') >= 0 {
-			frag = n.sanitizeQuery(frag)
-		}
-		b.WriteString(frag)
+		b.WriteString(keptFrag)
 	}
 	return b.String()
 }
@@ -234,7 +240,7 @@ func (n *Normalizer) sanitizeQuery(q string) string {
 	var b strings.Builder
 	for pair := range strings.SplitSeq(q, "&") {
 		key, _, _ := strings.Cut(pair, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
+		if k, err := unescape(key); err == nil {
 			key = k
 		}
 		if _, bad := n.sanitize[strings.ToLower(key)]; bad {
@@ -251,7 +257,7 @@ func (n *Normalizer) sanitizeQuery(q string) string {
 func (n *Normalizer) hasSecret(q string) bool {
 	for pair := range strings.SplitSeq(q, "&") {
 		key, _, _ := strings.Cut(pair, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
+		if k, err := unescape(key); err == nil {
 			key = k
 		}
 		if _, bad := n.sanitize[strings.ToLower(key)]; bad {

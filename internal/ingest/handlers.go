@@ -58,6 +58,7 @@ type server struct {
 	rateLimited *prometheus.CounterVec
 	bufs        *bufPools // request bodies
 	gzips       sync.Pool // *gzip.Reader
+	batches     sync.Pool // *event.Batch, a parsed body
 }
 
 func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Registerer, log *slog.Logger) (*server, error) {
@@ -84,6 +85,7 @@ func newServer(opts Options, n *event.Normalizer, p Pipeline, reg prometheus.Reg
 	}
 	s := &server{opts: opts, norm: n, pipe: p, log: log, tracer: opts.Tracer, bufs: newBufPools(opts.MaxBodyBytes), rateLimited: rateLimited}
 	s.budget.max = opts.MaxInflightBytes
+	s.batches.New = func() any { return new(event.Batch) }
 	s.received.pixel = received.WithLabelValues(string(event.SourcePixel))
 	s.received.collect = received.WithLabelValues(string(event.SourceCollect))
 	s.received.segment = received.WithLabelValues(string(event.SourceSegment))
@@ -398,13 +400,17 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 	if body[0] != '[' && body[0] != '{' {
 		return nil, nil, refuse(kindMalformed, "body must be a JSON event object or an array of them")
 	}
-	if !json.Valid(body) {
-		var v any
+	batch := s.batches.Get().(*event.Batch)
+	defer func() {
+		batch.Reset()
+		s.batches.Put(batch)
+	}()
+	if !batch.Parse(body) {
+		var v any // for encoding/json's words on what is wrong, and where
 		return nil, nil, refuse(kindMalformed, "malformed JSON: "+jsonError(json.Unmarshal(body, &v)))
 	}
-	items := [][]byte{body}
+	items := batch.Items
 	if body[0] == '[' {
-		items = event.SplitArray(body)
 		if len(items) == 0 {
 			return nil, nil, refuse(kindMalformed, "body is an empty array; send at least one event")
 		}
@@ -428,8 +434,8 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 	}
 	m := s.meta(r, src, c, en)
 	events = make([]*event.Event, 0, len(items))
-	for i, raw := range items {
-		e, err := s.norm.FromJSON(raw, m)
+	for i := range items {
+		e, err := s.norm.FromItem(&items[i], m)
 		if err != nil {
 			resp.Errors = append(resp.Errors, itemError{Index: i, Error: err.Error()})
 			continue

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -165,6 +166,9 @@ func guard(mux http.Handler) http.Handler {
 func cleanPath(p string) bool {
 	if p == "" || p[0] != '/' {
 		return false
+	}
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") {
+		return true // no empty, "." or ".." element: clean, trailing slash or not
 	}
 	c := path.Clean(p)
 	return c == p || (p[len(p)-1] == '/' && c+"/" == p)

@@ -1,0 +1,278 @@
+package event
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/bits"
+	"net/url"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzUnescape checks the pixel's unescape against url.QueryUnescape: the
+// same text, and an error for the same inputs.
+func FuzzUnescape(f *testing.F) {
+	for _, s := range []string{"", "plain", "a+b", "%41%62", "0123456789abcdef%41", "01234567+", "0123456%41", "01234567\x80%", "%", "%4", "%4g", "a%2", "%e2%80%93+x", "100%", "++%2B%25", "\xff%ff"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := unescape(s)
+		want, wantErr := url.QueryUnescape(s)
+		if (err != nil) != (wantErr != nil) || got != want {
+			t.Fatalf("unescape(%q) = %q, %v; url.QueryUnescape: %q, %v", s, got, err, want, wantErr)
+		}
+	})
+}
+
+// appendStringByByte is appendString as it was before specialLanes: the
+// reference the word-at-a-time version must match byte for byte.
+func appendStringByByte(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+// FuzzAppendStringWords checks appendString, which skips plain 8-byte words
+// at once, against the byte-by-byte reference, exactly.
+func FuzzAppendStringWords(f *testing.F) {
+	for _, s := range []string{"", "0123456", "01234567", "https://shop.example/products/42?utm_source=news",
+		"abcdefg\"", "abcdefgh\\ijklmnop", "abcdefg\x1f", "abcdefg\x7f12345678", "abcdefgé", "\u2028abcdefgh",
+		"abcdefgh\xffabcdefgh", " !#$%&'()*+,-./[]^_`{|}~", "\x20\x20\x20\x20\x20\x20\x20\x1f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := appendString(nil, s), appendStringByByte(nil, s); string(got) != string(want) {
+			t.Fatalf("appendString(%q) = %s, want %s", s, got, want)
+		}
+	})
+}
+
+// TestSpecialLanes tries each byte in each lane of a word.
+func TestSpecialLanes(t *testing.T) {
+	for c := range 256 {
+		special := c < 0x20 || c >= 0x80 || c == '"' || c == '\\'
+		for lane := range 8 {
+			w := []byte("abcdefgh")
+			w[lane] = byte(c)
+			m := specialLanes(binary.LittleEndian.Uint64(w))
+			if special != (m != 0) || special && bits.TrailingZeros64(m)>>3 != lane {
+				t.Fatalf("specialLanes with %#x in lane %d = %#x", c, lane, m)
+			}
+			for above := lane + 1; above < 8; above++ { // borrows above it must not matter
+				w[above] = byte(c) ^ byte(above)
+			}
+			if m := specialLanes(binary.LittleEndian.Uint64(w)); special && bits.TrailingZeros64(m)>>3 != lane {
+				t.Fatalf("specialLanes of %q = %#x, want the lowest in lane %d", w, m, lane)
+			}
+		}
+	}
+}
+
+// TestSealAllocatesOnce checks that sizeHint covers the encoding of events
+// as the endpoints build them, every field set included, so that Seal
+// allocates once and the queues hold no buffer twice the event's size.
+func TestSealAllocatesOnce(t *testing.T) {
+	n := mustNormalizer(t, Policy{IPMode: IPTruncate, SanitizeParams: DefaultSanitizeParams})
+	pixel, err := n.FromQuery(benchQuery, Meta{Now: now, IP: "203.0.113.0", UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0",
+		SourceID: "anonymous", TraceID: strings.Repeat("a", 32), SpanID: strings.Repeat("b", 16), Campaign: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect, err := n.FromJSON([]byte(`{"type":"add_to_cart","url":"https://shop.example/products/42","visitor_id":"v1234567",`+
+		`"session_id":"s7654321","sent_at":"2026-11-22T10:00:00.123456789+01:00","props":{"sku":"W-42","qty":2,"price":19.99}}`),
+		Meta{Now: now, IP: "203.0.113.0", UserAgent: "bench", SourceID: "anonymous"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := &Event{EventID: pixel.EventID, ReceivedAt: now, SentAt: now, Type: "track", URL: pixel.URL, Referrer: pixel.Referrer,
+		Title: pixel.Title, VisitorID: "v", SessionID: "s", UserAgent: pixel.UserAgent, IP: "2001:db8::", Props: []byte(`{"a":1}`),
+		Source: SourceSegment, SourceID: "shop", Call: "track", Name: "Order Completed", UserID: "u1", MessageID: "m1",
+		Timestamp: now, OriginalTimestamp: now, Context: []byte(`{"library":{"name":"analytics.js"}}`),
+		TraceID: pixel.TraceID, SpanID: pixel.SpanID,
+		UA:  &UA{Browser: "Chrome", Version: "131.0", OS: "Windows", OSVersion: "10.0", Device: "desktop"},
+		Bot: &Bot{IsBot: true, Reasons: []string{"crawler", "datacenter"}}, Geo: &Geo{Country: "DE", Region: "BE", City: "Berlin"},
+		ASN: &ASN{Number: 4294967295, Org: "Example Org"}, Campaign: (&Campaign{Source: "news", Medium: "email"}).AppendJSON(nil)}
+	for name, e := range map[string]*Event{"pixel": pixel, "collect": collect, "every field": full} {
+		hint := e.sizeHint()
+		if got := len(e.AppendJSON(nil)); got > hint {
+			t.Errorf("%s: encoding of %d bytes outgrows sizeHint %d", name, got, hint)
+		}
+		if allocs := testing.AllocsPerRun(10, e.Seal); allocs != 1 {
+			t.Errorf("%s: Seal allocates %v times, want once", name, allocs)
+		}
+	}
+}
+
+// sanitizeURLCopying is SanitizeURL as it was before it returned an
+// unchanged URL as it is: the reference it must match.
+func (n *Normalizer) sanitizeURLCopying(u string) string {
+	q := strings.IndexByte(u, '?')
+	f := strings.IndexByte(u, '#')
+	if (q < 0 && f < 0) || len(n.sanitize) == 0 {
+		return u
+	}
+	base, query, frag := u, "", ""
+	if f >= 0 {
+		base, frag = u[:f], u[f+1:]
+	}
+	if q >= 0 && (f < 0 || q < f) {
+		query = base[q+1:]
+		base = base[:q]
+	}
+	var b strings.Builder
+	b.WriteString(base)
+	if q >= 0 && (f < 0 || q < f) {
+		if kept := n.sanitizeQuery(query); kept != "" {
+			b.WriteByte('?')
+			b.WriteString(kept)
+		}
+	}
+	if f >= 0 {
+		b.WriteByte('#')
+		if strings.IndexByte(frag, '=') >= 0 {
+			frag = n.sanitizeQuery(frag)
+		}
+		b.WriteString(frag)
+	}
+	return b.String()
+}
+
+func FuzzSanitizeURL(f *testing.F) {
+	for _, s := range []string{"https://a/b", "https://a/b?", "https://a/b?#", "https://a/b#", "https://a/b?x=1&Token=s",
+		"https://a/cb#access_token=t&state=s", "https://a/b#x?token=1", "?token=1#a=b", "https://a/b?&&x", "https://a/b?token"} {
+		f.Add(s)
+	}
+	n := mustNormalizer(f, Policy{SanitizeParams: append([]string{""}, DefaultSanitizeParams...)})
+	plain := mustNormalizer(f, Policy{SanitizeParams: DefaultSanitizeParams})
+	f.Fuzz(func(t *testing.T, u string) {
+		for _, n := range []*Normalizer{n, plain} {
+			if got, want := n.SanitizeURL(u), n.sanitizeURLCopying(u); got != want {
+				t.Fatalf("SanitizeURL(%q) = %q, want %q", u, got, want)
+			}
+		}
+	})
+}
+
+// FuzzPrintableASCII checks the word-at-a-time printableASCII byte by byte.
+func FuzzPrintableASCII(f *testing.F) {
+	for _, s := range []string{"", " ~", "abcdefgh\x7f", "abcdefgh~ijklmno\x1f", "\x80bcdefgh", "abcdefg\x00", "abcdefg~", "abcdefg\x7f", " bcdefg\x1f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := true
+		for i := 0; i < len(s); i++ {
+			want = want && s[i] >= ' ' && s[i] <= '~'
+		}
+		if got := printableASCII(s); got != want {
+			t.Fatalf("printableASCII(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
+
+// checkTextThreePasses is checkText as it was before its printable ASCII
+// pass: the reference it must match, in results and in errors.
+func checkTextThreePasses(e *Event) error {
+	for _, f := range [...]struct {
+		name  string
+		v     *string
+		limit int
+	}{
+		{"url", &e.URL, MaxURLLen},
+		{"referrer", &e.Referrer, MaxURLLen},
+		{"title", &e.Title, MaxTitleLen},
+		{"visitor_id", &e.VisitorID, MaxIDLen},
+		{"session_id", &e.SessionID, MaxIDLen},
+	} {
+		*f.v = validUTF8(*f.v)
+		if len(*f.v) > f.limit {
+			return errTooLong(f.name, f.limit)
+		}
+		if strings.IndexByte(*f.v, 0) >= 0 {
+			return errNUL(f.name)
+		}
+	}
+	if strings.ContainsFunc(e.VisitorID, isControl) {
+		return errField("visitor_id", "holds a control character")
+	}
+	if strings.ContainsFunc(e.SessionID, isControl) {
+		return errField("session_id", "holds a control character")
+	}
+	return nil
+}
+
+func FuzzCheckText(f *testing.F) {
+	f.Add("https://a/b", "t", "v1", "s\x01", 0)
+	f.Add("u\x00", "t\xff", "v\x7f", "s", 126)
+	f.Add("u", "\xff", "é", "s\x00", 127)
+	f.Fuzz(func(t *testing.T, url, title, visitor, session string, pad int) {
+		pad = max(0, min(pad, 200))
+		visitor += strings.Repeat("x", pad) // near MaxIDLen, where \xff's replacement tips it over
+		a := Event{URL: url, Referrer: title + url, Title: title, VisitorID: visitor, SessionID: session}
+		b := a
+		errA, errB := checkText(&a), checkTextThreePasses(&b)
+		text := func(e Event) [5]string { return [5]string{e.URL, e.Referrer, e.Title, e.VisitorID, e.SessionID} }
+		if fmt.Sprint(errA) != fmt.Sprint(errB) || errA == nil && text(a) != text(b) {
+			t.Fatalf("checkText: %v, %q; want %v, %q", errA, text(a), errB, text(b))
+		}
+	})
+}
+
+// FuzzFormatUUID checks the unrolled formatUUID against the 8-4-4-4-12
+// layout written with fmt.
+func FuzzFormatUUID(f *testing.F) {
+	f.Add([]byte("0123456789abcdef"))
+	f.Add(make([]byte, 16))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) != 16 {
+			return
+		}
+		u := [16]byte(b)
+		want := fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+		if got := formatUUID(u); got != want {
+			t.Fatalf("formatUUID(%x) = %s, want %s", u, got, want)
+		}
+	})
+}

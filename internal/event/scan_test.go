@@ -1,0 +1,86 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+var batchSeeds = []string{
+	``, ` `, `{}`, `[]`, ` [ ] `, `[{}]`, `{"a":1}`, ` {"a" : [1, 2.5e-3, -0, true, false, null, "x"]} `,
+	`[{"type":"a","props":{"k":[1,{"b":"]"}]}} , {"type":"b"},3,"s\"]",null]`, `[1,]`, `[,1]`, `{"a":1,}`, `{"a"}`, `{"a":}`,
+	`{1:2}`, `01`, `-`, `-0`, `1.`, `1.e5`, `1e`, `1e+`, `1E-7`, `.5`, `+1`, `tru`, `truex`, `nul`, `"\u12"`, `"\u12g4"`, `"\x"`,
+	"\"\x1f\"", "\"\x7f\xff\"", `"\/\b\f\n\r\t\\\""`, `{"a":1}{}`, `[1] 2`, `[[[[]]]]`, `[[[]]`, `{"a":{"b":{}}}}`, "\t[\r\n1\n]\t",
+	`"abcdefghijklmnop"`, `"abcdefg\"ijklmnop"`, `["abcdefghij\\", "k"]`, `{"abcdefgh":"ijklmnopqrstuvwx"}`,
+}
+
+// FuzzBatchParse checks Batch.Parse against encoding/json: the same
+// verdict as json.Valid on every input; for a valid array, the elements
+// json.Unmarshal finds; and for each object, the members that members, the
+// scanner of FromJSON, finds in it.
+func FuzzBatchParse(f *testing.F) {
+	for _, s := range batchSeeds {
+		f.Add(s)
+	}
+	var bt Batch // reused, as the handler does
+	f.Fuzz(func(t *testing.T, s string) {
+		ok := bt.Parse([]byte(s))
+		if want := json.Valid([]byte(s)); ok != want {
+			t.Fatalf("Parse(%q) reports %v, json.Valid %v", s, ok, want)
+		}
+		if !ok {
+			return
+		}
+		body := bytes.TrimSpace([]byte(s))
+		var want []json.RawMessage
+		if body[0] != '[' {
+			want = []json.RawMessage{body}
+		} else if err := json.Unmarshal(body, &want); err != nil {
+			t.Fatal(err)
+		}
+		if len(bt.Items) != len(want) {
+			t.Fatalf("Parse(%q) gave %d items, encoding/json %d", s, len(bt.Items), len(want))
+		}
+		for i, it := range bt.Items {
+			if !bytes.Equal(it.Raw, want[i]) {
+				t.Fatalf("Parse(%q): item %d is %s, want %s", s, i, it.Raw, want[i])
+			}
+			if it.object != (it.Raw[0] == '{') {
+				t.Fatalf("Parse(%q): item %d is an object: %v", s, i, it.object)
+			}
+			var ms []member
+			if it.object {
+				members(it.Raw, func(k, v []byte) bool { ms = append(ms, member{k, v}); return true })
+			}
+			if len(ms) != len(it.members) {
+				t.Fatalf("Parse(%q): item %d has %d members, want %d", s, i, len(it.members), len(ms))
+			}
+			for j := range ms {
+				if !bytes.Equal(ms[j].key, it.members[j].key) || !bytes.Equal(ms[j].value, it.members[j].value) {
+					t.Fatalf("Parse(%q): item %d member %d is %s:%s, want %s:%s", s, i, j,
+						it.members[j].key, it.members[j].value, ms[j].key, ms[j].value)
+				}
+			}
+		}
+	})
+}
+
+// TestBatchParseDepth checks encoding/json's nesting limit, which
+// Parse keeps: 10000 levels are valid, 10001 are not.
+func TestBatchParseDepth(t *testing.T) {
+	for _, depth := range []int{maxDepth, maxDepth + 1} {
+		for _, open := range []string{"[", `{"a":`} {
+			close := "]"
+			if open != "[" {
+				close = "}"
+			}
+			s := []byte(strings.Repeat(open, depth) + "1" + strings.Repeat(close, depth))
+			var bt Batch
+			ok := bt.Parse(s)
+			if want := json.Valid(s); ok != want || ok != (depth <= maxDepth) {
+				t.Errorf("depth %d of %s: Parse %v, json.Valid %v", depth, open, ok, want)
+			}
+		}
+	}
+}
