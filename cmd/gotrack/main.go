@@ -142,13 +142,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		log.Warn(w)
 	}
 	reg := telemetry.NewRegistry()
+	tracing.LogSDK(log)
 	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
 	if err != nil {
 		return err
 	}
+	// stopBy is the deadline of the stop, once it began: SHUTDOWN_TIMEOUT
+	// bounds the whole stop, the export of the spans still buffered too.
+	var stopBy time.Time
 	defer func() {
-		// Export the spans still buffered; bounded by the BSP export timeout.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		// Export the spans still buffered, in the time the stop has left.
+		if stopBy.IsZero() {
+			stopBy = time.Now().Add(cfg.ShutdownTimeout)
+		}
+		sctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), stopBy)
 		defer cancel()
 		if err := tp.Shutdown(sctx); err != nil {
 			log.Warn("tracing: spans not exported at exit", "err", err)
@@ -180,7 +187,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		if err == nil || started {
 			return
 		}
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		stopBy = time.Now().Add(cfg.ShutdownTimeout)
+		cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), stopBy)
 		defer cancel()
 		var errs []error
 		if ln != nil {
@@ -314,6 +322,7 @@ wait:
 			_ = enricher.Reload() // likewise for the GeoIP databases
 		}
 	}
+	stopBy = time.Now().Add(cfg.ShutdownTimeout) // shutdown's own deadline is a moment later
 	return errors.Join(runErr, shutdown(ctx, cfg, srv, pipe, metrics, log))
 }
 

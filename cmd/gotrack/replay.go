@@ -62,6 +62,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 		return err
 	}
 	log := slog.New(tracing.LogHandler(telemetry.NewLogger(stderr, cfg.LogFormat, max(cfg.LogLevel, slog.LevelWarn)).Handler()))
+	tracing.LogSDK(log)
 	tp, err := tracing.Setup(cfg.Tracing, telemetry.Version)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -532,5 +533,128 @@ func TestSegmentSpans(t *testing.T) {
 	wantIDs := map[string]int{clientTrace + "/" + otlptest.Hex(batchSpan.SpanId): 2, otherTrace + "/" + otlptest.Hex(track.SpanId): 1}
 	if !maps.Equal(ids, wantIDs) {
 		t.Errorf("stored events' trace/span ids %v, want %v\n%s", ids, wantIDs, logs.String())
+	}
+}
+
+// TestSDKErrorsLogged: with the collector unreachable, the SDK's reports
+// of failed exports reach GoTrack's own log (JSON, a warning), not the
+// process's stderr as plain text lines that break LOG_FORMAT=json.
+func TestSDKErrorsLogged(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() // nothing listens once closed
+	ln.Close()
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": closed,
+		"OTEL_TRACES_SAMPLER":         "always_on",
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"LOG_FORMAT":                  "json",
+	})
+	if code := sendWith(t, "GET", url+"/px.gif?e=pageview", "", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	if !testkit.Wait(testkit.Patience, func() bool { return strings.Contains(logs.String(), "traces export") }) {
+		t.Errorf("no log line reports the failed export:\n%s", logs.String())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(logs.String()) {
+		var l struct{ Level, Msg string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Errorf("log line is not JSON: %q", line)
+		} else if strings.Contains(line, "traces export") && l.Level != "WARN" {
+			t.Errorf("failed export logged at %q, want WARN: %s", l.Level, line)
+		}
+	}
+}
+
+// TestTracingFlushWithinShutdownTimeout: SHUTDOWN_TIMEOUT is the one
+// deadline of the whole stop, the export of the spans still buffered
+// included. The collector here accepts connections and never answers, and
+// the drain delay uses most of the timeout; the stop must still end by the
+// deadline, not give the span export a fresh SHUTDOWN_TIMEOUT of its own
+// (6s + 5s here). The bound leaves a wide margin for a busy machine.
+func TestTracingFlushWithinShutdownTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept() // and never answer
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	const timeout = 6 * time.Second
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + ln.Addr().String(),
+		"OTEL_TRACES_SAMPLER":         "always_on",
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"SHUTDOWN_TIMEOUT":            timeout.String(),
+		"SHUTDOWN_DRAIN_DELAY":        "5s",
+	})
+	if code := sendWith(t, "GET", url+"/px.gif?e=pageview", "", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	// The export of that span is under way, hanging, when the stop begins.
+	if !testkit.Wait(testkit.Patience, func() bool { mu.Lock(); defer mu.Unlock(); return len(conns) > 0 }) {
+		t.Fatal("no export reached the collector")
+	}
+	began := time.Now()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > timeout+2500*time.Millisecond {
+		t.Errorf("the stop took %v, past SHUTDOWN_TIMEOUT=%v:\n%s", took.Round(time.Millisecond), timeout, logs.String())
+	}
+}
+
+// TestHeadPixelSpan: README says HEAD /px.gif, which records an event as
+// GET does, has its server span too, joining the client's trace, with
+// nothing personal among its attributes.
+func TestHeadPixelSpan(t *testing.T) {
+	rc := otlptest.New(t)
+	url, _, stop := runTraced(t, map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL, "OTEL_BSP_SCHEDULE_DELAY": "20", "TRUST_PROXY": "true"})
+	if code := sendTraced(t, "HEAD", url+"/px.gif?e=pageview&uid=v-secret-visitor&url=https%3A%2F%2Fshop.example%2F%3Futm_source%3Dx", ""); code != http.StatusOK {
+		t.Fatalf("HEAD /px.gif answered %d", code)
+	}
+	s := rc.WaitSpan(t, "HEAD /px.gif", func(s *tracepb.Span) bool { return s.Name == "HEAD /px.gif" })
+	if otlptest.Hex(s.TraceId) != clientTrace || otlptest.Hex(s.ParentSpanId) != clientSpan {
+		t.Errorf("trace %x parent %x, want the client's %s %s", s.TraceId, s.ParentSpanId, clientTrace, clientSpan)
+	}
+	for k, v := range map[string]string{"http.request.method": "HEAD", "http.route": "/px.gif", "gotrack.events.accepted": "1"} {
+		if got, _ := otlptest.Attr(s, k); got != v {
+			t.Errorf("%s=%q, want %q", k, got, v)
+		}
+	}
+	for _, kv := range s.Attributes {
+		for _, p := range personal {
+			if v := otlptest.AnyString(kv.Value); strings.Contains(v, p) {
+				t.Errorf("attribute %s=%q carries personal data %q", kv.Key, v, p)
+			}
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
 	}
 }

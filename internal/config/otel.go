@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -58,11 +59,22 @@ func otelSettings(o *tracing.Options) []setting {
 		return nil
 	})
 	s = append(s, setting{name: "OTEL_EXPORTER_OTLP_HEADERS", help: "comma list of key=value headers sent with every export, such as an API key" + otelHelp, secret: true,
-		set: func(v string) (err error) { o.Headers, err = tracing.ParseKeyValues(v); return err }})
+		set: func(v string) (err error) {
+			if o.Headers, err = tracing.ParseKeyValues(v); err != nil {
+				return err
+			}
+			for k, val := range o.Headers {
+				// What net/http would refuse at every export.
+				if !validHeaderName(k) || strings.ContainsFunc(val, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }) {
+					return errors.New("has a header name that is not an HTTP token, or a value with a control character (once percent-decoded); want such as api-key=VALUE")
+				}
+			}
+			return nil
+		}})
 	add("OTEL_EXPORTER_OTLP_CERTIFICATE", "", "PEM CA bundle to verify the OTLP endpoint's certificate", file(&o.CA))
 	add("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "", "PEM client certificate for the OTLP endpoint (mTLS)", file(&o.ClientCert))
 	add("OTEL_EXPORTER_OTLP_CLIENT_KEY", "", "PEM key of OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", file(&o.ClientKey))
-	add("OTEL_SERVICE_NAME", tracing.DefaultServiceName, "service.name of GoTrack's spans", func(v string) error { o.ServiceName = v; return nil })
+	add("OTEL_SERVICE_NAME", tracing.DefaultServiceName, "service.name of GoTrack's spans and job metrics; unset, the service.name of OTEL_RESOURCE_ATTRIBUTES if it has one", func(v string) error { o.ServiceName = v; return nil })
 	add("OTEL_RESOURCE_ATTRIBUTES", "", "comma list of key=value resource attributes, such as deployment.environment.name=prod", func(v string) error {
 		m, err := tracing.ParseKeyValues(v)
 		if err != nil {
@@ -98,4 +110,15 @@ func otelSettings(o *tracing.Options) []setting {
 		return nil
 	})
 	return s
+}
+
+// validHeaderName reports whether k is an HTTP header name: a token of
+// RFC 9110's tchar.
+func validHeaderName(k string) bool {
+	for _, c := range []byte(k) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return k != ""
 }

@@ -2,9 +2,12 @@ package config
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotrack/gotrack/internal/testpki"
 )
 
 func TestTracingDefaultsOff(t *testing.T) {
@@ -81,5 +84,51 @@ func TestTracingProblemsListed(t *testing.T) {
 	}
 	if strings.Contains(msg, "api-key") {
 		t.Errorf("error shows the headers, which may hold a key:\n%s", msg)
+	}
+}
+
+// TestTracingSamplerArgNotANumber: strconv.ParseFloat accepts "NaN", which
+// compares neither below 0 nor above 1; a NaN ratio makes the SDK's
+// threshold undefined (uint64(NaN)), so it must be refused at start.
+func TestTracingSamplerArgNotANumber(t *testing.T) {
+	for _, v := range []string{"NaN", "nan", "-NaN", "+Inf", "-inf"} {
+		_, err := Load(env("OTEL_TRACES_SAMPLER_ARG", v))
+		if err == nil || !strings.Contains(err.Error(), "OTEL_TRACES_SAMPLER_ARG=") {
+			t.Errorf("OTEL_TRACES_SAMPLER_ARG=%s: Load = %v, want a startup error naming it", v, err)
+		}
+	}
+}
+
+// TestTracingCertificateNeedsHTTPS: the OTLP exporter refuses a TLS
+// configuration for an http:// endpoint, so a CA or client certificate
+// with one must be a configuration problem listed with the others, not an
+// error of its own after the configuration was accepted.
+func TestTracingCertificateNeedsHTTPS(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	testpki.WriteFile(t, ca, testpki.NewCA(t, "otlp").CertPEM)
+	_, err := Load(env("QUEUE_SIZE", "ten", "OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE", ca))
+	if err == nil || !strings.Contains(err.Error(), "QUEUE_SIZE") || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_CERTIFICATE") {
+		t.Errorf("CA with an http:// endpoint: Load = %v, want both problems listed", err)
+	}
+	if _, err := Load(env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_CERTIFICATE", ca)); err != nil {
+		t.Errorf("CA with an https:// endpoint: %v", err)
+	}
+}
+
+// TestTracingHeadersValid: a header the HTTP client would refuse (a name
+// with a space, a value with a line break, once percent-decoded) would
+// fail every export while GoTrack runs; it must be refused at start, and
+// the error must not show the value, which may be a key.
+func TestTracingHeadersValid(t *testing.T) {
+	for _, v := range []string{"api-key=s3cret%0D%0AX-Injected: 1", "api key=s3cret", "api-key=s3cret%00"} {
+		_, err := Load(env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_HEADERS", v))
+		if err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_HEADERS") {
+			t.Errorf("OTEL_EXPORTER_OTLP_HEADERS=%q: Load = %v, want a startup error naming it", v, err)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("the error shows the header's value: %v", err)
+		}
+	}
+	if _, err := Load(env("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b,Authorization=Basic%20eDp5")); err != nil {
+		t.Errorf("valid headers refused: %v", err)
 	}
 }

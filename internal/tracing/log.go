@@ -4,9 +4,23 @@ import (
 	"context"
 	"log/slog"
 
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 )
+
+// LogSDK sends the OpenTelemetry SDK's own reports (a failed export, a
+// collector that cannot be reached, an OTEL_* variable it could not read)
+// to log, an export failure as a warning, rather than as plain text lines
+// on the process's stderr, which would break LOG_FORMAT=json. The SDK
+// keeps its handler in process-wide state: the last call wins.
+func LogSDK(log *slog.Logger) {
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("tracing: opentelemetry sdk error", "err", err)
+	}))
+	otel.SetLogger(logr.FromSlogHandler(log.Handler()))
+}
 
 // Exemplar returns the exemplar labels of an observation made under ctx:
 // trace_id when its span is sampled (an unsampled trace cannot be looked

@@ -41,26 +41,20 @@ type Gauge struct {
 // push alternative to the Pushgateway, and waits for the export, bounded by
 // ctx.
 func PushJobMetrics(ctx context.Context, o Options, version string, gauges []Gauge) error {
-	eopts := []otlpmetrichttp.Option{otlpmetrichttp.WithEndpointURL(o.MetricsURL())}
-	if len(o.Headers) > 0 {
-		eopts = append(eopts, otlpmetrichttp.WithHeaders(o.Headers))
+	// Every option is set, so that the exporter follows only the variables
+	// GoTrack lists, not others it would read from the environment itself.
+	tc, err := tlsConfig(o, o.MetricsURL())
+	if err != nil {
+		return err
 	}
-	if o.CA != "" || o.ClientCert != "" {
-		tc, err := tlsConfig(o)
-		if err != nil {
-			return err
-		}
-		eopts = append(eopts, otlpmetrichttp.WithTLSClientConfig(tc))
-	}
+	eopts := []otlpmetrichttp.Option{otlpmetrichttp.WithEndpointURL(o.MetricsURL()), otlpmetrichttp.WithHeaders(o.Headers),
+		otlpmetrichttp.WithTLSClientConfig(tc), otlpmetrichttp.WithCompression(otlpmetrichttp.NoCompression),
+		otlpmetrichttp.WithTimeout(ExportRequestTimeout)}
 	exp, err := otlpmetrichttp.New(ctx, eopts...)
 	if err != nil {
 		return fmt.Errorf("otlp metrics: %w", err)
 	}
-	name := o.ServiceName
-	if name == "" {
-		name = DefaultServiceName
-	}
-	attrs := append(append([]attribute.KeyValue{}, o.Resource...), semconv.ServiceName(name), semconv.ServiceVersion(version))
+	attrs := o.resourceAttrs(version)
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader),
 		sdkmetric.WithResource(resource.NewWithAttributes(semconv.SchemaURL, attrs...)))

@@ -42,6 +42,9 @@ const (
 	// cost to GoTrack and to the tracing backend.
 	DefaultSamplerArg = "0.001"
 	Protocol          = "http/protobuf"
+	// ExportRequestTimeout bounds one OTLP/HTTP request (the SDK's
+	// default); OTEL_BSP_EXPORT_TIMEOUT bounds an export with its retries.
+	ExportRequestTimeout = 10 * time.Second
 )
 
 // Options are the OTEL_* settings, parsed.
@@ -94,6 +97,15 @@ func (o Options) Validate() []error {
 	if o.MaxQueue > 0 && o.MaxExportBatch > o.MaxQueue {
 		errs = append(errs, fmt.Errorf("OTEL_BSP_MAX_EXPORT_BATCH_SIZE=%d is larger than OTEL_BSP_MAX_QUEUE_SIZE=%d", o.MaxExportBatch, o.MaxQueue))
 	}
+	// The exporter refuses a TLS configuration for an http:// endpoint.
+	if o.CA != "" || o.ClientCert != "" {
+		for _, u := range []string{o.TracesURL(), o.MetricsURL()} {
+			if u != "" && !isHTTPS(u) {
+				errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_CERTIFICATE or _CLIENT_CERTIFICATE is set, but the endpoint %s is not https://; want an https:// endpoint, or no certificate", u))
+				break
+			}
+		}
+	}
 	if _, err := NewSampler(o.Sampler, o.SamplerArg); err != nil {
 		errs = append(errs, err)
 	}
@@ -138,7 +150,7 @@ var Samplers = []string{"always_on", "always_off", "traceidratio", "parentbased_
 // NewSampler returns the sampler OTEL_TRACES_SAMPLER names; arg is the
 // ratio of the *traceidratio samplers, from 0 to 1.
 func NewSampler(name string, arg float64) (sdktrace.Sampler, error) {
-	if strings.HasSuffix(name, "traceidratio") && (arg < 0 || arg > 1) {
+	if strings.HasSuffix(name, "traceidratio") && !(arg >= 0 && arg <= 1) { // NaN too
 		return nil, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG=%v is not a ratio from 0 to 1", arg)
 	}
 	switch name {
@@ -161,7 +173,9 @@ func NewSampler(name string, arg float64) (sdktrace.Sampler, error) {
 // ParseRatio parses OTEL_TRACES_SAMPLER_ARG.
 func ParseRatio(v string) (float64, error) {
 	f, err := strconv.ParseFloat(v, 64)
-	if err != nil || f < 0 || f > 1 {
+	// Written so that NaN, which ParseFloat accepts and which compares
+	// false with everything, is refused too.
+	if err != nil || !(f >= 0 && f <= 1) {
 		return 0, errors.New("is not a ratio; want 0 to 1")
 	}
 	return f, nil
@@ -188,28 +202,22 @@ func Setup(o Options, version string) (*Provider, error) {
 	if o.Sampler != "always_off" {
 		sampler = jobSampler{sampler}
 	}
-	eopts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(o.TracesURL())}
-	if len(o.Headers) > 0 {
-		eopts = append(eopts, otlptracehttp.WithHeaders(o.Headers))
+	// The exporter reads the process environment too (per-signal headers,
+	// certificates, compression, timeout): every option is set here, so
+	// that it follows only the variables GoTrack lists and checks, as
+	// config.Typos tells the operator of any other.
+	tc, err := tlsConfig(o, o.TracesURL())
+	if err != nil {
+		return nil, err
 	}
-	if o.CA != "" || o.ClientCert != "" {
-		tc, err := tlsConfig(o)
-		if err != nil {
-			return nil, err
-		}
-		eopts = append(eopts, otlptracehttp.WithTLSClientConfig(tc))
-	}
+	eopts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(o.TracesURL()), otlptracehttp.WithHeaders(o.Headers),
+		otlptracehttp.WithTLSClientConfig(tc), otlptracehttp.WithCompression(otlptracehttp.NoCompression),
+		otlptracehttp.WithTimeout(ExportRequestTimeout)}
 	exp, err := otlptracehttp.New(context.Background(), eopts...)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
-	attrs := append([]attribute.KeyValue{}, o.Resource...)
-	name := o.ServiceName
-	if name == "" {
-		name = DefaultServiceName
-	}
-	attrs = append(attrs, semconv.ServiceName(name), semconv.ServiceVersion(version))
-	res := resource.NewWithAttributes(semconv.SchemaURL, attrs...)
+	res := resource.NewWithAttributes(semconv.SchemaURL, o.resourceAttrs(version)...)
 	var bopts []sdktrace.BatchSpanProcessorOption
 	if o.BatchDelay > 0 {
 		bopts = append(bopts, sdktrace.WithBatchTimeout(o.BatchDelay))
@@ -225,13 +233,29 @@ func Setup(o Options, version string) (*Provider, error) {
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sampler),
+		// The SDK's defaults, set so that it does not take OTEL_SPAN_*
+		// limits from the environment, which GoTrack does not list.
+		sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{
+			AttributeValueLengthLimit:   sdktrace.DefaultAttributeValueLengthLimit,
+			AttributeValueDepthLimit:    sdktrace.DefaultAttributeValueDepthLimit,
+			AttributeCountLimit:         sdktrace.DefaultAttributeCountLimit,
+			EventCountLimit:             sdktrace.DefaultEventCountLimit,
+			LinkCountLimit:              sdktrace.DefaultLinkCountLimit,
+			AttributePerEventCountLimit: sdktrace.DefaultAttributePerEventCountLimit,
+			AttributePerLinkCountLimit:  sdktrace.DefaultAttributePerLinkCountLimit,
+		}),
 		sdktrace.WithResource(res),
 		sdktrace.WithBatcher(exp, bopts...),
 	)
 	return &Provider{tp: tp}, nil
 }
 
-func tlsConfig(o Options) (*tls.Config, error) {
+// tlsConfig is the TLS configuration of an export to url: nil for an
+// http:// URL (which the exporter requires), else the certificates set.
+func tlsConfig(o Options, url string) (*tls.Config, error) {
+	if !isHTTPS(url) {
+		return nil, nil
+	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CA != "" {
 		pem, err := os.ReadFile(o.CA)
@@ -253,6 +277,32 @@ func tlsConfig(o Options) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// resourceAttrs are the resource attributes of GoTrack's spans and job
+// metrics: OTEL_RESOURCE_ATTRIBUTES, service.name and service.version.
+// service.name is OTEL_SERVICE_NAME, else that of OTEL_RESOURCE_ATTRIBUTES,
+// else gotrack, as the OpenTelemetry specification orders them; the
+// configuration gives the default when OTEL_SERVICE_NAME is unset, so the
+// default does not win over OTEL_RESOURCE_ATTRIBUTES.
+func (o Options) resourceAttrs(version string) []attribute.KeyValue {
+	name := o.ServiceName
+	attrs := make([]attribute.KeyValue, 0, len(o.Resource)+2)
+	for _, kv := range o.Resource {
+		if kv.Key == semconv.ServiceNameKey {
+			if name == "" || name == DefaultServiceName {
+				name = kv.Value.AsString()
+			}
+			continue
+		}
+		attrs = append(attrs, kv)
+	}
+	if name == "" {
+		name = DefaultServiceName
+	}
+	return append(attrs, semconv.ServiceName(name), semconv.ServiceVersion(version))
+}
+
+func isHTTPS(url string) bool { return strings.HasPrefix(strings.ToLower(url), "https://") }
 
 // Tracer returns GoTrack's tracer, or nil when p is nil (tracing off).
 func (p *Provider) Tracer() trace.Tracer {
