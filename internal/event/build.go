@@ -184,18 +184,49 @@ func (n *Normalizer) FromItem(it *Item, m Meta) (*Event, error) {
 	if !it.object {
 		return nil, errField("event", "is not a JSON object")
 	}
-	in, err := decodeMembers(it.Raw, it.members)
+	in, err := decodeMembers(it.Raw, it.members, nil)
 	if err != nil {
 		return nil, err
 	}
 	return n.fromInput(in, m)
 }
 
-func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
-	if in.Type == "" {
-		return nil, errField("type", "is missing")
+// FromItemIn is FromItem, allocating the event in a, the arena of the body
+// it was cut from.
+func (n *Normalizer) FromItemIn(a *Arena, it *Item, m Meta) (*Event, error) {
+	e := a.event()
+	err := n.fromItem(e, a, it, m)
+	a.left--
+	if err != nil {
+		*e = Event{} // its struct is the next item's
+		return nil, err
 	}
-	e := &Event{
+	a.next++
+	return e, nil
+}
+
+func (n *Normalizer) fromItem(e *Event, a *Arena, it *Item, m Meta) error {
+	if !it.object {
+		return errField("event", "is not a JSON object")
+	}
+	in, err := decodeMembers(it.Raw, it.members, a)
+	if err != nil {
+		return err
+	}
+	return n.fill(e, in, m, a)
+}
+
+func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
+	e := new(Event)
+	return e, n.fill(e, in, m, nil)
+}
+
+// fill builds e from in, allocating in a when it is not nil.
+func (n *Normalizer) fill(e *Event, in input, m Meta, a *Arena) error {
+	if in.Type == "" {
+		return errField("type", "is missing")
+	}
+	*e = Event{
 		EventID:   in.EventID,
 		Type:      in.Type,
 		URL:       in.URL,
@@ -208,18 +239,18 @@ func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
 	if in.SentAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, in.SentAt)
 		if err != nil {
-			return nil, errField("sent_at", "is not an RFC 3339 time")
+			return errField("sent_at", "is not an RFC 3339 time")
 		}
 		e.SentAt = t
 	}
 	if len(in.Props) > 0 && !bytes.Equal(in.Props, []byte("null")) {
 		props, err := checkProps(in.Props)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		e.Props = props
 	}
-	return e, n.finish(e, m)
+	return n.finishIn(e, m, a)
 }
 
 // decodeInput reads a /collect event object, as decodeMembers.
@@ -234,7 +265,7 @@ func decodeInput(raw []byte) (input, error) {
 		ms = append(ms, member{key, value})
 		return true
 	})
-	return decodeMembers(raw, ms)
+	return decodeMembers(raw, ms, nil)
 }
 
 // decodeMembers reads the members ms of the /collect event object raw. It
@@ -242,7 +273,9 @@ func decodeInput(raw []byte) (input, error) {
 // take "Type" or "TYPE"), rejects any other key, naming it, and copies what
 // it keeps, so the body may be reused once it returns: the string values
 // without escapes are cut from one copy of raw, rather than copied each.
-func decodeMembers(raw []byte, ms []member) (input, error) {
+//
+// With an arena, the values are cut from its copy of the body instead.
+func decodeMembers(raw []byte, ms []member, a *Arena) (input, error) {
 	var in input
 	var text string // raw, once a value is cut from it
 	var seen uint16 // a bit for each field of the schema, by its case below
@@ -284,12 +317,23 @@ func decodeMembers(raw []byte, ms []member) (input, error) {
 		}
 		seen |= bit
 		if dst == nil {
-			in.Props = bytes.Clone(value)
+			if a != nil {
+				in.Props = a.cut(value)
+			}
+			if in.Props == nil {
+				in.Props = bytes.Clone(value)
+			}
 			continue
 		}
 		switch {
 		case value[0] == '"':
 			inner := value[1 : len(value)-1]
+			if a != nil && bytes.IndexByte(inner, '\\') < 0 {
+				if s, ok := a.cutString(inner); ok {
+					*dst = s
+					break
+				}
+			}
 			// value is a sub-slice of raw, so their capacities, which end
 			// together, give its offset.
 			off := cap(raw) - cap(inner)
@@ -471,13 +515,19 @@ func (n *Normalizer) Finish(e *Event, m Meta) error { return n.finish(e, m) }
 
 // finish checks the common fields, applies the privacy policy and the
 // server's fields, and seals the event.
-func (n *Normalizer) finish(e *Event, m Meta) error {
+func (n *Normalizer) finish(e *Event, m Meta) error { return n.finishIn(e, m, nil) }
+
+// finishIn is finish, allocating the id and encoding in a when it is not
+// nil.
+func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 	if e.EventID != "" {
 		id, ok := ParseUUID(e.EventID)
 		if !ok {
 			return errField("event_id", "is not a UUID")
 		}
 		e.EventID = id
+	} else if a != nil {
+		e.EventID = a.newID(m.Now)
 	} else {
 		e.EventID = NewID(m.Now)
 	}
@@ -508,7 +558,11 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 		}
 	}
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
-	e.seal(&n.second)
+	var room []byte
+	if a != nil {
+		room = a.jsonRoom(e.sizeHint())
+	}
+	e.seal(room, &n.second)
 	return nil
 }
 

@@ -434,8 +434,9 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 	}
 	m := s.meta(r, src, c, en)
 	events = make([]*event.Event, 0, len(items))
+	arena := event.NewArena(body, len(items))
 	for i := range items {
-		e, err := s.norm.FromItem(&items[i], m)
+		e, err := s.norm.FromItemIn(arena, &items[i], m)
 		if err != nil {
 			resp.Errors = append(resp.Errors, itemError{Index: i, Error: err.Error()})
 			continue

@@ -1,0 +1,132 @@
+package event
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+const idKey = `"event_id":"`
+
+// withoutID returns an encoding with its event_id's value blanked, and
+// that value.
+func withoutID(t testing.TB, raw []byte) (string, string) {
+	t.Helper()
+	s := string(raw)
+	i := strings.Index(s, idKey)
+	if i < 0 || len(s) < i+len(idKey)+36 {
+		t.Fatalf("no event_id in %s", s)
+	}
+	i += len(idKey)
+	return s[:i] + s[i+36:], s[i : i+36]
+}
+
+// arenaSeeds are /collect bodies: items valid and not, escapes, spaced
+// props, lone surrogates (rewritten in place in the copy of the body),
+// ids given and made.
+var arenaSeeds = []string{
+	`[{"type":"a","title":"t1","url":"https://x.example/?utm_source=n","props":{"k":"v"}},` +
+		`{"type":"b","title":"bad","sent_at":"x"},{"type":"c"},3,` +
+		`{"type":"d","event_id":"0190A5B2-1C3D-7E4F-8A9B-0C1D2E3F4A5B","title":"a\"b\\u00e9","props":{ "k" : [1, "\ud800"] }},` +
+		`{"type":"e","visitor_id":"","session_id":"s","props":null},{"type":"f","referrer":"r","props":{"a":"\udc00x","b":{"c":"\ud83d\ude00"}}}]`,
+	`{"type":"only","props":{"n":1e3}}`,
+	`[{"type":"x","props":{"a":1,"a":2}},{"title":"no type"},{"type":"y","url":"u"}]`,
+	` [ {"type" : "z" , "title" : "" } ] `,
+}
+
+// FuzzFromItemIn checks that the events an arena builds encode, and fail,
+// exactly as those FromItem builds one by one; that they keep nothing of
+// the body, which the handler reuses; and that each event's encoding and
+// props are its own: an append to one leaves the others as they were.
+func FuzzFromItemIn(f *testing.F) {
+	for _, s := range arenaSeeds {
+		f.Add(s)
+	}
+	n := mustNormalizer(f, Policy{SanitizeParams: DefaultSanitizeParams})
+	m := Meta{Now: now, IP: "1.2.3.4", UserAgent: "ua", Campaign: true}
+	f.Fuzz(func(t *testing.T, s string) {
+		var bt Batch
+		body := bytes.TrimSpace([]byte(s))
+		if len(body) == 0 || !bt.Parse(body) {
+			return
+		}
+		type result struct {
+			json, err string
+		}
+		var want []result
+		for i := range bt.Items {
+			e, err := n.FromItem(&bt.Items[i], m)
+			if err != nil {
+				want = append(want, result{err: err.Error()})
+				continue
+			}
+			j, _ := withoutID(t, e.JSON())
+			want = append(want, result{json: j})
+		}
+		a := NewArena(body, len(bt.Items))
+		var events []*Event
+		ids := map[string]bool{}
+		for i := range bt.Items {
+			e, err := n.FromItemIn(a, &bt.Items[i], m)
+			if want[i].err != "" {
+				if err == nil || err.Error() != want[i].err {
+					t.Fatalf("item %d of %s: error %v, want %s", i, s, err, want[i].err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Fatalf("item %d of %s: %v, want %s", i, s, err, want[i].json)
+			}
+			j, id := withoutID(t, e.JSON())
+			if j != want[i].json {
+				t.Fatalf("item %d of %s encodes as\n%s\nwant\n%s", i, s, j, want[i].json)
+			}
+			if ids[id] {
+				t.Fatalf("item %d of %s: id %s given twice", i, s, id)
+			}
+			ids[id] = true
+			events = append(events, e)
+		}
+		before := make([]string, len(events))
+		for i, e := range events {
+			before[i] = string(e.JSON()) + "|" + e.Title + "|" + e.URL + "|" + e.EventID + "|" + string(e.Props)
+		}
+		for i := range body {
+			body[i] = '#' // the handler's buffer, reused by the next request
+		}
+		for _, e := range events {
+			_ = append(e.JSON(), "!!!!!!!!"...)
+			_ = append(e.Props, "!!!!!!!!"...)
+		}
+		for i, e := range events {
+			if after := string(e.JSON()) + "|" + e.Title + "|" + e.URL + "|" + e.EventID + "|" + string(e.Props); after != before[i] {
+				t.Fatalf("event %d of %s changed from\n%s\nto\n%s", i, s, before[i], after)
+			}
+		}
+	})
+}
+
+// TestArenaAllocs: a request's events take a few allocations, not a few
+// each.
+func TestArenaAllocs(t *testing.T) {
+	n := mustNormalizer(t, Policy{SanitizeParams: DefaultSanitizeParams})
+	m := Meta{Now: now, IP: "1.2.3.4", UserAgent: "ua"}
+	item := `{"type":"add_to_cart","url":"https://shop.example/p/42","visitor_id":"v1234567","props":{"sku":"W-42","qty":2}}`
+	body := []byte("[" + strings.Repeat(item+",", 19) + item + "]")
+	var bt Batch
+	if !bt.Parse(body) {
+		t.Fatal("body does not parse")
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		a := NewArena(body, len(bt.Items))
+		for i := range bt.Items {
+			if _, err := n.FromItemIn(a, &bt.Items[i], m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	// The arena, its structs, the copy of the body, the ids, the encodings.
+	if allocs > 5 {
+		t.Errorf("20 events took %v allocations, want at most 5", allocs)
+	}
+}
