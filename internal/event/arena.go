@@ -18,9 +18,9 @@ type Arena struct {
 	copy   []byte  // a copy of body, made when an event first needs one
 	events []Event // the block of structs events[next:] is free in
 	next   int
-	ids    []byte  // the room left for ids, 36 bytes each
-	json   []byte  // the room left for encodings
-	left   int     // events still to build, the guess for json's next block
+	ids    []byte // the room left for ids, 36 bytes each
+	json   []byte // the room left for encodings
+	left   int    // events still to build, the guess for json's next block
 }
 
 // NewArena returns an arena for the n items of the /collect body body
