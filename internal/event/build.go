@@ -198,8 +198,7 @@ func (n *Normalizer) FromItemIn(a *Arena, it *Item, m Meta) (*Event, error) {
 	err := n.fromItem(e, a, it, m)
 	a.left--
 	if err != nil {
-		*e = Event{} // its struct is the next item's
-		return nil, err
+		return nil, err // fill sets every field: e is the next item's
 	}
 	a.next++
 	return e, nil
