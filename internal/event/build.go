@@ -198,7 +198,8 @@ func (n *Normalizer) FromItemIn(a *Arena, it *Item, m Meta) (*Event, error) {
 	err := n.fromItem(e, a, it, m)
 	a.left--
 	if err != nil {
-		return nil, err // fill sets every field: e is the next item's
+		*e = Event{} // the next item's
+		return nil, err
 	}
 	a.next++
 	return e, nil
@@ -220,21 +221,18 @@ func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
 	return e, n.fill(e, in, m, nil)
 }
 
-// fill builds e from in, allocating in a when it is not nil.
+// fill builds e, a zero Event, from in, allocating in a when it is not
+// nil.
 func (n *Normalizer) fill(e *Event, in input, m Meta, a *Arena) error {
 	if in.Type == "" {
 		return errField("type", "is missing")
 	}
-	*e = Event{
-		EventID:   in.EventID,
-		Type:      in.Type,
-		URL:       in.URL,
-		Referrer:  in.Referrer,
-		Title:     in.Title,
-		VisitorID: in.VisitorID,
-		SessionID: in.SessionID,
-		Source:    SourceCollect,
-	}
+	// Field by field: e is zero, and assigning a whole Event to the
+	// arena's memory would pass each of its pointer words through the GC's
+	// write barrier.
+	e.EventID, e.Type, e.URL, e.Referrer = in.EventID, in.Type, in.URL, in.Referrer
+	e.Title, e.VisitorID, e.SessionID = in.Title, in.VisitorID, in.SessionID
+	e.Source = SourceCollect
 	if in.SentAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, in.SentAt)
 		if err != nil {
