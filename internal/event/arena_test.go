@@ -32,6 +32,7 @@ var arenaSeeds = []string{
 	`{"type":"only","props":{"n":1e3}}`,
 	`[{"type":"x","props":{"a":1,"a":2}},{"title":"no type"},{"type":"y","url":"u"}]`,
 	` [ {"type" : "z" , "title" : "" } ] `,
+	`[{"type":"b","sent_at":"2026-01-01T00:00:00Z","props":[1]},{"type":"c"},{"type":"d","props":{"x":1},"event_id":"no"},{"type":"e"}]`,
 }
 
 // FuzzFromItemIn checks that the events an arena builds encode, and fail,
