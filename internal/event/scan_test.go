@@ -3,8 +3,10 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 var batchSeeds = []string{
@@ -118,4 +120,39 @@ func TestBatchParseMaxItems(t *testing.T) {
 	if cap(bt.members) > 16*500 {
 		t.Errorf("Reset keeps room for %d members", cap(bt.members))
 	}
+}
+
+// TestFromItemKeepsNoPadding: an event keeps its own fields, not the item
+// it was cut from: white space padding an item (which its JSON and Size do
+// not count) must not stay in memory as long as the event is queued, or a
+// queue bounded in events or bytes of JSON holds far more than its bound.
+func TestFromItemKeepsNoPadding(t *testing.T) {
+	n, err := NewNormalizer(Policy{IPMode: IPFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const events, pad = 32, 256 << 10
+	pads := strings.Repeat(" ", pad)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	kept := make([]*Event, 0, events)
+	for range events {
+		body := []byte(`{"type":"view","url":"https://a.example/","title":"t"` + pads + `}`)
+		var bt Batch
+		if !bt.Parse(body) {
+			t.Fatal("valid body refused")
+		}
+		e, err := n.FromItem(&bt.Items[0], Meta{Now: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, e)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > events*pad/4 {
+		t.Errorf("%d events of %d bytes of JSON each hold %d KiB", events, kept[0].Size(), held>>10)
+	}
+	runtime.KeepAlive(kept)
 }
