@@ -241,10 +241,16 @@ func decodeInput(raw []byte) (input, error) {
 // takes the keys exactly as spelled in the schema (encoding/json would also
 // take "Type" or "TYPE"), rejects any other key, naming it, and copies what
 // it keeps, so the body may be reused once it returns: the string values
-// without escapes are cut from one copy of raw, rather than copied each.
+// without escapes are cut from one copy of them all, rather than copied
+// each. Not from a copy of raw: the event would keep all of raw, white
+// space its Size does not count included, for as long as it is queued.
 func decodeMembers(raw []byte, ms []member) (input, error) {
 	var in input
-	var text string // raw, once a value is cut from it
+	var plain [8]struct { // the string values without escapes, to copy at the end
+		dst   *string
+		inner []byte
+	}
+	nplain, plainLen := 0, 0
 	var seen uint16 // a bit for each field of the schema, by its case below
 	for _, mb := range ms {
 		key, value := mb.key, mb.value
@@ -290,21 +296,27 @@ func decodeMembers(raw []byte, ms []member) (input, error) {
 		switch {
 		case value[0] == '"':
 			inner := value[1 : len(value)-1]
-			// value is a sub-slice of raw, so their capacities, which end
-			// together, give its offset.
-			off := cap(raw) - cap(inner)
-			if bytes.IndexByte(inner, '\\') >= 0 || off < 0 || off+len(inner) > len(raw) {
+			if bytes.IndexByte(inner, '\\') >= 0 {
 				*dst = unquote(inner)
 				break
 			}
-			if text == "" {
-				text = string(raw)
-			}
-			*dst = text[off : off+len(inner)]
+			plain[nplain].dst, plain[nplain].inner = dst, inner // one per field: at most 8
+			nplain++
+			plainLen += len(inner)
 		case string(value) == "null":
 		default:
 			return in, errField(unquote(key), "must be a JSON string")
 		}
+	}
+	var text strings.Builder
+	text.Grow(plainLen)
+	for _, p := range plain[:nplain] {
+		text.Write(p.inner)
+	}
+	all, off := text.String(), 0
+	for _, p := range plain[:nplain] {
+		*p.dst = all[off : off+len(p.inner)]
+		off += len(p.inner)
 	}
 	return in, nil
 }

@@ -401,6 +401,7 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 		return nil, nil, refuse(kindMalformed, "body must be a JSON event object or an array of them")
 	}
 	batch := s.batches.Get().(*event.Batch)
+	batch.MaxItems = s.opts.MaxBatchEvents // the rest are counted, not recorded: the body is refused
 	defer func() {
 		batch.Reset()
 		s.batches.Put(batch)
@@ -414,9 +415,9 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 		if len(items) == 0 {
 			return nil, nil, refuse(kindMalformed, "body is an empty array; send at least one event")
 		}
-		if len(items) > s.opts.MaxBatchEvents {
+		if batch.Count > s.opts.MaxBatchEvents {
 			return nil, nil, refuse(kindTooLarge, fmt.Sprintf(
-				"batch has %d events, more than MAX_BATCH_EVENTS=%d", len(items), s.opts.MaxBatchEvents))
+				"batch has %d events, more than MAX_BATCH_EVENTS=%d", batch.Count, s.opts.MaxBatchEvents))
 		}
 	}
 	s.received.collect.Add(float64(len(items)))
