@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,8 +70,14 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	run := tracing.StartRun(ctx, tp, "gotrack replay", attribute.Int("gotrack.replay.files", len(files)))
 	ctx = run.Context()
+	// What replay does once its events are written (pushing the job's OTLP
+	// metrics, exporting its spans) has SHUTDOWN_TIMEOUT in all, from the
+	// first of those steps, however slow a collector is.
+	exit := sync.OnceValues(func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	})
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		sctx, cancel := exit()
 		defer cancel()
 		run.End(err)
 		if err := tp.Shutdown(sctx); err != nil {
@@ -230,8 +237,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 		}
 	}
 	if cfg.Tracing.MetricsEnabled() {
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
+		mctx, _ := exit()
 		if err := tracing.PushJobMetrics(mctx, cfg.Tracing, telemetry.Version, replayGauges(counts, took, ok)); err != nil {
 			errs = append(errs, err)
 		}

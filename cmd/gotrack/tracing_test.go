@@ -578,36 +578,10 @@ func TestSDKErrorsLogged(t *testing.T) {
 // deadline, not give the span export a fresh SHUTDOWN_TIMEOUT of its own
 // (6s + 5s here). The bound leaves a wide margin for a busy machine.
 func TestTracingFlushWithinShutdownTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	go func() {
-		for {
-			c, err := ln.Accept() // and never answer
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
+	addr, connected := hungCollector(t)
 	const timeout = 6 * time.Second
 	url, logs, stop := runTraced(t, map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + ln.Addr().String(),
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + addr,
 		"OTEL_TRACES_SAMPLER":         "always_on",
 		"OTEL_BSP_SCHEDULE_DELAY":     "20",
 		"SHUTDOWN_TIMEOUT":            timeout.String(),
@@ -617,7 +591,7 @@ func TestTracingFlushWithinShutdownTimeout(t *testing.T) {
 		t.Fatalf("/px.gif answered %d", code)
 	}
 	// The export of that span is under way, hanging, when the stop begins.
-	if !testkit.Wait(testkit.Patience, func() bool { mu.Lock(); defer mu.Unlock(); return len(conns) > 0 }) {
+	if !testkit.Wait(testkit.Patience, func() bool { return connected() > 0 }) {
 		t.Fatal("no export reached the collector")
 	}
 	began := time.Now()
@@ -656,5 +630,79 @@ func TestHeadPixelSpan(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// hungCollector listens on loopback, accepts connections and never
+// answers; connected says how many it has accepted.
+func hungCollector(t *testing.T) (addr string, connected func() int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept() // and never answer
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return len(conns) }
+}
+
+// TestReplayExitWithinShutdownTimeout: a collector that accepts and never
+// answers holds gotrack replay's end (its OTLP job metrics, then its spans)
+// for SHUTDOWN_TIMEOUT in all, not a fixed wait per step.
+func TestReplayExitWithinShutdownTimeout(t *testing.T) {
+	addr, _ := hungCollector(t)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.ndjson")
+	if err := os.WriteFile(in, append(sinktest.Events(1)[0].JSON(), '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 3 * time.Second
+	env := map[string]string{
+		"LOG_PATH":                    filepath.Join(dir, "out.ndjson"),
+		"DEAD_LETTER_PATH":            filepath.Join(dir, "dead.ndjson"),
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + addr,
+		"SHUTDOWN_TIMEOUT":            timeout.String(),
+		"FLUSH_INTERVAL":              "10ms",
+	}
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() {
+		done <- run(context.Background(), []string{"replay", in}, func(k string) string { return env[k] }, &stdout, &stderr)
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("replay reported success although its job metrics were never exported")
+		}
+	case <-time.After(4 * timeout): // before the fix: 30 s for the metrics, then 30 s for the spans
+		t.Fatalf("replay still exporting %v after it finished its events; SHUTDOWN_TIMEOUT=%v", time.Since(began), timeout)
+	}
+	if took := time.Since(began); took > 2*timeout {
+		t.Errorf("replay took %v with SHUTDOWN_TIMEOUT=%v", took, timeout)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out.ndjson")); err != nil || len(b) == 0 {
+		t.Errorf("the event was not replayed: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package event
 
 import (
 	"bytes"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -35,11 +36,12 @@ var arenaSeeds = []string{
 	`[{"type":"b","sent_at":"2026-01-01T00:00:00Z","props":[1]},{"type":"c"},{"type":"d","props":{"x":1},"event_id":"no"},{"type":"e"}]`,
 }
 
-// FuzzFromItemIn checks that the events an arena builds encode, and fail,
-// exactly as those FromItem builds one by one; that they keep nothing of
-// the body, which the handler reuses; and that each event's encoding and
-// props are its own: an append to one leaves the others as they were.
-func FuzzFromItemIn(f *testing.F) {
+// FuzzArena checks that the events an arena builds encode, and fail,
+// exactly as those FromItem builds one by one, ids aside, which are new
+// and distinct; that they keep nothing of the body, which the handler
+// reuses; and that each event's encoding and props are its own: writing
+// past the end of one leaves the others as they were.
+func FuzzArena(f *testing.F) {
 	for _, s := range arenaSeeds {
 		f.Add(s)
 	}
@@ -51,42 +53,39 @@ func FuzzFromItemIn(f *testing.F) {
 		if len(body) == 0 || !bt.Parse(body) {
 			return
 		}
-		type result struct {
-			json, err string
-		}
-		var want []result
+		var want []string // each accepted item's encoding, in order
+		var wantErrs []string
 		for i := range bt.Items {
 			e, err := n.FromItem(&bt.Items[i], m)
 			if err != nil {
-				want = append(want, result{err: err.Error()})
+				wantErrs = append(wantErrs, err.Error())
 				continue
 			}
+			wantErrs = append(wantErrs, "")
 			j, _ := withoutID(t, e.JSON())
-			want = append(want, result{json: j})
+			want = append(want, j)
 		}
-		a := NewArena(body, len(bt.Items))
-		var events []*Event
-		ids := map[string]bool{}
+		a := NewArena(bt.Items)
 		for i := range bt.Items {
-			e, err := n.FromItemIn(a, &bt.Items[i], m)
-			if want[i].err != "" {
-				if err == nil || err.Error() != want[i].err {
-					t.Fatalf("item %d of %s: error %v, want %s", i, s, err, want[i].err)
-				}
-				continue
+			err := n.AddItem(a, &bt.Items[i], m)
+			if (err == nil) != (wantErrs[i] == "") || (err != nil && err.Error() != wantErrs[i]) {
+				t.Fatalf("item %d of %s: error %v, want %q", i, s, err, wantErrs[i])
 			}
-			if err != nil {
-				t.Fatalf("item %d of %s: %v, want %s", i, s, err, want[i].json)
-			}
+		}
+		events := n.Seal(a, m)
+		if len(events) != len(want) {
+			t.Fatalf("%s: %d events sealed, want %d", s, len(events), len(want))
+		}
+		ids := map[string]bool{}
+		for i, e := range events {
 			j, id := withoutID(t, e.JSON())
-			if j != want[i].json {
-				t.Fatalf("item %d of %s encodes as\n%s\nwant\n%s", i, s, j, want[i].json)
+			if j != want[i] {
+				t.Fatalf("event %d of %s encodes as\n%s\nwant\n%s", i, s, j, want[i])
 			}
-			if ids[id] {
-				t.Fatalf("item %d of %s: id %s given twice", i, s, id)
+			if ids[id] || id != e.EventID {
+				t.Fatalf("event %d of %s: id %s given twice, or not its EventID %s", i, s, id, e.EventID)
 			}
 			ids[id] = true
-			events = append(events, e)
 		}
 		before := make([]string, len(events))
 		for i, e := range events {
@@ -110,6 +109,43 @@ func FuzzFromItemIn(f *testing.F) {
 	})
 }
 
+// TestArenaKeepsNoPadding: events from an arena hold about what they would
+// alone, whatever else their body held: white space, or items rejected.
+func TestArenaKeepsNoPadding(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	const requests = 32
+	valid := `{"type":"view","url":"https://a.example/","title":"t"}`
+	for _, tc := range []struct{ name, body string }{
+		{"white space", "[" + valid + strings.Repeat(" ", 256<<10) + "]"},
+		{"rejected items", "[" + valid + strings.Repeat(`,{"type":"view","title":"t","sent_at":"x"}`, 400) + "]"},
+	} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		kept := make([][]*Event, 0, requests)
+		for range requests {
+			body := []byte(tc.body)
+			var bt Batch
+			if !bt.Parse(body) {
+				t.Fatal("valid body refused")
+			}
+			a := NewArena(bt.Items)
+			for i := range bt.Items {
+				n.AddItem(a, &bt.Items[i], Meta{Now: now})
+			}
+			kept = append(kept, n.Seal(a, Meta{Now: now}))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		// Alone, an event of 100 bytes of JSON holds about 1 KiB with its
+		// struct.
+		if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > requests*4<<10 {
+			t.Errorf("%s: %d events of %d bytes of JSON hold %d KiB", tc.name, requests, kept[0][0].Size(), held>>10)
+		}
+		runtime.KeepAlive(kept)
+	}
+}
+
 // TestArenaAllocs: a request's events take a few allocations, not a few
 // each.
 func TestArenaAllocs(t *testing.T) {
@@ -122,16 +158,18 @@ func TestArenaAllocs(t *testing.T) {
 		t.Fatal("body does not parse")
 	}
 	allocs := testing.AllocsPerRun(100, func() {
-		a := NewArena(body, len(bt.Items))
+		a := NewArena(bt.Items)
 		for i := range bt.Items {
-			if _, err := n.FromItemIn(a, &bt.Items[i], m); err != nil {
+			if err := n.AddItem(a, &bt.Items[i], m); err != nil {
 				t.Fatal(err)
 			}
 		}
+		n.Seal(a, m)
 	})
-	// The arena, its structs, the copy of the body, the ids, the encodings.
-	if allocs > 5 {
-		t.Errorf("20 events took %v allocations, want at most 5", allocs)
+	// Per event, its text and props (see decodeMembers); per request, the
+	// arena, its structs, the ids, the encodings and the slice of them.
+	if allocs > 2*20+5 {
+		t.Errorf("20 events took %v allocations, want at most %d", allocs, 2*20+5)
 	}
 }
 

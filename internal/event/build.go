@@ -184,32 +184,30 @@ func (n *Normalizer) FromItem(it *Item, m Meta) (*Event, error) {
 	if !it.object {
 		return nil, errField("event", "is not a JSON object")
 	}
-	in, err := decodeMembers(it.Raw, it.members, nil)
+	in, err := decodeMembers(it.Raw, it.members)
 	if err != nil {
 		return nil, err
 	}
 	return n.fromInput(in, m)
 }
 
-// FromItemIn is FromItem, allocating the event in a, the arena of the body
-// it was cut from.
-func (n *Normalizer) FromItemIn(a *Arena, it *Item, m Meta) (*Event, error) {
+// AddItem builds an event from an item of a /collect body, as FromItem
+// does, in a, the arena of the request: Seal seals it with the others.
+func (n *Normalizer) AddItem(a *Arena, it *Item, m Meta) error {
 	e := a.event()
-	err := n.fromItem(e, a, it, m)
-	a.left--
-	if err != nil {
+	if err := n.fromItem(e, a, it, m); err != nil {
 		*e = Event{} // the next item's
-		return nil, err
+		return err
 	}
 	a.next++
-	return e, nil
+	return nil
 }
 
 func (n *Normalizer) fromItem(e *Event, a *Arena, it *Item, m Meta) error {
 	if !it.object {
 		return errField("event", "is not a JSON object")
 	}
-	in, err := decodeMembers(it.Raw, it.members, a)
+	in, err := decodeMembers(it.Raw, it.members)
 	if err != nil {
 		return err
 	}
@@ -221,15 +219,13 @@ func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
 	return e, n.fill(e, in, m, nil)
 }
 
-// fill builds e, a zero Event, from in, allocating in a when it is not
-// nil.
+// fill builds e, a zero Event, from in; in an arena when a is not nil.
 func (n *Normalizer) fill(e *Event, in input, m Meta, a *Arena) error {
 	if in.Type == "" {
 		return errField("type", "is missing")
 	}
-	// Field by field: e is zero, and assigning a whole Event to the
-	// arena's memory would pass each of its pointer words through the GC's
-	// write barrier.
+	// Field by field: assigning a whole Event to the arena's memory would
+	// pass each of its pointer words through the GC's write barrier.
 	e.EventID, e.Type, e.URL, e.Referrer = in.EventID, in.Type, in.URL, in.Referrer
 	e.Title, e.VisitorID, e.SessionID = in.Title, in.VisitorID, in.SessionID
 	e.Source = SourceCollect
@@ -262,19 +258,23 @@ func decodeInput(raw []byte) (input, error) {
 		ms = append(ms, member{key, value})
 		return true
 	})
-	return decodeMembers(raw, ms, nil)
+	return decodeMembers(raw, ms)
 }
 
 // decodeMembers reads the members ms of the /collect event object raw. It
 // takes the keys exactly as spelled in the schema (encoding/json would also
 // take "Type" or "TYPE"), rejects any other key, naming it, and copies what
 // it keeps, so the body may be reused once it returns: the string values
-// without escapes are cut from one copy of raw, rather than copied each.
-//
-// With an arena, the values are cut from its copy of the body instead.
-func decodeMembers(raw []byte, ms []member, a *Arena) (input, error) {
+// without escapes are cut from one copy of them all, rather than copied
+// each. Not from a copy of raw: the event would keep all of raw, white
+// space its Size does not count included, for as long as it is queued.
+func decodeMembers(raw []byte, ms []member) (input, error) {
 	var in input
-	var text string // raw, once a value is cut from it
+	var plain [8]struct { // the string values without escapes, to copy at the end
+		dst   *string
+		inner []byte
+	}
+	nplain, plainLen := 0, 0
 	var seen uint16 // a bit for each field of the schema, by its case below
 	for _, mb := range ms {
 		key, value := mb.key, mb.value
@@ -314,38 +314,33 @@ func decodeMembers(raw []byte, ms []member, a *Arena) (input, error) {
 		}
 		seen |= bit
 		if dst == nil {
-			if a != nil {
-				in.Props = a.cut(value)
-			}
-			if in.Props == nil {
-				in.Props = bytes.Clone(value)
-			}
+			in.Props = bytes.Clone(value)
 			continue
 		}
 		switch {
 		case value[0] == '"':
 			inner := value[1 : len(value)-1]
-			if a != nil && bytes.IndexByte(inner, '\\') < 0 {
-				if s, ok := a.cutString(inner); ok {
-					*dst = s
-					break
-				}
-			}
-			// value is a sub-slice of raw, so their capacities, which end
-			// together, give its offset.
-			off := cap(raw) - cap(inner)
-			if bytes.IndexByte(inner, '\\') >= 0 || off < 0 || off+len(inner) > len(raw) {
+			if bytes.IndexByte(inner, '\\') >= 0 {
 				*dst = unquote(inner)
 				break
 			}
-			if text == "" {
-				text = string(raw)
-			}
-			*dst = text[off : off+len(inner)]
+			plain[nplain].dst, plain[nplain].inner = dst, inner // one per field: at most 8
+			nplain++
+			plainLen += len(inner)
 		case string(value) == "null":
 		default:
 			return in, errField(unquote(key), "must be a JSON string")
 		}
+	}
+	var text strings.Builder
+	text.Grow(plainLen)
+	for _, p := range plain[:nplain] {
+		text.Write(p.inner)
+	}
+	all, off := text.String(), 0
+	for _, p := range plain[:nplain] {
+		*p.dst = all[off : off+len(p.inner)]
+		off += len(p.inner)
 	}
 	return in, nil
 }
@@ -514,8 +509,8 @@ func (n *Normalizer) Finish(e *Event, m Meta) error { return n.finish(e, m) }
 // server's fields, and seals the event.
 func (n *Normalizer) finish(e *Event, m Meta) error { return n.finishIn(e, m, nil) }
 
-// finishIn is finish, allocating the id and encoding in a when it is not
-// nil.
+// finishIn is finish; in an arena, when a is not nil, it leaves the new
+// id and the encoding to Seal.
 func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 	if e.EventID != "" {
 		id, ok := ParseUUID(e.EventID)
@@ -523,9 +518,7 @@ func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 			return errField("event_id", "is not a UUID")
 		}
 		e.EventID = id
-	} else if a != nil {
-		e.EventID = a.newID(m.Now)
-	} else {
+	} else if a == nil {
 		e.EventID = NewID(m.Now)
 	}
 	if len(e.Type) > MaxTypeLen {
@@ -555,11 +548,9 @@ func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 		}
 	}
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
-	var room []byte
-	if a != nil {
-		room = a.jsonRoom(e.sizeHint())
+	if a == nil {
+		e.seal(nil, &n.second)
 	}
-	e.seal(room, &n.second)
 	return nil
 }
 

@@ -13,6 +13,13 @@ type Batch struct {
 	// body itself; they are sub-slices of the body: nothing is copied.
 	Items   []Item
 	members []member
+	// Count is how many items the body has. When MaxItems is more than 0,
+	// Parse records at most MaxItems of them in Items, with their members:
+	// a body of many tiny items, refused for its length, then costs no
+	// more memory than one of MaxItems items (an Item is 56 bytes, the
+	// item "0," two).
+	Count    int
+	MaxItems int
 }
 
 // Item is one event of a /collect body as Batch.Parse found it: its JSON,
@@ -26,11 +33,16 @@ type Item struct {
 // member is one key (the inside of its quotes) and raw value of an object.
 type member struct{ key, value []byte }
 
-// Reset forgets the items, so that the Batch holds no body.
+// Reset forgets the items, so that the Batch holds no body. It lets go of
+// the members' array when one object's many members grew it (a valid
+// event has at most 9), so that a pooled Batch does not keep it.
 func (bt *Batch) Reset() {
 	clear(bt.Items)
 	clear(bt.members)
-	bt.Items, bt.members = bt.Items[:0], bt.members[:0]
+	if cap(bt.members) > max(1024, 16*bt.MaxItems) {
+		bt.members = nil
+	}
+	bt.Items, bt.members, bt.Count = bt.Items[:0], bt.members[:0], 0
 }
 
 // Parse reports whether body is valid JSON, exactly as json.Valid does,
@@ -107,15 +119,19 @@ func (bt *Batch) Parse(body []byte) bool {
 		}
 		// A value ended at i: close what it ends, up to the next one.
 		for {
-			if len(stack) == itemDepth && stack[itemDepth-1] == '{' {
+			keep := bt.MaxItems <= 0 || bt.Count < bt.MaxItems // this item is recorded
+			if len(stack) == itemDepth && stack[itemDepth-1] == '{' && keep {
 				bt.members = append(bt.members, member{key, b[valueStart:i]})
 			}
 			if len(stack) == itemDepth-1 {
-				it := Item{Raw: b[itemStart:i], object: b[itemStart] == '{'}
-				if it.object {
-					it.members = bt.members[firstMember:len(bt.members):len(bt.members)]
+				if keep {
+					it := Item{Raw: b[itemStart:i], object: b[itemStart] == '{'}
+					if it.object {
+						it.members = bt.members[firstMember:len(bt.members):len(bt.members)]
+					}
+					bt.Items = append(bt.Items, it)
 				}
-				bt.Items = append(bt.Items, it)
+				bt.Count++
 			}
 			i = skipSpace(b, i)
 			if len(stack) == 0 {

@@ -3,8 +3,10 @@ package event
 import (
 	"bytes"
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 var batchSeeds = []string{
@@ -39,8 +41,8 @@ func FuzzBatchParse(f *testing.F) {
 		} else if err := json.Unmarshal(body, &want); err != nil {
 			t.Fatal(err)
 		}
-		if len(bt.Items) != len(want) {
-			t.Fatalf("Parse(%q) gave %d items, encoding/json %d", s, len(bt.Items), len(want))
+		if len(bt.Items) != len(want) || bt.Count != len(want) {
+			t.Fatalf("Parse(%q) gave %d items (Count %d), encoding/json %d", s, len(bt.Items), bt.Count, len(want))
 		}
 		for i, it := range bt.Items {
 			if !bytes.Equal(it.Raw, want[i]) {
@@ -83,4 +85,74 @@ func TestBatchParseDepth(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestBatchParseMaxItems: with MaxItems set, Parse records only the first
+// MaxItems items and their members, counts all of them, and keeps the
+// verdict; Reset lets go of a members array one huge object grew, so a
+// pooled Batch does not keep it.
+func TestBatchParseMaxItems(t *testing.T) {
+	body := []byte(`[{"type":"a","url":"u"},{"type":"b"},{"type":"c","x":1},2,{"d":4}]`)
+	var all, some Batch
+	some.MaxItems = 2
+	if !all.Parse(body) || !some.Parse(body) {
+		t.Fatal("valid body refused")
+	}
+	if some.Count != 5 || len(some.Items) != 2 || len(some.members) != 3 {
+		t.Fatalf("Count %d, %d items, %d members; want 5, 2, 3", some.Count, len(some.Items), len(some.members))
+	}
+	for i, it := range some.Items {
+		if !bytes.Equal(it.Raw, all.Items[i].Raw) || len(it.members) != len(all.Items[i].members) {
+			t.Errorf("item %d: %s with %d members, want %s with %d", i, it.Raw, len(it.members), all.Items[i].Raw, len(all.Items[i].members))
+		}
+	}
+	if some.Parse([]byte(`[1,2,3,]`)) {
+		t.Error("invalid body past MaxItems accepted")
+	}
+
+	huge := []byte("{" + strings.Repeat(`"a":0,`, 100000) + `"a":0}`)
+	var bt Batch
+	bt.MaxItems = 500
+	if !bt.Parse(huge) || len(bt.Items[0].members) != 100001 {
+		t.Fatal("huge object not parsed whole")
+	}
+	bt.Reset()
+	if cap(bt.members) > 16*500 {
+		t.Errorf("Reset keeps room for %d members", cap(bt.members))
+	}
+}
+
+// TestFromItemKeepsNoPadding: an event keeps its own fields, not the item
+// it was cut from: white space padding an item (which its JSON and Size do
+// not count) must not stay in memory as long as the event is queued, or a
+// queue bounded in events or bytes of JSON holds far more than its bound.
+func TestFromItemKeepsNoPadding(t *testing.T) {
+	n, err := NewNormalizer(Policy{IPMode: IPFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const events, pad = 32, 256 << 10
+	pads := strings.Repeat(" ", pad)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	kept := make([]*Event, 0, events)
+	for range events {
+		body := []byte(`{"type":"view","url":"https://a.example/","title":"t"` + pads + `}`)
+		var bt Batch
+		if !bt.Parse(body) {
+			t.Fatal("valid body refused")
+		}
+		e, err := n.FromItem(&bt.Items[0], Meta{Now: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, e)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > events*pad/4 {
+		t.Errorf("%d events of %d bytes of JSON each hold %d KiB", events, kept[0].Size(), held>>10)
+	}
+	runtime.KeepAlive(kept)
 }

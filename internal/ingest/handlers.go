@@ -415,6 +415,7 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 		return nil, nil, refuse(kindMalformed, "body must be a JSON event object or an array of them")
 	}
 	batch := s.batches.Get().(*event.Batch)
+	batch.MaxItems = s.opts.MaxBatchEvents // the rest are counted, not recorded: the body is refused
 	defer func() {
 		batch.Reset()
 		s.batches.Put(batch)
@@ -428,9 +429,9 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 		if len(items) == 0 {
 			return nil, nil, refuse(kindMalformed, "body is an empty array; send at least one event")
 		}
-		if len(items) > s.opts.MaxBatchEvents {
+		if batch.Count > s.opts.MaxBatchEvents {
 			return nil, nil, refuse(kindTooLarge, fmt.Sprintf(
-				"batch has %d events, more than MAX_BATCH_EVENTS=%d", len(items), s.opts.MaxBatchEvents))
+				"batch has %d events, more than MAX_BATCH_EVENTS=%d", batch.Count, s.opts.MaxBatchEvents))
 		}
 	}
 	s.received.collect.Add(float64(len(items)))
@@ -447,24 +448,20 @@ func (s *server) readEvents(w http.ResponseWriter, r *http.Request, signedOut **
 		return resp, nil, nil
 	}
 	m := s.meta(r, src, c, en)
-	events = make([]*event.Event, 0, len(items))
-	arena := event.NewArena(body, len(items))
+	arena := event.NewArena(items)
 	for i := range items {
-		e, err := s.norm.FromItemIn(arena, &items[i], m)
-		if err != nil {
+		if err := s.norm.AddItem(arena, &items[i], m); err != nil {
 			resp.Errors = append(resp.Errors, itemError{Index: i, Error: err.Error()})
-			continue
 		}
-		events = append(events, e)
 	}
-	resp.Accepted, resp.Rejected = len(events), len(resp.Errors)
+	resp.Accepted, resp.Rejected = len(items)-len(resp.Errors), len(resp.Errors)
 	if resp.Rejected > 0 {
 		s.pipe.CountDropped(pipeline.DropInvalid, resp.Rejected)
 	}
 	if resp.Accepted == 0 {
 		return resp, nil, refuse(kindNoValidEvent, "no valid event in the body")
 	}
-	return resp, events, nil
+	return resp, s.norm.Seal(arena, m), nil
 }
 
 // checkContentType accepts JSON and text/plain (what navigator.sendBeacon
