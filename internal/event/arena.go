@@ -26,15 +26,6 @@ func NewArena(items []Item) *Arena {
 	return &Arena{events: make([]Event, objects)}
 }
 
-// event returns the next item's zero struct; AddItem takes it by moving
-// next past it.
-func (a *Arena) event() *Event {
-	if a.next == len(a.events) { // not reached: a struct per object
-		a.events = append(a.events[:a.next:a.next], Event{})
-	}
-	return &a.events[a.next]
-}
-
 // Seal gives the events of a without an event_id their new ids, made at
 // m.Now, encodes them all into one block, and returns them, in the order
 // of their items. a must not be used again.

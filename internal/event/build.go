@@ -194,7 +194,10 @@ func (n *Normalizer) FromItem(it *Item, m Meta) (*Event, error) {
 // AddItem builds an event from an item of a /collect body, as FromItem
 // does, in a, the arena of the request: Seal seals it with the others.
 func (n *Normalizer) AddItem(a *Arena, it *Item, m Meta) error {
-	e := a.event()
+	if !it.object {
+		return errField("event", "is not a JSON object")
+	}
+	e := &a.events[a.next] // a struct per object, each rejected one's reused
 	if err := n.fromItem(e, a, it, m); err != nil {
 		*e = Event{} // the next item's
 		return err
@@ -204,9 +207,6 @@ func (n *Normalizer) AddItem(a *Arena, it *Item, m Meta) error {
 }
 
 func (n *Normalizer) fromItem(e *Event, a *Arena, it *Item, m Meta) error {
-	if !it.object {
-		return errField("event", "is not a JSON object")
-	}
 	in, err := decodeMembers(it.Raw, it.members)
 	if err != nil {
 		return err
