@@ -32,8 +32,9 @@ func NewArena(items []Item) *Arena {
 func (n *Normalizer) Seal(a *Arena, m Meta) []*Event {
 	events := a.events[:a.next]
 	if unused := len(a.events) - a.next; unused > len(a.events)/8 {
-		// Most items were rejected: copy the events to structs of their
-		// own, rather than keep the unused ones while they are queued.
+		// More than an eighth of the objects were rejected: copy the
+		// events to structs of their own, rather than keep the unused
+		// ones for as long as the events are queued.
 		events = append([]Event(nil), events...)
 	}
 	a.events = nil
