@@ -227,6 +227,8 @@ func settings(c *Config) []setting {
 		return nil
 	})
 	add("LOG_BACKUPS", "5", "rotated log files kept (events.ndjson.1 ... .N)", whole(&c.Log.Backups))
+	add("LOG_BATCH_SIZE", "", "batch size of the log sink, in place of BATCH_SIZE: one write and, under LOG_FSYNC=batch, one fsync per batch; unset, "+
+		strconv.Itoa(ndjson.DefaultBatchSize)+", or QUEUE_SIZE when smaller", integer(&c.Log.BatchSize, 1, ndjson.MaxBatchSize))
 	add("MAX_BODY_BYTES", "1048576", "largest /collect body, checked before and after gzip decompression", func(v string) error {
 		if err := integer(&bodyBytes, 1024, 64<<20)(v); err != nil {
 			return err
@@ -483,7 +485,7 @@ func (e *Error) Error() string {
 
 // The setting each sink option comes from, to name it in Validate's errors.
 var (
-	logFields = map[string]string{"Path": "LOG_PATH", "Fsync": "LOG_FSYNC", "RotateBytes": "LOG_ROTATE_MB", "Backups": "LOG_BACKUPS"}
+	logFields = map[string]string{"Path": "LOG_PATH", "Fsync": "LOG_FSYNC", "RotateBytes": "LOG_ROTATE_MB", "Backups": "LOG_BACKUPS", "BatchSize": "LOG_BATCH_SIZE"}
 	pgFields  = map[string]string{"DSN": "PG_DSN", "Table": "PG_TABLE", "MaxConns": "PG_MAX_CONNS", "Parallel": "PG_PARALLEL",
 		"ConnectTimeout": "PG_CONNECT_TIMEOUT", "BatchSize": "PG_BATCH_SIZE", "BatchBytes": "PG_BATCH_BYTES"}
 	kafkaFields = map[string]string{"Brokers": "KAFKA_BROKERS", "Topic": "KAFKA_TOPIC", "Acks": "KAFKA_ACKS",
@@ -580,6 +582,12 @@ func (c *Config) check(failed map[string]bool) []error {
 		}
 		if seen[OutputPostgres] && c.Postgres.BatchSize > q {
 			bad("PG_BATCH_SIZE=%d is larger than QUEUE_SIZE=%d; want at most QUEUE_SIZE", c.Postgres.BatchSize, q)
+		}
+		switch {
+		case c.Log.BatchSize == 0: // unset
+			c.Log.BatchSize = min(ndjson.DefaultBatchSize, q)
+		case c.Log.BatchSize > q:
+			bad("LOG_BATCH_SIZE=%d is larger than QUEUE_SIZE=%d; want at most QUEUE_SIZE", c.Log.BatchSize, q)
 		}
 	}
 	if c.Metrics.Enabled {

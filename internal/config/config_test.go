@@ -311,3 +311,32 @@ func TestTypos(t *testing.T) {
 		t.Errorf("Typos =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestLogBatchSize: the log sink batches LOG_BATCH_SIZE events, 2000 when
+// unset but never more than QUEUE_SIZE then; a value set larger than
+// QUEUE_SIZE is refused, as BATCH_SIZE's is.
+func TestLogBatchSize(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		want int
+	}{
+		{nil, ndjson.DefaultBatchSize},
+		{[]string{"QUEUE_SIZE", "1000"}, 1000},
+		{[]string{"LOG_BATCH_SIZE", "300"}, 300},
+		{[]string{"LOG_BATCH_SIZE", "800", "QUEUE_SIZE", "800", "BATCH_SIZE", "100"}, 800},
+	} {
+		c, err := Load(env(tc.env...))
+		if err != nil {
+			t.Errorf("Load(%q): %v", tc.env, err)
+			continue
+		}
+		if c.Log.BatchSize != tc.want {
+			t.Errorf("Load(%q): log batch size %d, want %d", tc.env, c.Log.BatchSize, tc.want)
+		}
+	}
+	for _, tc := range [][]string{{"LOG_BATCH_SIZE", "1001", "QUEUE_SIZE", "1000"}, {"LOG_BATCH_SIZE", "0"}, {"LOG_BATCH_SIZE", "x"}} {
+		if _, err := Load(env(tc...)); err == nil || !strings.Contains(err.Error(), "LOG_BATCH_SIZE") {
+			t.Errorf("Load(%q) = %v, want an error naming LOG_BATCH_SIZE", tc, err)
+		}
+	}
+}

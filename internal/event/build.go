@@ -191,35 +191,59 @@ func (n *Normalizer) FromItem(it *Item, m Meta) (*Event, error) {
 	return n.fromInput(in, m)
 }
 
+// AddItem builds an event from an item of a /collect body, as FromItem
+// does, in a, the arena of the request: Seal seals it with the others.
+func (n *Normalizer) AddItem(a *Arena, it *Item, m Meta) error {
+	if !it.object {
+		return errField("event", "is not a JSON object")
+	}
+	e := &a.events[a.next] // a struct per object, each rejected one's reused
+	if err := n.fromItem(e, a, it, m); err != nil {
+		*e = Event{} // the next item's
+		return err
+	}
+	a.next++
+	return nil
+}
+
+func (n *Normalizer) fromItem(e *Event, a *Arena, it *Item, m Meta) error {
+	in, err := decodeMembers(it.Raw, it.members)
+	if err != nil {
+		return err
+	}
+	return n.fill(e, in, m, a)
+}
+
 func (n *Normalizer) fromInput(in input, m Meta) (*Event, error) {
+	e := new(Event)
+	return e, n.fill(e, in, m, nil)
+}
+
+// fill builds e, a zero Event, from in; in an arena when a is not nil.
+func (n *Normalizer) fill(e *Event, in input, m Meta, a *Arena) error {
 	if in.Type == "" {
-		return nil, errField("type", "is missing")
+		return errField("type", "is missing")
 	}
-	e := &Event{
-		EventID:   in.EventID,
-		Type:      in.Type,
-		URL:       in.URL,
-		Referrer:  in.Referrer,
-		Title:     in.Title,
-		VisitorID: in.VisitorID,
-		SessionID: in.SessionID,
-		Source:    SourceCollect,
-	}
+	// Field by field: assigning a whole Event to the arena's memory would
+	// pass each of its pointer words through the GC's write barrier.
+	e.EventID, e.Type, e.URL, e.Referrer = in.EventID, in.Type, in.URL, in.Referrer
+	e.Title, e.VisitorID, e.SessionID = in.Title, in.VisitorID, in.SessionID
+	e.Source = SourceCollect
 	if in.SentAt != "" {
 		t, err := time.Parse(time.RFC3339Nano, in.SentAt)
 		if err != nil {
-			return nil, errField("sent_at", "is not an RFC 3339 time")
+			return errField("sent_at", "is not an RFC 3339 time")
 		}
 		e.SentAt = t
 	}
 	if len(in.Props) > 0 && !bytes.Equal(in.Props, []byte("null")) {
 		props, err := checkProps(in.Props)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		e.Props = props
 	}
-	return e, n.finish(e, m)
+	return n.finishIn(e, m, a)
 }
 
 // decodeInput reads a /collect event object, as decodeMembers.
@@ -483,14 +507,18 @@ func (n *Normalizer) Finish(e *Event, m Meta) error { return n.finish(e, m) }
 
 // finish checks the common fields, applies the privacy policy and the
 // server's fields, and seals the event.
-func (n *Normalizer) finish(e *Event, m Meta) error {
+func (n *Normalizer) finish(e *Event, m Meta) error { return n.finishIn(e, m, nil) }
+
+// finishIn is finish; in an arena, when a is not nil, it leaves the new
+// id and the encoding to Seal.
+func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 	if e.EventID != "" {
 		id, ok := ParseUUID(e.EventID)
 		if !ok {
 			return errField("event_id", "is not a UUID")
 		}
 		e.EventID = id
-	} else {
+	} else if a == nil {
 		e.EventID = NewID(m.Now)
 	}
 	if len(e.Type) > MaxTypeLen {
@@ -520,7 +548,9 @@ func (n *Normalizer) finish(e *Event, m Meta) error {
 		}
 	}
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
-	e.seal(&n.second)
+	if a == nil {
+		e.seal(nil, &n.second)
+	}
 	return nil
 }
 

@@ -96,12 +96,17 @@ type Event struct {
 
 // Seal computes and caches the event's JSON encoding. After Seal the event
 // must not be modified; it may then be read from many goroutines.
-func (e *Event) Seal() { e.seal(nil) }
+func (e *Event) Seal() { e.seal(nil, nil) }
 
-// seal is Seal, taking the date and time of day of received_at from
-// second when it holds that second (see appendReceivedAt).
-func (e *Event) seal(second *secondCache) {
-	e.raw = e.appendJSON(make([]byte, 0, e.sizeHint()), second)
+// seal is Seal, encoding into room when it is not nil (it is empty, with
+// the capacity of sizeHint), and taking the date and time of day of
+// received_at from second when it holds that second (see
+// appendReceivedAt).
+func (e *Event) seal(room []byte, second *secondCache) {
+	if room == nil {
+		room = make([]byte, 0, e.sizeHint())
+	}
+	e.raw = e.appendJSON(room, second)
 }
 
 // JSON returns the event's JSON encoding, without a trailing newline. The

@@ -14,6 +14,12 @@ import (
 // seeded by the OS: unpredictable enough for identifiers, and free of
 // system calls. Event ids are not secrets.
 func NewID(now time.Time) string {
+	var b [36]byte
+	return string(appendID(b[:0], now))
+}
+
+// appendID appends NewID's id to b.
+func appendID(b []byte, now time.Time) []byte {
 	var u [16]byte
 	binary.LittleEndian.PutUint64(u[0:8], rand.Uint64()) // the first 6 bytes are overwritten below
 	binary.LittleEndian.PutUint64(u[8:16], rand.Uint64())
@@ -22,11 +28,18 @@ func NewID(now time.Time) string {
 	binary.BigEndian.PutUint32(u[2:6], uint32(ms))
 	u[6] = 0x70 | (u[6] & 0x0F) // version 7
 	u[8] = 0x80 | (u[8] & 0x3F) // variant 10
-	return formatUUID(u)
+	return appendUUID(b, u)
 }
 
 func formatUUID(u [16]byte) string {
 	var b [36]byte
+	return string(appendUUID(b[:0], u))
+}
+
+// appendUUID appends u in the 8-4-4-4-12 form.
+func appendUUID(dst []byte, u [16]byte) []byte {
+	dst = append(dst, make([]byte, 36)...)
+	b := dst[len(dst)-36:]
 	b[8], b[13], b[18], b[23] = '-', '-', '-', '-'
 	hexByte(b[0:2], u[0])
 	hexByte(b[2:4], u[1])
@@ -41,7 +54,7 @@ func formatUUID(u [16]byte) string {
 	for i, c := range u[10:] {
 		hexByte(b[24+2*i:26+2*i], c)
 	}
-	return string(b[:])
+	return dst
 }
 
 func hexByte(dst []byte, c byte) {

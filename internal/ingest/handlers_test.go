@@ -484,6 +484,27 @@ func TestFailedSpoolIsNotLoggedPerRequest(t *testing.T) {
 	}
 }
 
+// TestCollectResponseCounts: the 202's body, written without encoding/json
+// when it has no errors, is what encoding/json writes.
+func TestCollectResponseCounts(t *testing.T) {
+	for _, r := range []collectResponse{{}, {Accepted: 20}, {Accepted: 3, Rejected: 17}, {Dropped: 5},
+		{Accepted: -1, Rejected: 1 << 40, Dropped: 1}, {Accepted: 1, Errors: []itemError{{Index: 1, Error: "type: is missing"}}},
+		{Error: "no valid event in the body", Rejected: 2}} {
+		want, err := json.Marshal(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		writeJSON(w, http.StatusAccepted, &r)
+		if got := w.Body.String(); got != string(want)+"\n" {
+			t.Errorf("writeJSON(%+v) = %q, want %q", r, got, want)
+		}
+		if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+			t.Errorf("Content-Type %q", ct)
+		}
+	}
+}
+
 // TestCollectLongArrayMemory: a /collect array of many tiny items, far more
 // than MAX_BATCH_EVENTS, is refused 413 without the parser recording every
 // item first. Recording them cost 56 bytes per 2-byte item, about 28 times

@@ -3,6 +3,7 @@ package ndjson
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"os"
@@ -245,13 +246,32 @@ func TestValidate(t *testing.T) {
 	if err := (Options{Path: "events.ndjson"}).Validate(); err != nil {
 		t.Errorf("Validate of a plain path = %v", err)
 	}
-	err := Options{Fsync: "sometimes", RotateBytes: -1, Backups: MaxBackups + 1}.Validate()
-	for _, want := range []string{"Path is empty", `Fsync: unknown fsync policy "sometimes"`, "RotateBytes is negative", "Backups=1001 is out of range; want 0 to 1000"} {
+	err := Options{Fsync: "sometimes", RotateBytes: -1, Backups: MaxBackups + 1, BatchSize: -1}.Validate()
+	for _, want := range []string{"Path is empty", `Fsync: unknown fsync policy "sometimes"`, "RotateBytes is negative", "Backups=1001 is out of range; want 0 to 1000",
+		"BatchSize=-1 is out of range"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate = %v, want it to say %q", err, want)
 		}
 	}
 	if _, err := Open(Options{}); err == nil || !strings.Contains(err.Error(), "ndjson: Path is empty") {
 		t.Errorf("Open without a path = %v", err)
+	}
+}
+
+// TestPolicyBatchSize: the sink declares Options.BatchSize as its batch
+// policy, which the pipeline follows; 0 leaves the pipeline's.
+func TestPolicyBatchSize(t *testing.T) {
+	for _, n := range []int{0, 2000} {
+		s, err := Open(Options{Path: filepath.Join(t.TempDir(), "e.ndjson"), BatchSize: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sink.PolicyOf(s); got.BatchEvents != n || got.Idempotent {
+			t.Errorf("BatchSize %d: Policy = %+v, want BatchEvents %d, not idempotent", n, got, n)
+		}
+		s.Close(context.Background())
+	}
+	if err := (Options{Path: "e", BatchSize: MaxBatchSize + 1}).Validate(); err == nil {
+		t.Errorf("Validate accepted BatchSize %d", MaxBatchSize+1)
 	}
 }
