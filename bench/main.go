@@ -36,9 +36,10 @@ type options struct {
 	duration  time.Duration
 	jsonPath  string
 	workDir   string
-	perfDir   string // when set, perf record profiles gotrack during each run
-	kfakeBin  string // bench/kfake, built for the kafka scenario
-	readme    string // when set, the README whose Performance section gets the results
+	perfDir   string   // when set, perf record profiles gotrack during each run
+	kfakeBin  string   // bench/kfake, built for the kafka scenario
+	readme    string   // when set, the README whose Performance section gets the results
+	env       []string // extra KEY=VALUE settings for gotrack, after the scenario's
 }
 
 func main() {
@@ -51,6 +52,13 @@ func main() {
 	flag.StringVar(&o.jsonPath, "json", "bench/results/latest.json", "where to write the results as JSON")
 	flag.StringVar(&o.perfDir, "perf", "", "record a perf profile of gotrack during each run into this directory (needs perf)")
 	flag.StringVar(&o.readme, "readme", "", "write the results into this README's Performance section (between its bench markers)")
+	flag.Func("env", "KEY=VALUE: an extra setting for gotrack in every scenario, after the scenario's own (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		o.env = append(o.env, v)
+		return nil
+	})
 	render := flag.String("render", "", "run nothing: write the results in this JSON file (from -json) into -readme")
 	flag.Parse()
 	o.scenarios = strings.Split(scenarios, ",")

@@ -295,6 +295,7 @@ func runGotrack(o options, bin string, s scenario, i int) (runResult, error) {
 	cmd := exec.Command(bin)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "SERVER_ADDR=127.0.0.1:0", "LOG_FORMAT=json", "LOG_LEVEL=info",
 		"DEAD_LETTER_PATH=" + filepath.Join(dir, "dead.ndjson"), "SHUTDOWN_TIMEOUT=60s"}, s.env(dir, table)...)
+	cmd.Env = append(cmd.Env, o.env...)
 	var kf *kfakeRun
 	var metricsAddr string
 	if s.kafka {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -334,5 +336,34 @@ func TestStuckSinkQueueDeadLettered(t *testing.T) {
 	}
 	if n := len(readDeadLetters(t, p.path("dead.ndjson"))); n != 10050 {
 		t.Errorf("%d dead letters, want all 10050 events the stuck sink did not confirm", n)
+	}
+}
+
+// TestGOMAXPROCS: unless the operator sets GOMAXPROCS, gotrack runs two
+// more scheduler processors than the Go default, so that a goroutine in
+// fsync does not leave a core idle; an operator's GOMAXPROCS is kept.
+func TestGOMAXPROCS(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set for the tests; the default cannot be checked")
+	}
+	started := func(env ...string) int {
+		p := startGotrack(t, env...)
+		for line := range strings.Lines(p.stderr.String()) {
+			var l struct {
+				Msg   string `json:"msg"`
+				Procs int    `json:"gomaxprocs"`
+			}
+			if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "gotrack started" {
+				return l.Procs
+			}
+		}
+		t.Fatalf("no started line:\n%s", p.stderr)
+		return 0
+	}
+	if got, want := started(), runtime.GOMAXPROCS(0)+2; got != want {
+		t.Errorf("GOMAXPROCS unset: gotrack runs %d processors, want the default %d plus 2", got, want-2)
+	}
+	if got := started("GOMAXPROCS=3"); got != 3 {
+		t.Errorf("GOMAXPROCS=3: gotrack runs %d processors", got)
 	}
 }
