@@ -586,7 +586,7 @@ func (c *Config) check(failed map[string]bool) []error {
 		switch {
 		case c.Log.BatchSize == 0: // unset
 			c.Log.BatchSize = min(ndjson.DefaultBatchSize, q)
-		case c.Log.BatchSize > q:
+		case seen[OutputLog] && c.Log.BatchSize > q:
 			bad("LOG_BATCH_SIZE=%d is larger than QUEUE_SIZE=%d; want at most QUEUE_SIZE", c.Log.BatchSize, q)
 		}
 	}

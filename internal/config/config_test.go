@@ -314,7 +314,8 @@ func TestTypos(t *testing.T) {
 
 // TestLogBatchSize: the log sink batches LOG_BATCH_SIZE events, 2000 when
 // unset but never more than QUEUE_SIZE then; a value set larger than
-// QUEUE_SIZE is refused, as BATCH_SIZE's is.
+// QUEUE_SIZE is refused, as BATCH_SIZE's is, but only when the log sink
+// is in OUTPUTS, as PG_BATCH_SIZE's is only for postgres.
 func TestLogBatchSize(t *testing.T) {
 	for _, tc := range []struct {
 		env  []string
@@ -333,6 +334,9 @@ func TestLogBatchSize(t *testing.T) {
 		if c.Log.BatchSize != tc.want {
 			t.Errorf("Load(%q): log batch size %d, want %d", tc.env, c.Log.BatchSize, tc.want)
 		}
+	}
+	if _, err := Load(env("OUTPUTS", "kafka", "KAFKA_BROKERS", "127.0.0.1:9092", "QUEUE_SIZE", "1000", "LOG_BATCH_SIZE", "5000")); err != nil {
+		t.Errorf("LOG_BATCH_SIZE larger than QUEUE_SIZE without the log sink: %v", err)
 	}
 	for _, tc := range [][]string{{"LOG_BATCH_SIZE", "1001", "QUEUE_SIZE", "1000"}, {"LOG_BATCH_SIZE", "0"}, {"LOG_BATCH_SIZE", "x"}} {
 		if _, err := Load(env(tc...)); err == nil || !strings.Contains(err.Error(), "LOG_BATCH_SIZE") {
