@@ -477,13 +477,20 @@ func reopen(outputs []pipeline.Output, log *slog.Logger) {
 	}
 }
 
-// raiseProcs gives the Go scheduler two more processors than its default
-// (the CPUs, or the container's CPU limit). GoTrack fsyncs on its busiest
-// paths: the log sink under LOG_FSYNC=batch and the spool's group commit.
-// A goroutine in fsync keeps its processor, and the scheduler takes it back
-// only after up to 10 ms when the other processors look idle, so with as
-// many processors as cores a core sat idle through most fsyncs (load
-// benchmark on 2 cores: pixel 70% -> 83% of the bare net/http baseline at
-// the same CPU per event; the baseline gains nothing from it). It is set
-// once per process: run may be called more than once in tests.
-var raiseProcs = sync.OnceFunc(func() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 2) })
+// raiseProcs gives the Go scheduler two more processors than its default,
+// the machine's CPUs. GoTrack fsyncs on its busiest paths: the log sink
+// under LOG_FSYNC=batch and the spool's group commit. A goroutine in fsync
+// keeps its processor, and the scheduler takes it back only after up to
+// 10 ms when the other processors look idle, so with as many processors as
+// cores a core sat idle through most fsyncs (load benchmark on 2 cores:
+// pixel 70% -> 81% of the bare net/http baseline at about the same CPU per
+// event; the baseline gains nothing from more processors). Under a CPU
+// quota (Go's default is then below the CPU count) it changes nothing:
+// more threads than the quota pays for would be throttled, and Go's
+// default keeps following the quota. It is set once per process: run may
+// be called more than once in tests.
+var raiseProcs = sync.OnceFunc(func() {
+	if n := runtime.GOMAXPROCS(0); n >= runtime.NumCPU() {
+		runtime.GOMAXPROCS(n + 2)
+	}
+})
