@@ -483,8 +483,8 @@ func reopen(outputs []pipeline.Output, log *slog.Logger) {
 // keeps its processor, and the scheduler takes it back only after up to
 // 10 ms when the other processors look idle, so with as many processors as
 // cores a core sat idle through most fsyncs (load benchmark on 2 cores:
-// pixel 70% -> 81% of the bare net/http baseline at about the same CPU per
-// event; the baseline gains nothing from more processors). Under a CPU
+// pixel 70% -> 81% of the bare net/http baseline, CPU per event moving as
+// the baseline's did; the baseline gains nothing from more processors). Under a CPU
 // quota (Go's default is then below the CPU count) it changes nothing:
 // more threads than the quota pays for would be throttled, and Go's
 // default keeps following the quota. It is set once per process: run may
