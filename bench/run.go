@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/gotrack/gotrack/internal/pgtest"
 	"github.com/gotrack/gotrack/internal/tracing/otlptest"
 )
 
@@ -514,41 +515,13 @@ func peakRSS(pid int) float64 {
 	return 0
 }
 
-// postgresCPU returns the CPU seconds the throwaway PostgreSQL server
-// (PG_TEST_PGDATA, from scripts/pg.sh) has used so far: its postmaster,
-// the postmaster's live children, and the children that have exited,
-// whose time the kernel adds to the postmaster's when it reaps them. It
-// returns 0 for scenarios without PostgreSQL, or a server it did not start.
+// postgresCPU returns the CPU seconds the throwaway PostgreSQL server has
+// used so far (see pgtest.ServerCPU), or 0 for scenarios without it.
 func postgresCPU(s scenario) float64 {
-	dir := os.Getenv("PG_TEST_PGDATA")
-	if !s.postgres || dir == "" {
+	if !s.postgres {
 		return 0
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	postmaster, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		return 0
-	}
-	total := 0.0
-	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range procs {
-		f := statFields(p)
-		if len(f) < 15 {
-			continue
-		}
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		switch ppid, _ := strconv.Atoi(f[1]); {
-		case pid == postmaster:
-			total += ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
-		case ppid == postmaster:
-			total += ticks(f[11]) + ticks(f[12])
-		}
-	}
-	return total
+	return pgtest.ServerCPU().Seconds()
 }
 
 // statFields returns the fields of a /proc/PID/stat file after the

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +199,47 @@ func pgctl(t testing.TB, args ...string) {
 	if out, err := exec.Command(full[0], full[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("pg_ctl %v: %v\n%s", args, err, out)
 	}
+}
+
+// ServerCPU returns the CPU time the test server (PG_TEST_PGDATA, from
+// scripts/pg.sh) has used so far: its postmaster, the postmaster's live
+// children, and the children that have exited, whose time the kernel adds
+// to the postmaster's when it reaps them. It is 0 when PG_TEST_PGDATA does
+// not name a running server's data directory.
+func ServerCPU() time.Duration {
+	b, err := os.ReadFile(filepath.Join(os.Getenv("PG_TEST_PGDATA"), "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	postmaster, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		return 0
+	}
+	var ticks int64
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 || i+2 > len(s) {
+			continue
+		}
+		f := strings.Fields(s[i+2:]) // state, ppid, ..., utime (11), stime, cutime, cstime (14)
+		if len(f) < 15 {
+			continue
+		}
+		n := func(i int) int64 { v, _ := strconv.ParseInt(f[i], 10, 64); return v }
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		switch {
+		case pid == postmaster:
+			ticks += n(11) + n(12) + n(13) + n(14)
+		case int(n(1)) == postmaster:
+			ticks += n(11) + n(12)
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
 }

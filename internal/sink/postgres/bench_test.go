@@ -2,9 +2,7 @@ package postgres
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +35,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 	events := pixelEvents(b.N)
 	b.ResetTimer()
-	cpu, server := processCPU(), serverCPU()
+	cpu, server := processCPU(), pgtest.ServerCPU()
 	for i := 0; i < b.N; i += batch {
 		chunk := events[i:min(i+batch, b.N)]
 		size := (len(chunk) + parts - 1) / parts
@@ -53,7 +51,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
 	if server > 0 {
-		b.ReportMetric(float64(serverCPU()-server)/float64(b.N), "server-cpu-ns/op")
+		b.ReportMetric(float64(pgtest.ServerCPU()-server)/float64(b.N), "server-cpu-ns/op")
 	}
 }
 
@@ -80,45 +78,4 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// serverCPU returns the CPU time the test server has used: its postmaster,
-// the postmaster's live children, and the children it has reaped; 0 when
-// PG_TEST_PGDATA does not name its data directory.
-func serverCPU() time.Duration {
-	b, err := os.ReadFile(filepath.Join(os.Getenv("PG_TEST_PGDATA"), "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	postmaster, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		return 0
-	}
-	var ticks int64
-	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || i+2 > len(s) {
-			continue
-		}
-		f := strings.Fields(s[i+2:])
-		if len(f) < 15 {
-			continue
-		}
-		n := func(i int) int64 { v, _ := strconv.ParseInt(f[i], 10, 64); return v }
-		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		switch {
-		case pid == postmaster:
-			ticks += n(11) + n(12) + n(13) + n(14)
-		case int(n(1)) == postmaster:
-			ticks += n(11) + n(12)
-		}
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100
 }
