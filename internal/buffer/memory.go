@@ -164,6 +164,7 @@ func (m *Memory) Read(maxEvents, maxBytes int, wait time.Duration, stop <-chan s
 	size := e.Size()
 	m.timer.Reset(wait)
 	defer m.timer.Stop()
+	ended := false // wait has passed, or stopping: take what is queued, then return
 	for len(batch) < maxEvents && size < maxBytes {
 		select {
 		case e = <-m.ch:
@@ -171,6 +172,9 @@ func (m *Memory) Read(maxEvents, maxBytes int, wait time.Duration, stop <-chan s
 			size += e.Size()
 			continue
 		default:
+		}
+		if ended {
+			break
 		}
 		// Nothing queued: sleep until what is queued could fill the
 		// batch, or wait has passed, or stopping; then take what is there.
@@ -188,17 +192,7 @@ func (m *Memory) Read(maxEvents, maxBytes int, wait time.Duration, stop <-chan s
 		case <-stop:
 		}
 		m.stopWaiting()
-		for len(batch) < maxEvents && size < maxBytes {
-			select {
-			case e = <-m.ch:
-				batch = append(batch, e)
-				size += e.Size()
-				continue
-			default:
-			}
-			break
-		}
-		return batch, nil
+		ended = true
 	}
 	return batch, nil
 }
