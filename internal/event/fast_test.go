@@ -1,10 +1,13 @@
 package event
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -275,4 +278,146 @@ func FuzzFormatUUID(f *testing.F) {
 			t.Fatalf("formatUUID(%x) = %s, want %s", u, got, want)
 		}
 	})
+}
+
+// fromQueryUnescapingEach is FromQuery as it was before it unescaped the
+// values into one buffer: each value unescaped on its own, and the new id a
+// string of its own. It is the reference FromQuery must match.
+func (n *Normalizer) fromQueryUnescapingEach(rawQuery string, m Meta) (*Event, error) {
+	e := &Event{Source: SourcePixel}
+	var props []byte
+	var names []string
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if pair == "" {
+			continue
+		}
+		rk, rv, _ := strings.Cut(pair, "=")
+		k, err1 := unescape(rk)
+		v, err2 := unescape(rv)
+		if err1 != nil || err2 != nil {
+			return nil, errField("query", "has a malformed escape")
+		}
+		switch k {
+		case "e":
+			e.Type = v
+		case "url":
+			e.URL = v
+		case "ref":
+			e.Referrer = v
+		case "title":
+			e.Title = v
+		case "uid":
+			e.VisitorID = v
+		case "sid":
+			e.SessionID = v
+		case "eid":
+			e.EventID = v
+		default:
+			name, ok := strings.CutPrefix(k, "p.")
+			if !ok {
+				continue
+			}
+			if name == "" || len(name) > MaxTypeLen {
+				return nil, errField("p."+truncate(name, MaxTypeLen), "is not a valid property name")
+			}
+			if len(names) == MaxPropsKeys {
+				return nil, errField("props", "has more than the allowed number of keys")
+			}
+			if slices.Contains(names, name) {
+				return nil, errField("p."+name, "is given twice")
+			}
+			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+				return nil, errNUL("p." + name)
+			}
+			names = append(names, name)
+			if props == nil {
+				props = []byte{'{'}
+			} else {
+				props = append(props, ',')
+			}
+			props = appendString(props, name)
+			props = append(props, ':')
+			props = appendString(props, v)
+		}
+	}
+	if props != nil {
+		props = append(props, '}')
+		if len(props) > MaxPropsBytes {
+			return nil, errTooLong("props", MaxPropsBytes)
+		}
+		e.Props = props
+	}
+	if e.Type == "" {
+		e.Type = DefaultType
+	}
+	if e.URL == "" {
+		e.URL = m.Referer
+	}
+	return e, n.finish(e, m)
+}
+
+// FuzzFromQuery checks FromQuery against fromQueryUnescapingEach: the same
+// event, JSON included, or the same error. A new event_id is random, so
+// the reference's is taken as FromQuery's once both are checked as ids.
+func FuzzFromQuery(f *testing.F) {
+	for _, q := range []string{"", benchQuery, "e=a&e=b%20c", "url=a%20b&url=plain", "url=plain&url=a%20b", "url=%zz", "cb=%4",
+		"title=x&uid=%", "e=&url=", "url=+", "p.a=1&p.a=2", "p.%41=v%42&p.b=%C3%A9", "eid=0190F0F0-0000-7000-8000-000000000001&url=%2F",
+		"eid=0190f0f0%2D0000-7000-8000-000000000001", "eid=x", "ref=https%3A%2F%2Fa%2F%3Ftoken%3Ds%26b%3D1&sid=%01", "u%72l=%2Fx",
+		"title=a%ffb&url=https://x.example/%C3%A9%fe", "&&url=%2F&&", "=x&url", "sid=" + strings.Repeat("%41", MaxIDLen+1)} {
+		f.Add(q, "https://ref.example/")
+	}
+	n := mustNormalizer(f, Policy{IPMode: IPTruncate, SanitizeParams: DefaultSanitizeParams})
+	f.Fuzz(func(t *testing.T, q, referer string) {
+		m := Meta{Now: now, IP: "203.0.113.0", UserAgent: "UA/1", Referer: referer, SourceID: "anonymous"}
+		got, err := n.FromQuery(q, m)
+		want, wantErr := n.fromQueryUnescapingEach(q, m)
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			t.Fatalf("FromQuery(%q): error %v, want %v", q, err, wantErr)
+		}
+		if err != nil {
+			return
+		}
+		if _, ok := ParseUUID(got.EventID); !ok || len(got.EventID) != 36 {
+			t.Fatalf("FromQuery(%q): event_id %q", q, got.EventID)
+		}
+		if want.EventID != got.EventID && want.EventID[:15] == got.EventID[:15] { // both new: at m.Now, version 7
+			want.EventID = got.EventID
+			want.raw = nil
+			want.Seal()
+		}
+		if !bytes.Equal(got.JSON(), want.JSON()) {
+			t.Fatalf("FromQuery(%q):\n got %s\nwant %s", q, got.JSON(), want.JSON())
+		}
+		got.raw, want.raw = nil, nil
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("FromQuery(%q):\n got %+v\nwant %+v", q, got, want)
+		}
+	})
+}
+
+// TestFromQueryAllocs: a pixel event takes four allocations, its struct,
+// one string for every unescaped value and its id, its props and its
+// encoding, however many of its values had escapes.
+func TestFromQueryAllocs(t *testing.T) {
+	n := mustNormalizer(t, Policy{IPMode: IPTruncate, SanitizeParams: DefaultSanitizeParams})
+	m := Meta{Now: now, IP: "203.0.113.0", UserAgent: "UA/1"}
+	for _, tc := range []struct {
+		query  string
+		allocs float64
+	}{
+		{benchQuery, 6}, // and two more to remove the url's token
+		{"e=pageview&url=https%3A%2F%2Fshop.example%2F&ref=https%3A%2F%2Fwww.example.org%2F&title=Blue%20Widget&uid=v1&sid=s1&p.plan=pro", 4},
+		{"e=pageview&url=https%3A%2F%2Fshop.example%2F", 3},
+		{"e=pageview&url=https://shop.example/&uid=v1", 3},
+	} {
+		if got := testing.AllocsPerRun(100, func() {
+			if _, err := n.FromQuery(tc.query, m); err != nil {
+				t.Fatal(err)
+			}
+		}); got != tc.allocs {
+			t.Errorf("FromQuery(%q) allocates %v times, want %v", tc.query, got, tc.allocs)
+		}
+	}
 }
