@@ -91,7 +91,17 @@ func (p *bufPools) put(b *bodyBuf) {
 // one to close, and the ones after it wait in the kernel's accept backlog,
 // where they cost GoTrack no memory. It sets srv.ConnState, keeping any
 // hook already there. n <= 0 means no limit.
+//
+// Whatever n, the connections' read and write deadlines, which net/http
+// sets for srv's timeouts, are enforced by a sweeper every quarter second
+// (see sweeper) rather than by a runtime timer re-armed at each set.
 func LimitListener(ln net.Listener, n int, srv *http.Server) net.Listener {
+	return limitListenerSweeping(ln, n, srv, newSweeper(sweepTick, nearDeadline))
+}
+
+// limitListenerSweeping is LimitListener with the sweeper s.
+func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper) net.Listener {
+	ln = &sweepListener{Listener: ln, s: s}
 	if n <= 0 {
 		return ln
 	}
