@@ -205,6 +205,9 @@ func (x *Enricher) Request(r *http.Request, addr netip.Addr, ok bool) *event.Enr
 		if !x.opts.Bot || !x.missingHeaders(r, uaHeader, ue) {
 			return x.shared(ue)
 		}
+		if ue != nil {
+			return x.sharedMissingHeaders(ue)
+		}
 	}
 	en := new(event.Enrichment)
 	if x.opts.UA {
@@ -253,6 +256,22 @@ func (x *Enricher) shared(ue *uaEntry) *event.Enrichment {
 		en.Bot = ue.bot
 	}
 	ue.en.Store(en)
+	return en
+}
+
+// sharedMissingHeaders returns the enrichment of ue for a request that
+// lacks the headers its browser would send, built once per entry: such
+// requests come in runs, from the same scripts.
+func (x *Enricher) sharedMissingHeaders(ue *uaEntry) *event.Enrichment {
+	if en := ue.enMissing.Load(); en != nil {
+		return en
+	}
+	en := new(event.Enrichment)
+	if x.opts.UA {
+		en.UA = ue.ua
+	}
+	en.Bot = &event.Bot{IsBot: true, Reasons: append(slices.Clip(ue.bot.Reasons), ReasonMissingHeaders)}
+	ue.enMissing.Store(en)
 	return en
 }
 
@@ -342,8 +361,9 @@ type uaEntry struct {
 	bot           *event.Bot // from the string alone
 	claimsBrowser bool       // Mozilla/..., as every browser's UA starts
 	// en is the enrichment of a request with nothing more to add, built
-	// on first use and shared after.
-	en atomic.Pointer[event.Enrichment]
+	// on first use and shared after; enMissing, that of a request that
+	// lacks headers browsers send, with no address lookups.
+	en, enMissing atomic.Pointer[event.Enrichment]
 }
 
 var notBot = &event.Bot{IsBot: false, Reasons: []string{}}

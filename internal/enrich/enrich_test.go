@@ -118,6 +118,29 @@ func TestMissingHeaders(t *testing.T) {
 	}
 }
 
+// TestMissingHeadersShared: the requests of one browser UA that lack its
+// headers share one enrichment, built once, as complete requests do, and
+// the entry's own reasons stay as they were.
+func TestMissingHeadersShared(t *testing.T) {
+	x, _, _ := newEnricher(t, Options{UA: true, Bot: true})
+	r := httptest.NewRequest("GET", "/px.gif", nil)
+	r.Header.Set("User-Agent", chromeWindows)
+	first := x.Request(r, netip.Addr{}, false)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if en := x.Request(r, netip.Addr{}, false); en != first {
+			t.Fatalf("another request of the same UA and headers: %p, not the first's %p", en, first)
+		}
+	}); allocs != 0 {
+		t.Errorf("a request without Accept-Language allocates %v times", allocs)
+	}
+	if !first.Bot.IsBot || !slices.Equal(first.Bot.Reasons, []string{ReasonMissingHeaders}) || first.UA == nil || first.UA.Browser != "Chrome" {
+		t.Errorf("Chrome without Accept-Language: %+v, %+v", *first.Bot, first.UA)
+	}
+	if en := x.Request(browserRequest(chromeWindows), netip.Addr{}, false); en.Bot.IsBot || len(en.Bot.Reasons) != 0 {
+		t.Errorf("a complete Chrome request after the others: %+v", *en.Bot)
+	}
+}
+
 // TestUACacheBound parses more distinct user agents than the cache holds.
 func TestUACacheBound(t *testing.T) {
 	c := newUACache(UACacheSize)
