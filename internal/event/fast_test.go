@@ -421,3 +421,41 @@ func TestFromQueryAllocs(t *testing.T) {
 		}
 	}
 }
+
+// hasSecretLookingUpEach is hasSecret as it was before it skipped the keys
+// whose first byte starts no name: every key unescaped, lower-cased and
+// looked up. It is the reference hasSecret must match.
+func (n *Normalizer) hasSecretLookingUpEach(q string) bool {
+	for pair := range strings.SplitSeq(q, "&") {
+		key, _, _ := strings.Cut(pair, "=")
+		if k, err := unescape(key); err == nil {
+			key = k
+		}
+		if _, bad := n.sanitize[strings.ToLower(key)]; bad {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzHasSecret checks hasSecret against hasSecretLookingUpEach, with the
+// default names, names of either case and outside ASCII, and "".
+func FuzzHasSecret(f *testing.F) {
+	for _, s := range []string{"", "&", "=", "a=1&&b", "token=x", "utm_source=a&Token=b", "%74oken=1", "+x=1", "\u212Aey=1",
+		"KEY=1", "ⱥb=1", "Ⱥb=2", "x=1&", "&=", "i\u0307d=1", "İd=1", "SESSIONID=", "e%6Dail"} {
+		f.Add(s)
+	}
+	normalizers := []*Normalizer{
+		mustNormalizer(f, Policy{SanitizeParams: DefaultSanitizeParams}),
+		mustNormalizer(f, Policy{SanitizeParams: []string{"key", "ⱥb", "i\u0307d", "Ütf"}}),
+		mustNormalizer(f, Policy{SanitizeParams: append([]string{""}, DefaultSanitizeParams...)}),
+		mustNormalizer(f, Policy{}),
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		for i, n := range normalizers {
+			if got, want := n.hasSecret(q), n.hasSecretLookingUpEach(q); got != want {
+				t.Fatalf("normalizer %d: hasSecret(%q) = %v, want %v", i, q, got, want)
+			}
+		}
+	})
+}
