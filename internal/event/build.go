@@ -536,9 +536,12 @@ func checkProps(raw []byte) ([]byte, error) {
 		return nil, errTooLong("props", MaxPropsBytes)
 	}
 	var (
-		keys   [MaxPropsKeys + 1][]byte // the keys of the open objects, outermost first
-		nkeys  int
-		frames [MaxPropsDepth + 1]struct {
+		// The keys of the open objects, outermost first: most props have
+		// a few, so the array that holds them at first is small, not one of
+		// MaxPropsKeys to zero on every call.
+		keysBuf [8][]byte
+		keys    = keysBuf[:0]
+		frames  [MaxPropsDepth + 1]struct {
 			obj      bool
 			firstKey int
 		}
@@ -555,19 +558,19 @@ func checkProps(raw []byte) ([]byte, error) {
 				return nil, err
 			}
 			if wantKey {
-				if nkeys++; nkeys > MaxPropsKeys {
+				if len(keys) == MaxPropsKeys {
 					return nil, errField("props", "has more than the allowed number of keys")
 				}
 				key := str
 				if bytes.IndexByte(key, '\\') >= 0 {
 					key = []byte(unquote(key))
 				}
-				for _, k := range keys[frames[depth-1].firstKey : nkeys-1] {
+				for _, k := range keys[frames[depth-1].firstKey:] {
 					if bytes.Equal(k, key) {
 						return nil, errField("props", "has the key "+strconv.Quote(truncate(string(key), MaxTypeLen))+" twice")
 					}
 				}
-				keys[nkeys-1] = key
+				keys = append(keys, key)
 				wantKey = false
 			}
 			i = end
@@ -575,12 +578,12 @@ func checkProps(raw []byte) ([]byte, error) {
 			if depth++; depth > MaxPropsDepth {
 				return nil, errField("props", "is nested deeper than the allowed depth")
 			}
-			frames[depth-1].obj, frames[depth-1].firstKey = c == '{', nkeys
+			frames[depth-1].obj, frames[depth-1].firstKey = c == '{', len(keys)
 			wantKey = c == '{'
 		case '}', ']':
 			depth--
 			if c == '}' {
-				nkeys = frames[depth].firstKey
+				keys = keys[:frames[depth].firstKey]
 			}
 		case ',':
 			wantKey = frames[depth-1].obj

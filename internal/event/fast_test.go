@@ -3,11 +3,13 @@ package event
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math/bits"
 	"net/url"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -456,6 +458,117 @@ func FuzzHasSecret(f *testing.F) {
 			if got, want := n.hasSecret(q), n.hasSecretLookingUpEach(q); got != want {
 				t.Fatalf("normalizer %d: hasSecret(%q) = %v, want %v", i, q, got, want)
 			}
+		}
+	})
+}
+
+// checkPropsFixedKeys is checkProps as it was before it held the keys in a
+// slice: in an array of MaxPropsKeys+1, zeroed on every call. It is the
+// reference checkProps must match, in results and in errors.
+func checkPropsFixedKeys(raw []byte) ([]byte, error) {
+	if raw[0] != '{' {
+		return nil, errField("props", "must be a JSON object")
+	}
+	if len(raw) > MaxPropsBytes {
+		return nil, errTooLong("props", MaxPropsBytes)
+	}
+	var (
+		keys   [MaxPropsKeys + 1][]byte // the keys of the open objects, outermost first
+		nkeys  int
+		frames [MaxPropsDepth + 1]struct {
+			obj      bool
+			firstKey int
+		}
+		depth   int
+		wantKey bool
+		spaced  bool
+	)
+	for i := 0; i < len(raw); i++ {
+		switch c := raw[i]; c {
+		case '"':
+			end := skipString(raw, i)
+			str := raw[i+1 : end]
+			if err := checkEscapes(str); err != nil {
+				return nil, err
+			}
+			if wantKey {
+				if nkeys++; nkeys > MaxPropsKeys {
+					return nil, errField("props", "has more than the allowed number of keys")
+				}
+				key := str
+				if bytes.IndexByte(key, '\\') >= 0 {
+					key = []byte(unquote(key))
+				}
+				for _, k := range keys[frames[depth-1].firstKey : nkeys-1] {
+					if bytes.Equal(k, key) {
+						return nil, errField("props", "has the key "+strconv.Quote(truncate(string(key), MaxTypeLen))+" twice")
+					}
+				}
+				keys[nkeys-1] = key
+				wantKey = false
+			}
+			i = end
+		case '{', '[':
+			if depth++; depth > MaxPropsDepth {
+				return nil, errField("props", "is nested deeper than the allowed depth")
+			}
+			frames[depth-1].obj, frames[depth-1].firstKey = c == '{', nkeys
+			wantKey = c == '{'
+		case '}', ']':
+			depth--
+			if c == '}' {
+				nkeys = frames[depth].firstKey
+			}
+		case ',':
+			wantKey = frames[depth-1].obj
+		case ' ', '\t', '\n', '\r':
+			spaced = true
+		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+			end := i + 1
+			for end < len(raw) && isNumberByte(raw[end]) {
+				end++
+			}
+			if !numberInRange(raw[i:end]) {
+				return nil, errField("props", "holds the number "+cutMarked(string(raw[i:end]), 32)+", out of range (a number must fit a float64, with an exponent within ±999)")
+			}
+			i = end - 1
+		}
+	}
+	if !spaced {
+		return raw, nil
+	}
+	var b bytes.Buffer
+	b.Grow(len(raw))
+	if err := json.Compact(&b, raw); err != nil {
+		return nil, errField("props", "is not valid JSON")
+	}
+	return b.Bytes(), nil
+}
+
+// FuzzCheckProps checks checkProps against checkPropsFixedKeys.
+func FuzzCheckProps(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"a":2}`, `{"a":{"\u0061":1,"a":2}}`, `{"a":{"b":1},"b":2,"a":3}`, `{ "x" : [1, {"y": "z"}] }`,
+		`{"a":{"b":{"c":{"d":{}}}}}`, `{"n":1e999999}`, `[1]`, `{"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"k1":0}`} {
+		f.Add(s)
+	}
+	var many strings.Builder
+	many.WriteString(`{"o":{`)
+	for i := range MaxPropsKeys + 1 {
+		if i > 0 {
+			many.WriteByte(',')
+		}
+		fmt.Fprintf(&many, `"k%d":%d`, i, i)
+	}
+	many.WriteString(`}}`)
+	f.Add(many.String())
+	f.Fuzz(func(t *testing.T, raw string) {
+		if !json.Valid([]byte(raw)) || !utf8.ValidString(raw) {
+			return
+		}
+		got, err := checkProps([]byte(raw))
+		want, wantErr := checkPropsFixedKeys([]byte(raw))
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) || !bytes.Equal(got, want) {
+			t.Fatalf("checkProps(%s) = %s, %v; want %s, %v", raw, got, err, want, wantErr)
 		}
 	})
 }
