@@ -31,14 +31,17 @@ type sweeper struct {
 	near time.Duration // nearDeadline, but in tests
 	now  atomic.Int64  // Unix nanoseconds of the last tick
 
-	mu    sync.Mutex
-	conns map[*coarseConn]struct{}
-	stop  chan struct{}
+	mu      sync.Mutex
+	conns   map[*coarseConn]struct{}
+	running bool // run is sweeping
+	stop    chan struct{}
 }
 
-// newSweeper starts a sweeper; stop it with close(s.stop).
+// newSweeper starts a sweeper. close(s.stop) stops it once the
+// connections it holds are closed: a server's Shutdown closes its listener
+// first, and its requests in flight keep their timeouts.
 func newSweeper(tick, near time.Duration) *sweeper {
-	s := &sweeper{tick: tick, near: near, conns: map[*coarseConn]struct{}{}, stop: make(chan struct{})}
+	s := &sweeper{tick: tick, near: near, conns: map[*coarseConn]struct{}{}, stop: make(chan struct{}), running: true}
 	s.now.Store(time.Now().UnixNano())
 	go s.run()
 	return s
@@ -48,23 +51,32 @@ func (s *sweeper) run() {
 	t := time.NewTicker(s.tick)
 	defer t.Stop()
 	for {
-		select {
-		case <-s.stop:
+		<-t.C
+		if !s.sweep(time.Now().UnixNano()) {
 			return
-		case now := <-t.C:
-			s.sweep(now.UnixNano())
 		}
 	}
 }
 
-// sweep fails the reads and writes whose deadline is at or before now.
-func (s *sweeper) sweep(now int64) {
+// sweep fails the reads and writes whose deadline is at or before now. It
+// reports false, the sweeper no longer running, when it is stopped and
+// holds no connection.
+func (s *sweeper) sweep(now int64) bool {
 	s.now.Store(now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		c.expire(now)
 	}
+	select {
+	case <-s.stop:
+		if len(s.conns) == 0 {
+			s.running = false
+			return false
+		}
+	default:
+	}
+	return true
 }
 
 // wrap returns c with its deadlines held by s, until it is closed.
@@ -72,6 +84,10 @@ func (s *sweeper) wrap(c net.Conn) *coarseConn {
 	cc := &coarseConn{Conn: c, s: s}
 	s.mu.Lock()
 	s.conns[cc] = struct{}{}
+	if !s.running { // stopped with nothing to hold, and given more
+		s.running = true
+		go s.run()
+	}
 	s.mu.Unlock()
 	return cc
 }

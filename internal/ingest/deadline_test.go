@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // failWithin bounds a test's wait for something that must happen; it is
@@ -125,6 +127,26 @@ func TestSweeperWriteDeadline(t *testing.T) {
 			}
 		}
 	}))
+}
+
+// TestSweeperOutlivesItsListener: once its listener is closed, as
+// Shutdown does first, the connections still open keep their deadlines,
+// even one accepted as the sweeper was stopping.
+func TestSweeperOutlivesItsListener(t *testing.T) {
+	s := newSweeper(5*time.Millisecond, 0)
+	close(s.stop)
+	testkit.Eventually(t, "the sweeper to stop, holding nothing", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.running
+	})
+	c, _ := tcpPair(t, s) // it starts again
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	wantTimeout(t, "read after the sweeper was stopped", result(func() error { _, err := c.Read(make([]byte, 1)); return err }))
+	c2, _ := tcpPair(t, s)
+	c.Close()
+	c2.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	wantTimeout(t, "read of a second connection", result(func() error { _, err := c2.Read(make([]byte, 1)); return err }))
 }
 
 // TestSweeperForgetsClosed: a closed connection leaves the sweeper.
