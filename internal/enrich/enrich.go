@@ -81,6 +81,9 @@ type Enricher struct {
 	asn     atomic.Pointer[maxminddb.Reader]
 	flagged *prometheus.CounterVec
 	dropped *prometheus.CounterVec
+	// The children of flagged, or of dropped under BOT_POLICY=drop, by
+	// reason, resolved once: WithLabelValues hashes and locks per call.
+	counted map[string]prometheus.Counter
 	reloads *prometheus.CounterVec
 	mu      sync.Mutex // serialises Reload
 }
@@ -106,9 +109,12 @@ func New(opts Options, reg prometheus.Registerer, log *slog.Logger) (*Enricher, 
 			return nil, err
 		}
 	}
+	x.counted = make(map[string]prometheus.Counter, len(Reasons))
 	for _, r := range Reasons {
-		x.flagged.WithLabelValues(r)
-		x.dropped.WithLabelValues(r)
+		x.counted[r] = x.flagged.WithLabelValues(r)
+		if d := x.dropped.WithLabelValues(r); opts.BotPolicy == BotDrop {
+			x.counted[r] = d
+		}
 	}
 	var errs []error
 	for _, d := range x.dbs() {
@@ -281,12 +287,15 @@ func (x *Enricher) Count(en *event.Enrichment, n int) (drop bool) {
 	if en == nil || en.Bot == nil || !en.Bot.IsBot || n == 0 {
 		return false
 	}
-	c := x.flagged
-	if x.opts.BotPolicy == BotDrop {
-		c = x.dropped
-	}
 	for _, r := range en.Bot.Reasons {
-		c.WithLabelValues(r).Add(float64(n))
+		c, ok := x.counted[r]
+		if !ok { // every reason is in Reasons: not reached
+			c = x.flagged.WithLabelValues(r)
+			if x.opts.BotPolicy == BotDrop {
+				c = x.dropped.WithLabelValues(r)
+			}
+		}
+		c.Add(float64(n))
 	}
 	return x.opts.BotPolicy == BotDrop
 }

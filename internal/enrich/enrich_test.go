@@ -244,6 +244,51 @@ func TestBotPolicy(t *testing.T) {
 	}
 }
 
+// TestCountByPolicy: a bot's events are counted under their policy's
+// metric only, once per reason, without allocating.
+func TestCountByPolicy(t *testing.T) {
+	for _, policy := range []BotPolicy{BotFlag, BotDrop} {
+		x, _, _ := newEnricher(t, Options{Bot: true, BotPolicy: policy})
+		r := httptest.NewRequest("GET", "/px.gif", nil)
+		r.Header.Set("User-Agent", headlessChrome) // headless, and missing headers
+		en := x.Request(r, netip.Addr{}, false)
+		if allocs := testing.AllocsPerRun(10, func() { x.Count(en, 2) }); allocs != 0 {
+			t.Errorf("%s: Count allocates %v times", policy, allocs)
+		}
+		counted, other := x.flagged, x.dropped
+		if policy == BotDrop {
+			counted, other = other, counted
+		}
+		for _, reason := range Reasons {
+			want := 0.0
+			if slices.Contains(en.Bot.Reasons, reason) {
+				want = 2 * 11 // AllocsPerRun runs it once more
+			}
+			if got := testutil.ToFloat64(counted.WithLabelValues(reason)); got != want {
+				t.Errorf("%s: %s counted %v, want %v", policy, reason, got, want)
+			}
+			if got := testutil.ToFloat64(other.WithLabelValues(reason)); got != 0 {
+				t.Errorf("%s: %s counted %v under the other policy's metric", policy, reason, got)
+			}
+		}
+	}
+}
+
+// BenchmarkCount is the bot counting of a request with two reasons.
+func BenchmarkCount(b *testing.B) {
+	x, err := New(Options{Bot: true}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/px.gif", nil)
+	r.Header.Set("User-Agent", headlessChrome)
+	en := x.Request(r, netip.Addr{}, false)
+	b.ReportAllocs()
+	for b.Loop() {
+		x.Count(en, 1)
+	}
+}
+
 // TestBrowsersNamedLikeBots checks that a real browser whose device name
 // merely contains "bot" (Cubot phones) is not flagged as a crawler: under
 // BOT_POLICY=drop that would silently lose every event of its users.
