@@ -46,7 +46,8 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	if need := len(rawQuery) + idLen; need > len(stack) {
 		text = make([]byte, 0, need) // unescaping never lengthens a value
 	}
-	var props []byte
+	var props []byte // sealed with the event, then a slice of its encoding
+	var propsBuf [256]byte
 	var namesBuf [8]string // most pixels have a few p.NAME, if any
 	names := namesBuf[:0]
 	for rawQuery != "" {
@@ -121,7 +122,7 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 		}
 		names = append(names, name)
 		if props == nil {
-			props = append(make([]byte, 0, 64), '{')
+			props = append(propsBuf[:0], '{')
 		} else {
 			props = append(props, ',')
 		}
@@ -134,7 +135,6 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 		if len(props) > MaxPropsBytes {
 			return nil, errTooLong("props", MaxPropsBytes)
 		}
-		e.Props = props
 	}
 	idStart := len(text)
 	if e.EventID != "" {
@@ -163,7 +163,19 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	if e.URL == "" {
 		e.URL = m.Referer
 	}
-	return e, n.complete(e, m, nil)
+	if err := n.prepare(e, m); err != nil {
+		return nil, err
+	}
+	var campaign []byte
+	var campaignBuf [256]byte
+	if m.Campaign {
+		var c Campaign
+		if parseCampaign(e.URL, &c) {
+			campaign = c.AppendJSON(campaignBuf[:0])
+		}
+	}
+	e.sealWith(props, campaign, &n.second)
+	return e, nil
 }
 
 // idLen is the length of an event id, a UUID in the 8-4-4-4-12 form.
@@ -638,6 +650,23 @@ func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 
 // complete is finishIn for an event whose id is set, or left to Seal.
 func (n *Normalizer) complete(e *Event, m Meta, a *Arena) error {
+	if err := n.prepare(e, m); err != nil {
+		return err
+	}
+	if m.Campaign {
+		var c Campaign
+		if parseCampaign(e.URL, &c) {
+			e.Campaign = c.AppendJSON(make([]byte, 0, 64))
+		}
+	}
+	if a == nil {
+		e.seal(nil, &n.second)
+	}
+	return nil
+}
+
+// prepare is complete but for the campaign and the seal.
+func (n *Normalizer) prepare(e *Event, m Meta) error {
 	if len(e.Type) > MaxTypeLen {
 		return errTooLong("type", MaxTypeLen)
 	}
@@ -658,16 +687,7 @@ func (n *Normalizer) complete(e *Event, m Meta, a *Arena) error {
 	if en := m.Enrichment; en != nil {
 		e.UA, e.Bot, e.Geo, e.ASN = en.UA, en.Bot, en.Geo, en.ASN
 	}
-	if m.Campaign {
-		var c Campaign
-		if parseCampaign(e.URL, &c) {
-			e.Campaign = c.AppendJSON(make([]byte, 0, 64))
-		}
-	}
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
-	if a == nil {
-		e.seal(nil, &n.second)
-	}
 	return nil
 }
 

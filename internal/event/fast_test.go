@@ -370,9 +370,11 @@ func FuzzFromQuery(f *testing.F) {
 		"title=a%ffb&url=https://x.example/%C3%A9%fe", "&&url=%2F&&", "=x&url", "sid=" + strings.Repeat("%41", MaxIDLen+1)} {
 		f.Add(q, "https://ref.example/")
 	}
+	f.Add("url=https%3A%2F%2Fa%2F%3Futm_source%3Dnews%26gclid%3DG&p.k=v", "") // campaign and props, both sealed in the encoding
+	f.Add("url=https%3A%2F%2Fa%2F%3Futm_source%3Dn&p.k=v", "")
 	n := mustNormalizer(f, Policy{IPMode: IPTruncate, SanitizeParams: DefaultSanitizeParams})
 	f.Fuzz(func(t *testing.T, q, referer string) {
-		m := Meta{Now: now, IP: "203.0.113.0", UserAgent: "UA/1", Referer: referer, SourceID: "anonymous"}
+		m := Meta{Now: now, IP: "203.0.113.0", UserAgent: "UA/1", Referer: referer, SourceID: "anonymous", Campaign: len(q)%2 == 0}
 		got, err := n.FromQuery(q, m)
 		want, wantErr := n.fromQueryUnescapingEach(q, m)
 		if fmt.Sprint(err) != fmt.Sprint(wantErr) {
@@ -399,18 +401,19 @@ func FuzzFromQuery(f *testing.F) {
 	})
 }
 
-// TestFromQueryAllocs: a pixel event takes four allocations, its struct,
-// one string for every unescaped value and its id, its props and its
-// encoding, however many of its values had escapes.
+// TestFromQueryAllocs: a pixel event takes three allocations, its struct,
+// one string for every unescaped value and its id, and its encoding, which
+// holds its props and campaign too, however many of its values had
+// escapes.
 func TestFromQueryAllocs(t *testing.T) {
 	n := mustNormalizer(t, Policy{IPMode: IPTruncate, SanitizeParams: DefaultSanitizeParams})
-	m := Meta{Now: now, IP: "203.0.113.0", UserAgent: "UA/1"}
+	m := Meta{Now: now, IP: "203.0.113.0", UserAgent: "UA/1", Campaign: true}
 	for _, tc := range []struct {
 		query  string
 		allocs float64
 	}{
-		{benchQuery, 6}, // and two more to remove the url's token
-		{"e=pageview&url=https%3A%2F%2Fshop.example%2F&ref=https%3A%2F%2Fwww.example.org%2F&title=Blue%20Widget&uid=v1&sid=s1&p.plan=pro", 4},
+		{benchQuery, 5}, // and two more to remove the url's token
+		{"e=pageview&url=https%3A%2F%2Fshop.example%2F%3Futm_source%3Dnews&ref=https%3A%2F%2Fwww.example.org%2F&title=Blue%20Widget&uid=v1&sid=s1&p.plan=pro", 3},
 		{"e=pageview&url=https%3A%2F%2Fshop.example%2F", 3},
 		{"e=pageview&url=https://shop.example/&uid=v1", 3},
 	} {
@@ -571,4 +574,30 @@ func FuzzCheckProps(f *testing.F) {
 			t.Fatalf("checkProps(%s) = %s, %v; want %s, %v", raw, got, err, want, wantErr)
 		}
 	})
+}
+
+// TestFromQueryPropsInEncoding: a pixel event's props and campaign are
+// slices of its encoding, capped there, so that appending to them copies
+// rather than writes over the encoding.
+func TestFromQueryPropsInEncoding(t *testing.T) {
+	n := mustNormalizer(t, Policy{})
+	e, err := n.FromQuery("url=https%3A%2F%2Fa%2F%3Futm_source%3Dnews&p.plan=pro&p.n=2", Meta{Now: now, Campaign: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(e.Props), `{"plan":"pro","n":"2"}`; got != want {
+		t.Errorf("props %s, want %s", got, want)
+	}
+	if got, want := string(e.Campaign), `{"utm_source":"news"}`; got != want {
+		t.Errorf("campaign %s, want %s", got, want)
+	}
+	if cap(e.Props) != len(e.Props) || cap(e.Campaign) != len(e.Campaign) {
+		t.Errorf("props or campaign not capped: cap %d, %d", cap(e.Props), cap(e.Campaign))
+	}
+	before := string(e.JSON())
+	_ = append(e.Props, "xxxxxxxx"...)
+	_ = append(e.Campaign, "xxxxxxxx"...)
+	if string(e.JSON()) != before {
+		t.Errorf("appending to props or campaign changed the encoding:\n%s\n%s", e.JSON(), before)
+	}
 }
