@@ -55,8 +55,9 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 }
 
-// pixelEvents returns n events like the load benchmark's pixel requests,
-// received 50µs apart (20k events/s), so that their UUIDv7 ids ascend.
+// pixelEvents returns n events like the load benchmark's pixel requests
+// with the default enrichment (ENRICH=ua,bot,campaign), received 50µs
+// apart (20k events/s), so that their UUIDv7 ids ascend.
 func pixelEvents(n int) []*event.Event {
 	out := make([]*event.Event, n)
 	now := time.Now()
@@ -66,7 +67,10 @@ func pixelEvents(n int) []*event.Event {
 			URL: "https://shop.example/products/42?utm_source=news&utm_medium=email", Referrer: "https://www.example.org/search?q=widgets",
 			Title: "Blue Widget – Shop", VisitorID: "v1234567", SessionID: "s7654321",
 			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0", IP: "127.0.0.1",
-			Props: []byte(`{"plan":"pro","ab":"b"}`), Source: event.SourcePixel}
+			Props: []byte(`{"plan":"pro","ab":"b"}`), Source: event.SourcePixel, SourceID: "anonymous",
+			UA:       &event.UA{Device: "desktop", Browser: "Chrome", Version: "126.0", OS: "Linux", OSVersion: "x86_64"},
+			Bot:      &event.Bot{IsBot: true, Reasons: []string{"missing_headers"}},
+			Campaign: []byte(`{"utm_source":"news","utm_medium":"email"}`)}
 		e.Seal()
 		out[i] = e
 	}

@@ -101,7 +101,8 @@ type copyReader struct {
 	header bool // written
 	done   bool // the trailer written
 	buf    []byte
-	off    int // read up to here
+	off    int        // read up to here
+	order  jsonbOrder // for a jsonb payload
 }
 
 // copyHeader is the binary COPY signature, the flags and the header
@@ -122,7 +123,7 @@ func (r *copyReader) Read(p []byte) (int, error) {
 			r.buf = append(r.buf, copyHeader...)
 			r.header = true
 		case r.next < len(r.batch):
-			r.buf = appendTuple(r.buf, r.batch[r.next], r.kind)
+			r.buf = appendTuple(r.buf, r.batch[r.next], r.kind, &r.order)
 			r.next++
 		default:
 			r.buf = append(r.buf, 0xff, 0xff) // the trailer: a field count of -1
@@ -143,8 +144,9 @@ const microsFromUnixToY2K = 946_684_800 * 1_000_000
 
 // appendTuple appends e as a tuple of the five columns, in the order of
 // copySQL: event_id uuid, received_at timestamptz (microseconds since
-// 2000, truncated as pgx does), type and source text, payload.
-func appendTuple(b []byte, e *event.Event, kind payloadKind) []byte {
+// 2000, truncated as pgx does), type and source text, payload: a jsonb
+// payload with its keys in jsonb's order (see jsonbOrder).
+func appendTuple(b []byte, e *event.Event, kind payloadKind, order *jsonbOrder) []byte {
 	b = append(b, 0, 5)
 	b = append(b, 0, 0, 0, 16)
 	b, _ = appendUUID(b, e.EventID) // checked by copyBinary
@@ -154,13 +156,15 @@ func appendTuple(b []byte, e *event.Event, kind payloadKind) []byte {
 	b = appendText(b, e.Type)
 	b = appendText(b, string(e.Source))
 	j := e.JSON()
-	if kind == payloadJSONB {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(j)+1))
-		b = append(b, 1) // jsonb's binary format version
-	} else {
+	if kind != payloadJSONB {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(j)))
+		return append(b, j...)
 	}
-	return append(b, j...)
+	at := len(b)
+	b = append(b, 0, 0, 0, 0, 1) // the length, set below; jsonb's binary format version
+	b = order.appendSorted(b, j)
+	binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+	return b
 }
 
 func appendText(b []byte, s string) []byte {
