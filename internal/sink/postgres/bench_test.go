@@ -11,8 +11,9 @@ import (
 	"github.com/gotrack/gotrack/internal/pgtest"
 )
 
-// BenchmarkWriteBatch writes pixel-like events in batches of 5000, each in
-// two parts at once as the pipeline does, and reports, besides ns/op (one
+// BenchmarkWriteBatch writes pixel-like events in batches of 5000, each
+// whole, as the pipeline does while the server keeps up (BENCH_PG_PARTS=2:
+// in two parts at once, as in a backlog), and reports, besides ns/op (one
 // event), the CPU this process used per event and, when the server is the
 // throwaway one of scripts/pg.sh (PG_TEST_PGDATA), the server's own CPU per
 // event: CPU time means something on a busy machine, wall time does not.
@@ -29,7 +30,10 @@ func BenchmarkWriteBatch(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close(b.Context())
-	batch, parts := 5000, 2
+	batch, parts := 5000, 1
+	if v, err := strconv.Atoi(os.Getenv("BENCH_PG_PARTS")); err == nil { // a backlog's parts
+		parts = v
+	}
 	if v, err := strconv.Atoi(os.Getenv("BENCH_PG_PART")); err == nil { // an experiment: one part of v events
 		batch, parts = v, 1
 	}
