@@ -14,11 +14,15 @@ import "bytes"
 // keeps no key order, and duplicate keys (which events never have) keep
 // their order, so that the last still wins.
 
-// member is one key and value of an object, as spans of the JSON text.
+// member is one key and value of an object, as offsets in its JSON text:
+// no pointers, so that filling o.members costs no write barriers.
 type member struct {
-	key        []byte // the key's text, without its quotes
-	start, end int    // the member: its key's opening quote to its value's end
+	start, end int // the member: its key's opening quote to its value's end
+	keyEnd     int // the key's closing quote
 }
+
+// key returns m's key in j, without its quotes.
+func (m member) key(j []byte) []byte { return j[m.start+1 : m.keyEnd] }
 
 // jsonbOrder reorders the members of a top-level JSON object in jsonb's
 // key order. It tries the order it found for the previous object first:
@@ -36,14 +40,14 @@ func (o *jsonbOrder) appendSorted(b, j []byte) []byte {
 	if !o.scan(j) {
 		return append(b, j...)
 	}
-	if !o.ascending() {
+	if !o.ascending(j) {
 		o.perm = o.perm[:0]
 		for i := range o.members {
 			o.perm = append(o.perm, i)
 		}
 		// An insertion sort, stable: a key's pairs keep their order.
 		for i := 1; i < len(o.perm); i++ {
-			for k := i; k > 0 && jsonbLess(o.members[o.perm[k]].key, o.members[o.perm[k-1]].key); k-- {
+			for k := i; k > 0 && jsonbLess(o.members[o.perm[k]].key(j), o.members[o.perm[k-1]].key(j)); k-- {
 				o.perm[k], o.perm[k-1] = o.perm[k-1], o.perm[k]
 			}
 		}
@@ -61,12 +65,12 @@ func (o *jsonbOrder) appendSorted(b, j []byte) []byte {
 
 // ascending reports whether o.perm puts the members just scanned in
 // strictly ascending jsonb order: no key twice, none out of place.
-func (o *jsonbOrder) ascending() bool {
+func (o *jsonbOrder) ascending(j []byte) bool {
 	if len(o.perm) != len(o.members) {
 		return false
 	}
 	for k := 1; k < len(o.perm); k++ {
-		if !jsonbLess(o.members[o.perm[k-1]].key, o.members[o.perm[k]].key) {
+		if !jsonbLess(o.members[o.perm[k-1]].key(j), o.members[o.perm[k]].key(j)) {
 			return false
 		}
 	}
@@ -102,7 +106,7 @@ func (o *jsonbOrder) scan(j []byte) bool {
 			}
 			v++
 		}
-		key := j[i+1 : v]
+		keyEnd := v
 		if v++; v >= len(j) || j[v] != ':' {
 			return false
 		}
@@ -110,7 +114,7 @@ func (o *jsonbOrder) scan(j []byte) bool {
 		if e < 0 || e >= len(j) {
 			return false
 		}
-		o.members = append(o.members, member{key: key, start: i, end: e})
+		o.members = append(o.members, member{start: i, end: e, keyEnd: keyEnd})
 		switch j[e] {
 		case ',':
 			i = e + 1
