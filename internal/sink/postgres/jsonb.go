@@ -10,9 +10,9 @@ import "bytes"
 // input is sorted: PostgreSQL 15, under callgrind, ran 88k instructions
 // per such event instead of 101k, and its CPU per event fell about as
 // much (10.9 against 12.0 µs, COPYs of 5,000); the sink spends some 0.35
-// µs per event on it (BenchmarkJSONBOrder). The stored value is the same: jsonb
-// keeps no key order, and duplicate keys (which events never have) keep
-// their order, so that the last still wins.
+// µs per event on it (BenchmarkJSONBOrder). The stored value is the same:
+// jsonb keeps no key order, and duplicate keys (which events never have)
+// keep their order, so that the last still wins.
 
 // member is one key and value of an object, as offsets in its JSON text:
 // no pointers, so that filling o.members costs no write barriers.
