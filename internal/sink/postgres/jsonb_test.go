@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -175,4 +176,45 @@ func TestStoredPayloadUnchanged(t *testing.T) {
 			t.Errorf("event %s: stored %s\nwant %s", e.EventID, stored, want)
 		}
 	}
+}
+
+// FuzzJSONBOrder: whatever the input, appendSorted returns it unchanged or
+// as the same members in jsonb's key order, of the same length, and valid
+// JSON exactly when the input is (the scanner does not validate values:
+// an invalid one stays invalid wherever it moves, and the server rejects
+// it). Duplicate keys keep their order (the last wins in jsonb).
+func FuzzJSONBOrder(f *testing.F) {
+	f.Add([]byte(`{"b":1,"a":"x\"y","c":{"d":[1,"}"]}}`))
+	f.Add(pixelEvents(1)[0].JSON())
+	f.Add([]byte(`{"x":1,"x":2}`))
+	f.Fuzz(func(t *testing.T, j []byte) {
+		var o jsonbOrder
+		o.appendSorted(nil, []byte(`{"bb":1,"a":2}`)) // an order to reuse, or not
+		got := o.appendSorted(nil, j)
+		if bytes.Equal(got, j) {
+			return
+		}
+		if len(got) != len(j) {
+			t.Fatalf("appendSorted(%s) = %s: another length", j, got)
+		}
+		if !json.Valid(j) {
+			if json.Valid(got) {
+				t.Fatalf("appendSorted made invalid JSON %s valid: %s", j, got)
+			}
+			return
+		}
+		var want, have map[string]json.RawMessage
+		if json.Unmarshal(j, &want) != nil || json.Unmarshal(got, &have) != nil || !mapsEqual(want, have) {
+			t.Fatalf("appendSorted(%s) = %s: other members", j, got)
+		}
+		if !utf8.Valid(j) {
+			return // the decoder replaces what is not UTF-8 (which the server refuses), so the keys are not the bytes sorted
+		}
+		keys := topKeys(t, got)
+		for i := 1; i < len(keys); i++ {
+			if jsonbLess([]byte(keys[i]), []byte(keys[i-1])) {
+				t.Fatalf("appendSorted(%s) = %s: keys out of jsonb's order", j, got)
+			}
+		}
+	})
 }
