@@ -24,6 +24,7 @@ type fileSystem interface {
 // file is an open segment (or a file recovery writes).
 type file interface {
 	Write(b []byte) (int, error)
+	WriteAt(b []byte, off int64) (int, error) // preallocation only: records go through Write
 	Sync() error
 	Truncate(size int64) error
 	Stat() (os.FileInfo, error)
@@ -38,7 +39,19 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
 	if err != nil {
 		return nil, err // not a typed nil in an interface
 	}
-	return f, nil
+	return osFile{f}, nil
+}
+
+// osFile is a real file, which can also be synced with fdatasync.
+type osFile struct{ *os.File }
+
+// datasyncer is a file that can flush its data without the metadata that
+// retrieving it does not need (fdatasync). The spool uses it only for a
+// write that changes neither the file's size nor its blocks (see
+// Spool.syncRound); any other file, such as a test's fault-injecting one,
+// is synced with Sync (fsync) every time.
+type datasyncer interface {
+	Datasync() error
 }
 
 func (osFS) ReadFile(name string) ([]byte, error)         { return os.ReadFile(name) }

@@ -29,8 +29,13 @@ type scanned struct {
 	placeholders uint64
 	minPayload   int      // the smallest payload of a valid, non-empty record; 0 when none
 	damaged      []damage // followed by a valid record, or in a closed segment
-	tail         int      // where a torn tail begins, in the newest segment; len(b) when none
+	tail         int      // where the newest segment's tail begins: what follows its last valid record; len(b) when none
+	zeros        int      // where the zero bytes that end the tail begin: space preallocated and never written; len(b) when none
 }
+
+// torn is the bytes of the tail that are not preallocated zeros: a write
+// that a crash cut short.
+func (sc *scanned) torn() int { return sc.zeros - sc.tail }
 
 // total is the records the segment numbers: its valid records and those the
 // damaged stretches held.
@@ -81,12 +86,19 @@ func isRecord(b []byte, off int) bool {
 // middle of a write leaves; in a closed segment, which was synced before it
 // was closed, it is damage like any other.
 //
+// The zero bytes that end a newest segment's tail are space preallocated
+// for records (see Spool.preallocate) that none was written into before
+// the process stopped: cut, but not counted as torn. Zeros followed by a
+// valid record are not a tail but damage, wherever they are; and so are a
+// closed segment's trailing zeros, since the preallocated end is cut, and
+// the cut synced, before the next segment is created.
+//
 // expect is the number of records the segment numbers, when known (the
 // next segment's first sequence minus this one's), and 0 otherwise. It
 // sets how many records the damaged stretches whose length field was
 // damaged are taken to have held; see assign.
 func scanSegment(b []byte, newest bool, expect uint64) scanned {
-	sc := scanned{tail: len(b)}
+	sc := scanned{tail: len(b), zeros: len(b)}
 	off := 0
 	for off < len(b) {
 		if n, ok := recordAt(b, off); ok {
@@ -115,7 +127,10 @@ func scanSegment(b []byte, newest bool, expect uint64) scanned {
 		}
 		if d.end == 0 { // no valid record after it
 			if newest {
-				sc.tail = off
+				sc.tail, sc.zeros = off, len(b)
+				for sc.zeros > off && b[sc.zeros-1] == 0 {
+					sc.zeros--
+				}
 				break
 			}
 			d.end = len(b)

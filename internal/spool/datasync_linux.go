@@ -1,0 +1,29 @@
+package spool
+
+import (
+	"os"
+	"syscall"
+)
+
+// Datasync flushes the file's data with fdatasync(2), retrying on EINTR as
+// os.File.Sync does for fsync.
+func (f osFile) Datasync() error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			if serr = syscall.Fdatasync(int(fd)); serr != syscall.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
