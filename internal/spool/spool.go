@@ -10,6 +10,11 @@
 //	crc     uint32, little endian: CRC-32C of payload
 //	payload the event's JSON
 //
+// Under Sync.Always the active segment is followed by up to a MiB of zeros,
+// preallocated so that rounds written into them can be fdatasynced (see
+// preallocate); a record's length is never zero, so the zeros are no
+// record, and a segment is cut back to its records when it is closed.
+//
 // Records are numbered by position: a segment's records are numbered from
 // the sequence in its name. Each reader keeps the number of the next record
 // it has to deliver in cursor.<name>. A segment is deleted once every cursor
