@@ -749,7 +749,10 @@ func (s *Spool) flushPending() (upto uint64, more bool, round *commit) {
 // Every other write grew the file (the first round of a spool before its
 // first preallocation, a round larger than what is left, a segment whose
 // preallocation failed) and is synced with fsync, as is every write to a
-// file that cannot fdatasync.
+// file that cannot fdatasync. On a copy-on-write file system (btrfs, ZFS)
+// an overwrite does get new blocks; fdatasync still flushes whatever
+// metadata reading the data back needs (POSIX, and fdatasync(2) on Linux,
+// require it), so it is as durable there, only not faster.
 func syncRound(f file, within bool) error {
 	if d, ok := f.(datasyncer); ok && within {
 		return d.Datasync()
