@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -394,4 +395,63 @@ func TestReviewIntervalZeroTailIsCounted(t *testing.T) {
 		t.Errorf("3 events answered 2xx were cut (%d zero bytes) and neither gotrack_spool_truncations_total nor corrupt_records counts them",
 			len(b)-starts[97])
 	}
+}
+
+// TestReviewRealDiskFull fills a real, small file system (a loop-mounted
+// ext4 image: set SPOOL_REVIEW_SMALLFS to a directory on it; skipped
+// otherwise) with SPOOL_MAX_BYTES far larger than the disk, so that the
+// preallocation and then the records hit ENOSPC. Every append answered
+// nil must come back after a kill (crash copy). Then, as the runbook says,
+// room is made on the disk (a filler file is deleted) and GoTrack
+// restarted on it: the sink must be able to read and ack everything.
+func TestReviewRealDiskFull(t *testing.T) {
+	root := os.Getenv("SPOOL_REVIEW_SMALLFS")
+	if root == "" {
+		t.Skip("SPOOL_REVIEW_SMALLFS not set")
+	}
+	for _, room := range []int{256 << 10, 1<<20 + 2<<10} {
+		t.Run(strconv.Itoa(room), func(t *testing.T) { testRealDiskFull(t, root, room) })
+	}
+}
+
+func testRealDiskFull(t *testing.T, root string, room int) {
+	dir, err := os.MkdirTemp(root, "spool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	filler := filepath.Join(root, "filler")
+	if err := os.WriteFile(filler, make([]byte, room), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(filler)
+	logs := &logCount{}
+	s := open(t, dir, Options{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Log: slog.New(logs)})
+	events := sinktest.Events(100000)
+	accepted := 0
+	for i := 0; i+10 <= len(events); i += 10 {
+		err := s.Append(events[i : i+10])
+		if err == nil {
+			if accepted != i {
+				t.Fatalf("append %d accepted after a refusal", i)
+			}
+			accepted = i + 10
+			continue
+		}
+		if !errors.Is(err, ErrFailed) {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if i > accepted+1000 {
+			break
+		}
+	}
+	killed := crashCopy(t, dir)
+	logs.mu.Lock()
+	t.Logf("%d events accepted on the full disk; log:\n%s", accepted, logs.lines.String())
+	logs.mu.Unlock()
+	s.Close()
+	reopenAndCheck(t, killed, events[:accepted])
+	os.Remove(filler) // make room, as the runbook says
+	syscall.Sync()    // ext4 reuses freed blocks only once the journal commits
+	reopenAndCheck(t, dir, events[:accepted])
 }
