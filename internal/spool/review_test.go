@@ -113,10 +113,14 @@ func (f *datasyncFaultFile) Datasync() error {
 
 // reopenAndCheck reopens dir with fresh metrics and checks that exactly the
 // accepted events come back, in order, with nothing torn or corrupt.
-func reopenAndCheck(t *testing.T, dir string, accepted []*event.Event) {
+func reopenAndCheck(t *testing.T, dir string, accepted []*event.Event, mode ...Sync) {
 	t.Helper()
 	m, _ := NewMetrics(prometheus.NewRegistry(), []string{"log"})
-	s := open(t, dir, Options{Metrics: m})
+	o := Options{Metrics: m}
+	if len(mode) > 0 {
+		o.Sync = mode[0]
+	}
+	s := open(t, dir, o)
 	defer s.Close()
 	if lag := s.Reader("log").Lag(); lag != uint64(len(accepted)) {
 		t.Errorf("recovered %d events, want the %d accepted ones (refused events must not come back)", lag, len(accepted))
@@ -404,17 +408,26 @@ func TestReviewIntervalZeroTailIsCounted(t *testing.T) {
 // nil must come back after a kill (crash copy). Then, as the runbook says,
 // room is made on the disk (a filler file is deleted) and GoTrack
 // restarted on it: the sink must be able to read and ack everything.
+//
+// always/262144 FAILS on spoolperf about one run in two (interval never,
+// 0 of 6): with less than preallocBytes of room, the restart's
+// preallocation writes zeros until ENOSPC and truncates them again, and
+// ext4 reuses the truncated blocks only once its journal commits, so the
+// sink's first cursor write meets ENOSPC ("buffer acknowledgement not
+// saved" ERROR in production, duplicates, no loss).
 func TestReviewRealDiskFull(t *testing.T) {
 	root := os.Getenv("SPOOL_REVIEW_SMALLFS")
 	if root == "" {
 		t.Skip("SPOOL_REVIEW_SMALLFS not set")
 	}
-	for _, room := range []int{256 << 10, 1<<20 + 2<<10} {
-		t.Run(strconv.Itoa(room), func(t *testing.T) { testRealDiskFull(t, root, room) })
+	for name, mode := range map[string]Sync{"always": {Always: true}, "interval": {Interval: 100e6}} {
+		for _, room := range []int{256 << 10, 1<<20 + 2<<10} {
+			t.Run(name+"/"+strconv.Itoa(room), func(t *testing.T) { testRealDiskFull(t, root, room, mode) })
+		}
 	}
 }
 
-func testRealDiskFull(t *testing.T, root string, room int) {
+func testRealDiskFull(t *testing.T, root string, room int, mode Sync) {
 	dir, err := os.MkdirTemp(root, "spool")
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +439,7 @@ func testRealDiskFull(t *testing.T, root string, room int) {
 	}
 	defer os.Remove(filler)
 	logs := &logCount{}
-	s := open(t, dir, Options{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Log: slog.New(logs)})
+	s := open(t, dir, Options{MaxBytes: 1 << 30, SegmentBytes: 64 << 20, Log: slog.New(logs), Sync: mode})
 	events := sinktest.Events(100000)
 	accepted := 0
 	for i := 0; i+10 <= len(events); i += 10 {
@@ -453,5 +466,5 @@ func testRealDiskFull(t *testing.T, root string, room int) {
 	reopenAndCheck(t, killed, events[:accepted])
 	os.Remove(filler) // make room, as the runbook says
 	syscall.Sync()    // ext4 reuses freed blocks only once the journal commits
-	reopenAndCheck(t, dir, events[:accepted])
+	reopenAndCheck(t, dir, events[:accepted], mode)
 }
