@@ -157,6 +157,7 @@ func TestCrashsimCheck(t *testing.T) {
 	var (
 		states, fails                  int
 		truncs, corrupt, zeroCutStates int
+		corruptStates                  = map[bool]int{} // by whether the state has a random half of the pending blocks
 	)
 	check := func(state []byte, acked int, what string) {
 		states++
@@ -185,6 +186,9 @@ func TestCrashsimCheck(t *testing.T) {
 		defer s.Close()
 		r := s.Reader("log")
 		got := drain(t, s, "log")
+		if testutil.ToFloat64(m.corrupt) > 0 {
+			corruptStates[strings.Contains(what, "random")]++
+		}
 		truncs += int(testutil.ToFloat64(m.truncations))
 		corrupt += int(testutil.ToFloat64(m.corrupt))
 		logs.mu.Lock()
@@ -253,6 +257,6 @@ func TestCrashsimCheck(t *testing.T) {
 		i = j + 1
 	}
 	check(img, acked, "end, everything persisted")
-	t.Logf("%d flushes, %d crash states checked, %d failed; recoveries counted %d truncations and %d corrupt records in all; %d states cut preallocated zeros",
-		flushes, states, fails, truncs, corrupt, zeroCutStates)
+	t.Logf("%d flushes, %d crash states checked, %d failed; recoveries counted %d truncations and %d corrupt records in all (corrupt records in %d states at a flush, %d with random blocks pending); %d states cut preallocated zeros",
+		flushes, states, fails, truncs, corrupt, corruptStates[false], corruptStates[true], zeroCutStates)
 }

@@ -15,7 +15,7 @@ esac
 LOOP=$(losetup -f --show $W/fuse/disk.img)
 mount $LOOP $W/m
 mkdir -p $W/m/spool && sync
-cd /work/wt/spoolreview
+cd ${REPO:-/work/wt/spoolreview}
 CRASHSIM_DIR=$W/m/spool CRASHSIM_CTL=$W/fuse/ctl CRASHSIM_IDS=$W/ids CRASHSIM_MODE=$MODE CRASHSIM_EVENTS=${EVENTS:-3000} \
   go test -count=1 -run TestCrashsimWorkload ./internal/spool
 echo "dump $W/log" > $W/fuse/ctl
