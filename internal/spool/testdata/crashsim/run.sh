@@ -4,7 +4,7 @@ set -euo pipefail
 FS=$1; MODE=${2:-always}
 W=/tmp/crashsim/$FS-$MODE; rm -rf $W; mkdir -p $W/fuse $W/m
 cd /tmp/crashsim
-./fusedbin -size $((160<<20)) $W/fuse > $W/fused.log 2>&1 &
+./fusedbin -size $((${SIZE_MB:-160}<<20)) $W/fuse > $W/fused.log 2>&1 &
 FPID=$!
 for i in $(seq 50); do [ -e $W/fuse/disk.img ] && break; sleep 0.1; done
 case $FS in
