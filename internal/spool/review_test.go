@@ -468,3 +468,34 @@ func testRealDiskFull(t *testing.T, root string, room int, mode Sync) {
 	syscall.Sync()    // ext4 reuses freed blocks only once the journal commits
 	reopenAndCheck(t, dir, events[:accepted], mode)
 }
+
+// TestReviewZeroBytesInRecordsBeforePreallocatedZeros: a newest segment
+// whose last records hold zero bytes of their own (a placeholder, whose
+// payload is one zero byte, as a repair leaves; a length field whose high
+// bytes are zero) and then preallocated zeros: the zeros rule strips only
+// what follows the last valid record, so every record, placeholder
+// included, keeps its number and nothing is counted.
+func TestReviewZeroBytesInRecordsBeforePreallocatedZeros(t *testing.T) {
+	dir := t.TempDir()
+	events := sinktest.Events(20)
+	seg := append(encodeRecords(events[:10]), placeholder...)
+	seg = append(seg, placeholder...)
+	seg = append(seg, encodeRecords(events[10:])...)
+	seg = append(seg, placeholder...) // ends in a zero byte of its own
+	seg = append(seg, make([]byte, 1<<20)...)
+	if err := os.WriteFile(filepath.Join(dir, segmentName(0)), seg, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := NewMetrics(prometheus.NewRegistry(), []string{"log"})
+	s := open(t, dir, Options{Metrics: m})
+	defer s.Close()
+	if s.next != 23 {
+		t.Errorf("next %d, want 23: 20 events and 3 placeholders", s.next)
+	}
+	if got := drain(t, s, "log"); !slices.Equal(ids(got), ids(events)) {
+		t.Errorf("read %d events, want the 20", len(got))
+	}
+	if v := testutil.ToFloat64(m.truncations) + testutil.ToFloat64(m.corrupt); v != 0 {
+		t.Errorf("%v torn or corrupt", v)
+	}
+}
