@@ -24,5 +24,5 @@ losetup -d $LOOP || true
 kill $FPID; wait $FPID || true
 ls -la $W/log
 [ "${CHECK:-1}" = 0 ] && exit 0
-CRASHSIM_LOG=$W/log CRASHSIM_IDS=$W/ids CRASHSIM_SUBDIR=spool CRASHSIM_EVERY=${EVERY:-1} \
+CRASHSIM_MODE=$MODE CRASHSIM_LOG=$W/log CRASHSIM_IDS=$W/ids CRASHSIM_SUBDIR=spool CRASHSIM_EVERY=${EVERY:-1} \
   go test -count=1 -timeout 30m -run TestCrashsimCheck -v ./internal/spool 2>&1 | grep -v "^=== RUN" | tail -${TAILN:-40}
