@@ -379,7 +379,7 @@ func settings(c *Config) []setting {
 	})
 	add("PG_BATCH_SIZE", strconv.Itoa(postgres.DefaultBatchSize), "batch size of the postgres sink, which writes far faster in large batches", whole(&c.Postgres.BatchSize))
 	add("PG_BATCH_BYTES", strconv.Itoa(postgres.DefaultBatchBytes), "batch byte limit of the postgres sink", whole(&c.Postgres.BatchBytes))
-	add("PG_PARALLEL", strconv.Itoa(postgres.DefaultParallel), "connections one postgres batch is spread over, 1000 events or more each", whole(&c.Postgres.Parallel))
+	add("PG_PARALLEL", strconv.Itoa(postgres.DefaultParallel), "connections one postgres batch is spread over in a backlog (another full batch queued behind it), 2500 events or more each", whole(&c.Postgres.Parallel))
 	add("PG_CONNECT_TIMEOUT", postgres.DefaultConnectTimeout.String(), "time to connect and migrate at start; GoTrack refuses to start past it", anyDuration(&c.Postgres.ConnectTimeout))
 
 	k := &c.Kafka

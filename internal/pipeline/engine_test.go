@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -442,5 +443,55 @@ func TestCloseTakesOverOnlyTheStuckPart(t *testing.T) {
 	f.p.workers.Wait()
 	if st := f.p.Stats()[0]; st != want {
 		t.Errorf("after the stuck write returned: %+v, want %+v (counted twice?)", st, want)
+	}
+}
+
+// backlogSink declares PartsOnBacklog, records the size of each write,
+// and holds the first write until release is closed.
+type backlogSink struct {
+	*memSink
+	mu      sync.Mutex
+	sizes   []int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *backlogSink) Policy() sink.Policy {
+	return sink.Policy{BatchEvents: 90, MaxInFlight: 3, MinPart: 30, PartsOnBacklog: true}
+}
+
+func (s *backlogSink) WriteBatch(ctx context.Context, batch []*event.Event) error {
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(batch))
+	first := len(s.sizes) == 1
+	s.mu.Unlock()
+	if first {
+		close(s.entered)
+		<-s.release
+	}
+	return s.memSink.WriteBatch(ctx, batch)
+}
+
+// TestPartsOnBacklog: a sink declaring PartsOnBacklog gets a full batch
+// whole while nothing waits behind it, and in parts when at least another
+// full batch does.
+func TestPartsOnBacklog(t *testing.T) {
+	events := sinktest.Events(270)
+	s := &backlogSink{memSink: newMemSink(), entered: make(chan struct{}), release: make(chan struct{})}
+	f := newFixture(t, Options{QueueSize: 1000, FlushInterval: time.Hour}, map[string]sink.Sink{"a": s})
+	if err := f.p.Submit(events[:90]); err != nil {
+		t.Fatal(err)
+	}
+	<-s.entered // the first batch, alone in the queue, is being written
+	if err := f.p.Submit(events[90:]); err != nil {
+		t.Fatal(err)
+	}
+	close(s.release)
+	f.close(t, 10*time.Second)
+	if want := []int{90, 30, 30, 30, 90}; !slices.Equal(s.sizes, want) {
+		t.Errorf("writes of %v events, want %v: the batch with another behind it in parts, the others whole", s.sizes, want)
+	}
+	if st := f.p.Stats()[0]; st.Delivered != 270 {
+		t.Errorf("delivered %d, want 270", st.Delivered)
 	}
 }

@@ -105,11 +105,15 @@ func (o *output) unsettle(events []*event.Event) {
 }
 
 // deliver writes batch, spread over up to the sink's MaxInFlight parts
-// written at once, and returns the events neither written nor
+// written at once (with PartsOnBacklog, only when another full batch is
+// buffered behind it), and returns the events neither written nor
 // dead-lettered when the drain deadline passed (or, with a durable buffer,
 // when stopping).
 func (p *Pipeline) deliver(o *output, batch []*event.Event) []*event.Event {
 	parts := min(o.policy.MaxInFlight, len(batch)/o.policy.MinPart)
+	if parts > 1 && o.policy.PartsOnBacklog && o.buf.Lag() < uint64(len(batch)+o.policy.BatchEvents) {
+		parts = 1 // the Lag counts the batch itself
+	}
 	if parts <= 1 {
 		return p.flush(o, batch)
 	}

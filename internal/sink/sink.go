@@ -54,6 +54,11 @@ type Policy struct {
 	// dead-lettered on its own. 0 or 1: one write at a time.
 	MaxInFlight int
 	MinPart     int
+	// PartsOnBacklog says to split a batch into parts only when at least
+	// another full batch waits behind it: a backlog, which parallel writes
+	// clear faster. Otherwise the batch is written whole, for sinks that
+	// spend less per event in one large write than in concurrent parts.
+	PartsOnBacklog bool
 	// Idempotent says that writing an event again stores it once (by
 	// event_id), so retries and replays cause no duplicates.
 	Idempotent bool

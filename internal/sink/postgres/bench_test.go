@@ -11,8 +11,9 @@ import (
 	"github.com/gotrack/gotrack/internal/pgtest"
 )
 
-// BenchmarkWriteBatch writes pixel-like events in batches of 5000, each in
-// two parts at once as the pipeline does, and reports, besides ns/op (one
+// BenchmarkWriteBatch writes pixel-like events in batches of 5000, each
+// whole, as the pipeline does while the server keeps up (BENCH_PG_PARTS=2:
+// in two parts at once, as in a backlog), and reports, besides ns/op (one
 // event), the CPU this process used per event and, when the server is the
 // throwaway one of scripts/pg.sh (PG_TEST_PGDATA), the server's own CPU per
 // event: CPU time means something on a busy machine, wall time does not.
@@ -29,7 +30,10 @@ func BenchmarkWriteBatch(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close(b.Context())
-	batch, parts := 5000, 2
+	batch, parts := 5000, 1
+	if v, err := strconv.Atoi(os.Getenv("BENCH_PG_PARTS")); err == nil { // a backlog's parts
+		parts = v
+	}
 	if v, err := strconv.Atoi(os.Getenv("BENCH_PG_PART")); err == nil { // an experiment: one part of v events
 		batch, parts = v, 1
 	}
@@ -55,8 +59,9 @@ func BenchmarkWriteBatch(b *testing.B) {
 	}
 }
 
-// pixelEvents returns n events like the load benchmark's pixel requests,
-// received 50µs apart (20k events/s), so that their UUIDv7 ids ascend.
+// pixelEvents returns n events like the load benchmark's pixel requests
+// with the default enrichment (ENRICH=ua,bot,campaign), received 50µs
+// apart (20k events/s), so that their UUIDv7 ids ascend.
 func pixelEvents(n int) []*event.Event {
 	out := make([]*event.Event, n)
 	now := time.Now()
@@ -66,7 +71,10 @@ func pixelEvents(n int) []*event.Event {
 			URL: "https://shop.example/products/42?utm_source=news&utm_medium=email", Referrer: "https://www.example.org/search?q=widgets",
 			Title: "Blue Widget – Shop", VisitorID: "v1234567", SessionID: "s7654321",
 			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0", IP: "127.0.0.1",
-			Props: []byte(`{"plan":"pro","ab":"b"}`), Source: event.SourcePixel}
+			Props: []byte(`{"plan":"pro","ab":"b"}`), Source: event.SourcePixel, SourceID: "anonymous",
+			UA:       &event.UA{Device: "desktop", Browser: "Chrome", Version: "126.0", OS: "Linux", OSVersion: "x86_64"},
+			Bot:      &event.Bot{IsBot: true, Reasons: []string{"missing_headers"}},
+			Campaign: []byte(`{"utm_source":"news","utm_medium":"email"}`)}
 		e.Seal()
 		out[i] = e
 	}

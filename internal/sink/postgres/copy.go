@@ -101,7 +101,8 @@ type copyReader struct {
 	header bool // written
 	done   bool // the trailer written
 	buf    []byte
-	off    int // read up to here
+	off    int        // read up to here
+	order  jsonbOrder // for a jsonb payload
 }
 
 // copyHeader is the binary COPY signature, the flags and the header
@@ -122,7 +123,7 @@ func (r *copyReader) Read(p []byte) (int, error) {
 			r.buf = append(r.buf, copyHeader...)
 			r.header = true
 		case r.next < len(r.batch):
-			r.buf = appendTuple(r.buf, r.batch[r.next], r.kind)
+			r.buf = appendTuple(r.buf, r.batch[r.next], r.kind, &r.order)
 			r.next++
 		default:
 			r.buf = append(r.buf, 0xff, 0xff) // the trailer: a field count of -1
@@ -143,8 +144,9 @@ const microsFromUnixToY2K = 946_684_800 * 1_000_000
 
 // appendTuple appends e as a tuple of the five columns, in the order of
 // copySQL: event_id uuid, received_at timestamptz (microseconds since
-// 2000, truncated as pgx does), type and source text, payload.
-func appendTuple(b []byte, e *event.Event, kind payloadKind) []byte {
+// 2000, truncated as pgx does), type and source text, payload: a jsonb
+// payload with its keys in jsonb's order (see jsonbOrder).
+func appendTuple(b []byte, e *event.Event, kind payloadKind, order *jsonbOrder) []byte {
 	b = append(b, 0, 5)
 	b = append(b, 0, 0, 0, 16)
 	b, _ = appendUUID(b, e.EventID) // checked by copyBinary
@@ -154,13 +156,15 @@ func appendTuple(b []byte, e *event.Event, kind payloadKind) []byte {
 	b = appendText(b, e.Type)
 	b = appendText(b, string(e.Source))
 	j := e.JSON()
-	if kind == payloadJSONB {
-		b = binary.BigEndian.AppendUint32(b, uint32(len(j)+1))
-		b = append(b, 1) // jsonb's binary format version
-	} else {
+	if kind != payloadJSONB {
 		b = binary.BigEndian.AppendUint32(b, uint32(len(j)))
+		return append(b, j...)
 	}
-	return append(b, j...)
+	at := len(b)
+	b = append(b, 0, 0, 0, 0, 1) // the length, set below; jsonb's binary format version
+	b = order.appendSorted(b, j)
+	binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+	return b
 }
 
 func appendText(b []byte, s string) []byte {
@@ -174,28 +178,35 @@ func appendUUID(b []byte, s string) ([]byte, bool) {
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return b, false
 	}
-	for i := 0; i < 36; i += 2 {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			i++
-		}
-		hi, lo := unhex(s[i]), unhex(s[i+1])
-		if hi > 15 || lo > 15 {
-			return b, false
-		}
-		b = append(b, hi<<4|lo)
+	var u [16]byte
+	bad := byte(0)
+	for i, at := range uuidDigits {
+		hi, lo := hexValue[s[at]], hexValue[s[at+1]]
+		bad |= hi | lo
+		u[i] = hi<<4 | lo
 	}
-	return b, true
+	if bad > 15 {
+		return b, false
+	}
+	return append(b, u[:]...), true
 }
 
-// unhex returns the value of a hex digit, or 255.
-func unhex(c byte) byte {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0'
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10
+// uuidDigits are where each byte's two hex digits start in a UUID's text.
+var uuidDigits = [16]int{0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34}
+
+// hexValue is the value of each hex digit, and 0xff for other bytes.
+var hexValue = func() (t [256]byte) {
+	for c := range t {
+		switch {
+		case '0' <= c && c <= '9':
+			t[c] = byte(c - '0')
+		case 'a' <= c && c <= 'f':
+			t[c] = byte(c - 'a' + 10)
+		case 'A' <= c && c <= 'F':
+			t[c] = byte(c - 'A' + 10)
+		default:
+			t[c] = 0xff
+		}
 	}
-	return 255
-}
+	return t
+}()
