@@ -19,7 +19,7 @@ func isPlaceholder(payload []byte) bool { return len(payload) == 1 && payload[0]
 // damage is a stretch of a segment that holds no readable record.
 type damage struct {
 	off, end int    // bytes [off, end) of the segment
-	records  uint64 // records it is taken to have held (at least 1)
+	records  uint64 // records it is taken to have held: at least 1, but for what a closed segment cannot have held (see assign)
 	exact    bool   // the damaged record's length was intact: exactly one record
 }
 
@@ -171,6 +171,18 @@ func (sc *scanned) assign(expect uint64) {
 	}
 	if expect == 0 {
 		return
+	}
+	// A closed segment numbers exactly expect records: the next segment's
+	// first record comes right after. Damage counted past that (bytes after
+	// the last record that held none, such as zeros a file was padded with)
+	// would push the segment's end into the next one and hide its first
+	// records from readers: such stretches hold fewer, down to none, the
+	// last ones first. A stretch whose length field was intact (exact) held
+	// one record, unless even one per stretch is more than expect allows.
+	for i := len(sc.damaged) - 1; i >= 0 && sc.total() > expect; i-- {
+		if d := &sc.damaged[i]; !d.exact || sc.records+uint64(len(sc.damaged)) > expect {
+			d.records -= min(d.records, sc.total()-expect)
+		}
 	}
 	if have := sc.total(); first >= 0 && expect > have {
 		d := &sc.damaged[first]
