@@ -3,8 +3,10 @@ package spool
 import (
 	"bytes"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -143,12 +145,18 @@ func TestTornWriteIntoPreallocatedSpace(t *testing.T) {
 // TestZerosInsideWrittenRecordsAreDamage: zeros where records were
 // written, with a valid record after them, are damage even in the newest
 // segment with its preallocated tail: counted, the records around them
-// kept under their numbers, never taken for the end of the records.
+// kept under their numbers, never taken for the end of the records. (In
+// the last preallocBytes of that segment, where the round a power loss
+// cut short lies, they are counted as a torn tail instead: see
+// TestRoundCutShortInPreallocatedSpace.)
 func TestZerosInsideWrittenRecordsAreDamage(t *testing.T) {
-	events := sinktest.Events(100)
+	events := sinktest.Events(2000)
 	dir, path := crashedWithPreallocation(t, events)
 	b, _ := os.ReadFile(path)
 	starts := recordStarts(b[:len(bytes.TrimRight(b, "\x00"))])
+	if starts[62] >= len(b)-preallocBytes {
+		t.Fatalf("record 62 at %d of %d bytes: not before the last preallocBytes", starts[62], len(b))
+	}
 	clear(b[starts[60]:starts[62]]) // records 60 and 61, as a block the disk lost reads
 	os.WriteFile(path, b, 0o640)
 
@@ -156,10 +164,10 @@ func TestZerosInsideWrittenRecordsAreDamage(t *testing.T) {
 	m, _ := NewMetrics(reg, []string{"log"})
 	s := open(t, dir, Options{Metrics: m})
 	defer s.Close()
-	got := readAll(t, s.Reader("log"), 98, true)
+	got := readAll(t, s.Reader("log"), 1998, true)
 	want := append(append([]string{}, ids(events[:60])...), ids(events[62:])...)
 	if !slicesEqual(ids(got), want) {
-		t.Errorf("recovered %d events; want the 98 around the zeroed records, in order", len(got))
+		t.Errorf("recovered %d events; want the 1998 around the zeroed records, in order", len(got))
 	}
 	// Counted as many records as the smallest record fits in the zeros, or
 	// more: never fewer, so no record after them takes a lower number.
@@ -169,7 +177,7 @@ func TestZerosInsideWrittenRecordsAreDamage(t *testing.T) {
 	if v := testutil.ToFloat64(m.truncations); v != 0 {
 		t.Errorf("truncations %v: zeros followed by records taken for a torn tail", v)
 	}
-	if s.Reader("log").Lag() != 0 || s.next < 100 {
+	if s.Reader("log").Lag() != 0 || s.next < 2000 {
 		t.Errorf("next %d: the zeroed records lost their numbers", s.next)
 	}
 }
@@ -450,4 +458,76 @@ func TestReaderStopsAtTheRecords(t *testing.T) {
 	if v := testutil.ToFloat64(s.m.corrupt); v != 0 {
 		t.Errorf("%v records taken for corrupt", v)
 	}
+}
+
+// TestRoundCutShortInPreallocatedSpace: power fails while a round is being
+// written into the preallocated zeros, before its fdatasync, and only some
+// of its pages reach the disk: on disk, the acknowledged records, then
+// zeros where a page of the round is missing, then records of the round
+// that did arrive. None of the round's records was acknowledged. Recovery
+// takes that for a write cut short, as a torn tail: WARN, counted in
+// gotrack_spool_truncations_total, not in corrupt_records, no copy of the
+// whole segment under quarantine/; every acknowledged record is delivered,
+// in order, and the records after the zeros keep their numbers.
+func TestRoundCutShortInPreallocatedSpace(t *testing.T) {
+	for name, lose := range map[string]func(end, roundEnd int) (int, int){
+		"the round's first page":  func(end, _ int) (int, int) { return end, (end/pageSize + 1) * pageSize },
+		"a page inside the round": func(end, _ int) (int, int) { p := (end/pageSize + 2) * pageSize; return p, p + pageSize },
+	} {
+		t.Run(name, func(t *testing.T) {
+			events := sinktest.Events(260)
+			dir, path := crashedWithPreallocation(t, events[:200])
+			b, _ := os.ReadFile(path)
+			end := len(bytes.TrimRight(b, "\x00"))
+			round := encodeRecords(events[200:])
+			copy(b[end:], round)
+			from, to := lose(end, end+len(round))
+			if to > end+len(round)-pageSize {
+				t.Fatalf("round of %d bytes too short for the test", len(round))
+			}
+			clear(b[from:to])
+			os.WriteFile(path, b, 0o640)
+
+			m, _ := NewMetrics(prometheus.NewPedanticRegistry(), []string{"log"})
+			logs := &logCount{}
+			s := open(t, dir, Options{Metrics: m, Log: slog.New(logs)})
+			defer s.Close()
+			got := drain(t, s, "log")
+			if len(got) < 200 || !slices.Equal(ids(got[:200]), ids(events[:200])) {
+				t.Fatalf("recovered %d events; the 200 acknowledged ones are not all there, in order", len(got))
+			}
+			if !isSubsequence(ids(got[200:]), ids(events[200:])) {
+				t.Errorf("records of the round came back out of order or made up")
+			}
+			if s.next < 260 {
+				t.Errorf("next %d, want at least 260: the records after the zeros lost their numbers", s.next)
+			}
+			if v := testutil.ToFloat64(m.corrupt); v != 0 {
+				t.Errorf("corrupt_records %v: a round cut short was taken for damage", v)
+			}
+			if v := testutil.ToFloat64(m.truncations); v != 1 {
+				t.Errorf("truncations %v, want 1: the round cut short is not counted", v)
+			}
+			if n := logs.errorCount(); n != 0 {
+				t.Errorf("%d ERROR logs, want a WARN:\n%s", n, logs.lines.String())
+			}
+			if !strings.Contains(logs.lines.String(), "WARN spool: skipped a write a crash cut short") {
+				t.Errorf("no WARN for the round cut short:\n%s", logs.lines.String())
+			}
+			if q, _ := filepath.Glob(filepath.Join(dir, "quarantine", "*")); len(q) != 0 {
+				t.Errorf("quarantine/ holds %v: no copy of the segment is wanted for a write cut short", q)
+			}
+		})
+	}
+}
+
+// isSubsequence reports whether a is b with some elements left out.
+func isSubsequence(a, b []string) bool {
+	i := 0
+	for _, x := range b {
+		if i < len(a) && a[i] == x {
+			i++
+		}
+	}
+	return i == len(a)
 }

@@ -484,8 +484,8 @@ func TestReviewZeroBytesInRecordsBeforePreallocatedZeros(t *testing.T) {
 	seg := append(encodeRecords(events[:10]), placeholder...)
 	seg = append(seg, placeholder...)
 	seg = append(seg, encodeRecords(events[10:])...)
-	seg = append(seg, placeholder...) // ends in a zero byte of its own
-	seg = append(seg, make([]byte, 1<<20)...)
+	seg = append(seg, placeholder...)                             // ends in a zero byte of its own
+	seg = append(seg, make([]byte, 1<<20-len(seg)%allocAlign)...) // preallocation ends on an allocAlign boundary
 	if err := os.WriteFile(filepath.Join(dir, segmentName(0)), seg, 0o640); err != nil {
 		t.Fatal(err)
 	}

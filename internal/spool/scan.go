@@ -21,6 +21,50 @@ type damage struct {
 	off, end int    // bytes [off, end) of the segment
 	records  uint64 // records it is taken to have held: at least 1, but for what a closed segment cannot have held (see assign)
 	exact    bool   // the damaged record's length was intact: exactly one record
+	// cut: zeros in the newest segment's preallocated space where pages
+	// of a round never reached the disk before a power loss: a write cut
+	// short, of records never acknowledged (see cutShort), not damage.
+	cut bool
+}
+
+// allocAlign is what preallocation rounds a segment's end to (see
+// Spool.preallocate): a newest segment whose size is a multiple of it may
+// end in preallocated zeros; one whose size is not was never
+// preallocated, and zeros at its end are a torn tail.
+const allocAlign = 64 << 10
+
+// pageSize is the unit in which a write reaches the disk, or does not.
+const pageSize = 4096
+
+// preallocated reports whether a newest segment of size bytes may end in
+// preallocated space.
+func preallocated(size int) bool { return size > 0 && size%allocAlign == 0 }
+
+// cutShort reports whether the damaged stretch [off, end) of a newest
+// segment of len(b) bytes is a round's write cut short by a power loss in
+// preallocated space rather than damage: the segment was preallocated, the
+// stretch lies in its last preallocBytes (where the only round not yet
+// synced can be), and it holds a run of at least headerLen zero bytes that
+// ends at a page boundary or where the stretch ends: the zeros written
+// there before the round, where a page of the round never reached the
+// disk (the bytes around the run are the rest of a record such a page
+// cut). A disk losing a page of synced records there looks the same; that
+// cannot be told apart, and is counted as a torn tail is.
+func cutShort(b []byte, off, end int) bool {
+	if !preallocated(len(b)) || off < len(b)-preallocBytes {
+		return false
+	}
+	run := 0
+	for p := off; p < end; p++ {
+		if b[p] != 0 {
+			run = 0
+			continue
+		}
+		if run++; run >= headerLen && ((p+1)%pageSize == 0 || p+1 == end) {
+			return true
+		}
+	}
+	return false
 }
 
 // scanned is what a segment holds, record by record.
@@ -36,6 +80,20 @@ type scanned struct {
 // torn is the bytes of the tail that are not preallocated zeros: a write
 // that a crash cut short.
 func (sc *scanned) torn() int { return sc.zeros - sc.tail }
+
+// cut returns the bytes of the damaged stretches that are writes cut
+// short, and whether every damaged stretch is one.
+func (sc *scanned) cut() (n int, only bool) {
+	only = true
+	for _, d := range sc.damaged {
+		if d.cut {
+			n += d.end - d.off
+		} else {
+			only = false
+		}
+	}
+	return n, only
+}
 
 // total is the records the segment numbers: its valid records and those the
 // damaged stretches held.
@@ -86,12 +144,17 @@ func isRecord(b []byte, off int) bool {
 // middle of a write leaves; in a closed segment, which was synced before it
 // was closed, it is damage like any other.
 //
-// The zero bytes that end a newest segment's tail are space preallocated
-// for records (see Spool.preallocate) that none was written into before
-// the process stopped: cut, but not counted as torn. Zeros followed by a
-// valid record are not a tail but damage, wherever they are; and so are a
-// closed segment's trailing zeros, since the preallocated end is cut, and
-// the cut synced, before the next segment is created.
+// The zero bytes that end a newest segment's tail, when its size is a
+// multiple of allocAlign, are space preallocated for records (see
+// Spool.preallocate) that none was written into before the process
+// stopped: cut, but not counted as torn. Zeros that end a segment of any
+// other size were never preallocated (SPOOL_FSYNC=interval, or the first
+// round before preallocation): a write the crash cut short, counted as a
+// torn tail. Zeros followed by a valid record in the newest segment's
+// preallocated space are a round whose pages reached the disk in part
+// (see cutShort), counted as a torn tail is; anywhere else they are damage,
+// and so are a closed segment's trailing zeros, since the preallocated end
+// is cut, and the cut synced, before the next segment is created.
 //
 // expect is the number of records the segment numbers, when known (the
 // next segment's first sequence minus this one's), and 0 otherwise. It
@@ -128,13 +191,14 @@ func scanSegment(b []byte, newest bool, expect uint64) scanned {
 		if d.end == 0 { // no valid record after it
 			if newest {
 				sc.tail, sc.zeros = off, len(b)
-				for sc.zeros > off && b[sc.zeros-1] == 0 {
+				for preallocated(len(b)) && sc.zeros > off && b[sc.zeros-1] == 0 {
 					sc.zeros--
 				}
 				break
 			}
 			d.end = len(b)
 		}
+		d.cut = newest && cutShort(b, d.off, d.end)
 		sc.damaged = append(sc.damaged, d)
 		off = d.end
 	}

@@ -295,16 +295,22 @@ func (s *Spool) recoverSegment(path string, base uint64, newest bool, expect uin
 			"segment", filepath.Base(path), "kept_records", seg.count, "cut_bytes", len(b)-sc.tail)
 		b = b[:sc.tail]
 	case len(sc.damaged) > 0 || cut > 0:
-		// A torn tail alone costs a copy of the bytes cut, not of the whole
-		// segment: they are all that changes. Neither copy keeps the
-		// preallocated zeros that end a newest segment.
-		kept, suffix := b[:sc.zeros], ""
-		if len(sc.damaged) == 0 {
-			kept, suffix = b[sc.tail:sc.zeros], ".tail"
-		}
-		q, err := s.quarantine(path, suffix, kept)
-		if err != nil {
-			return nil, err
+		// A torn tail, and a round cut short in preallocated space (see
+		// cutShort), cost a copy of the torn bytes, not of the whole
+		// segment: the rest of the segment is as it was, and what the round
+		// cut short left is zeros. Damage costs a copy of the whole segment.
+		// Neither copy keeps the preallocated zeros that end a newest
+		// segment.
+		cutBytes, onlyCut := sc.cut()
+		var q string
+		if !onlyCut || cut > 0 {
+			kept, suffix := b[:sc.zeros], ""
+			if onlyCut {
+				kept, suffix = b[sc.tail:sc.zeros], ".tail"
+			}
+			if q, err = s.quarantine(path, suffix, kept); err != nil {
+				return nil, err
+			}
 		}
 		if len(sc.damaged) == 0 {
 			if err := s.truncateSync(path, int64(sc.tail)); err != nil {
@@ -333,6 +339,18 @@ func (s *Spool) recoverSegment(path string, base uint64, newest bool, expect uin
 			s.m.truncations.Inc()
 			s.log.Warn("spool: cut a torn tail off the newest segment, as a crash in the middle of a write leaves",
 				"segment", filepath.Base(path), "kept_records", seg.count, "cut_bytes", cut, "copy", q)
+		}
+		if cutBytes > 0 {
+			var lost uint64
+			for _, d := range sc.damaged {
+				if d.cut {
+					lost += d.records
+				}
+			}
+			s.m.truncatedBytes.Add(float64(cutBytes))
+			s.m.truncations.Inc()
+			s.log.Warn("spool: skipped a write a crash cut short in the newest segment's preallocated space: records of a round not yet synced, never acknowledged; the records around them keep their numbers",
+				"segment", filepath.Base(path), "placeholders", lost, "cut_bytes", cutBytes)
 		}
 	}
 	seg.size = int64(len(b))
@@ -376,14 +394,17 @@ func (s *Spool) truncateSync(path string, size int64) error {
 // countDamage counts and logs the records a repair replaced by
 // placeholders, if any.
 func (s *Spool) countDamage(path string, sc scanned, copyPath string) {
-	if len(sc.damaged) == 0 {
-		return
-	}
 	var lost uint64
-	spans := make([]string, len(sc.damaged))
-	for i, d := range sc.damaged {
+	var spans []string
+	for _, d := range sc.damaged {
+		if d.cut { // a write cut short, counted as a torn tail by the caller
+			continue
+		}
 		lost += d.records
-		spans[i] = fmt.Sprintf("%d-%d", d.off, d.end)
+		spans = append(spans, fmt.Sprintf("%d-%d", d.off, d.end))
+	}
+	if spans == nil {
+		return
 	}
 	s.m.corrupt.Add(float64(lost))
 	s.log.Error("spool: skipped damaged records in a segment; the records around them are kept",
@@ -783,15 +804,20 @@ func (s *Spool) preallocate(zeros []byte) {
 	f, seg := s.active, s.segs[len(s.segs)-1]
 	from := max(seg.alloc, seg.size)
 	to := min(seg.size+preallocBytes, s.opts.SegmentBytes, seg.size+s.opts.MaxBytes-s.bytes)
+	to -= to % allocAlign // recovery tells a preallocated segment by its size (see preallocated)
 	if seg.noAlloc || from-seg.size >= preallocBytes/2 || to <= from {
 		s.mu.Unlock()
 		return
 	}
 	s.mu.Unlock()
 
+	// Each write ends on an allocAlign boundary, so that a crash in
+	// between leaves a size recovery takes for a preallocated one.
 	var err error
-	for off := from; off < to && err == nil; off += int64(len(zeros)) {
-		_, err = f.WriteAt(zeros[:min(int64(len(zeros)), to-off)], off)
+	for off := from; off < to && err == nil; {
+		n := min(int64(len(zeros)), to-off, allocAlign-off%allocAlign)
+		_, err = f.WriteAt(zeros[:n], off)
+		off += n
 	}
 	if err != nil {
 		f.Truncate(from)

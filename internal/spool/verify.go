@@ -92,6 +92,10 @@ func Verify(dir string) (*Report, error) {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: the file ends at byte %d, cut short (%s lost)", sr.Name, d.off, plural(d.records, "record")))
 				continue
 			}
+			if d.cut {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: bytes %d to %d are a write a crash cut short in preallocated space (%s never acknowledged lost; the next start counts it as a torn tail)", sr.Name, d.off, d.end, plural(d.records, "record")))
+				continue
+			}
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: bytes %d to %d are damaged (%s lost)", sr.Name, d.off, d.end, plural(d.records, "record")))
 		}
 		if sr.TornBytes > 0 {
