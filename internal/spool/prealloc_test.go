@@ -531,3 +531,28 @@ func isSubsequence(a, b []string) bool {
 	}
 	return i == len(a)
 }
+
+// TestPreallocationEndsOnAllocAlign: every preallocation, the first and
+// those extending it later, ends the file on an allocAlign boundary, which
+// is how recovery tells preallocated zeros from a torn tail: a spool
+// killed after it counts nothing torn.
+func TestPreallocationEndsOnAllocAlign(t *testing.T) {
+	events := sinktest.Events(1500) // past preallocBytes/2: preallocated again
+	dir, path := crashedWithPreallocation(t, events)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() <= preallocBytes || st.Size()%allocAlign != 0 {
+		t.Errorf("segment of %d bytes: want it preallocated again, to a multiple of %d", st.Size(), allocAlign)
+	}
+	m, _ := NewMetrics(prometheus.NewRegistry(), []string{"log"})
+	s := open(t, dir, Options{Metrics: m})
+	defer s.Close()
+	if got := readAll(t, s.Reader("log"), len(events), true); !slices.Equal(ids(got), ids(events)) {
+		t.Errorf("read back %d events, want the %d written", len(got), len(events))
+	}
+	if v := testutil.ToFloat64(m.truncations) + testutil.ToFloat64(m.corrupt); v != 0 {
+		t.Errorf("%v torn or corrupt: the preallocated zeros were taken for a torn tail", v)
+	}
+}
