@@ -261,8 +261,10 @@ func TestReviewZeroHoleBeforeUnsyncedRecords(t *testing.T) {
 		logs.errorCount(), len(q), qbytes)
 }
 
-// TestReviewClosedSegmentEndingInZeros FAILS on spoolperf (and on main):
-// the next segment's first record, intact and acked, is skipped.
+// TestReviewClosedSegmentEndingInZeros failed on main and on spoolperf
+// before scan.assign capped a closed segment's damage at the records the
+// next segment's base leaves it: the next segment's first record, intact
+// and acked, was skipped.
 //
 // A closed segment that ends in zeros. The branch never writes one itself (a closed segment is cut to
 // its records), but it can meet one: GoTrack main (a downgrade, then an
@@ -362,7 +364,9 @@ func TestReviewSpoolBytesOnAnEmptySmallSpool(t *testing.T) {
 	t.Logf("SPOOL_MAX_BYTES=4MiB: ratio %.3f with 2 events, %.3f with records at %.3f", empty, full, float64(s.snapshot().bytes)/maxBytes)
 }
 
-// TestReviewIntervalZeroTailIsCounted FAILS on spoolperf (passes on main).
+// TestReviewIntervalZeroTailIsCounted failed on spoolperf (passed on main)
+// before a zero tail was taken for preallocated space only on an allocAlign
+// boundary.
 //
 // Under SPOOL_FSYNC=interval:... there is no preallocation: each request's
 // records are appended and answered 2xx before the sync. A power loss
@@ -511,7 +515,8 @@ func TestReviewRestartWithSmallerMaxBytes(t *testing.T) {
 	testSmallMaxBytes(t, 128<<10, true)
 }
 
-// TestReviewMinimumMaxBytesDrainsAndAccepts FAILS on spoolperf and on main
+// TestReviewMinimumMaxBytesDrainsAndAccepts failed on main and on spoolperf
+// before segments were capped at a quarter of MaxBytes (see Open)
 // (not caused by the preallocation): at SPOOL_MAX_BYTES=65536, the minimum
 // config accepts, SegmentBytes is 64 KiB too, so the active segment fills
 // the whole quota without ever reaching its size to be closed; it is never

@@ -70,7 +70,7 @@ type Options struct {
 	Dir          string
 	Sync         Sync
 	MaxBytes     int64 // disk the segments may use; Append fails with ErrFull past it
-	SegmentBytes int64 // a segment is closed past this size; default min(64 MiB, MaxBytes/8)
+	SegmentBytes int64 // a segment is closed past this size; default min(64 MiB, MaxBytes/8), see Open
 	Readers      []string
 	Metrics      *Metrics
 	Log          *slog.Logger
@@ -170,7 +170,12 @@ func Open(o Options) (*Spool, error) {
 		return nil, errors.New("spool: Sync wants Always or a positive Interval")
 	}
 	if o.SegmentBytes <= 0 {
-		o.SegmentBytes = min(64<<20, max(o.MaxBytes/8, 64<<10))
+		// An eighth of MaxBytes, at most 64 MiB, at least 64 KiB, but never
+		// more than a quarter of MaxBytes (nor under 4 KiB): the active
+		// segment is deleted only once it is closed, so a segment as large
+		// as MaxBytes would fill the spool and never drain (the smallest
+		// SPOOL_MAX_BYTES, 64 KiB, makes segments of 16 KiB).
+		o.SegmentBytes = min(64<<20, max(o.MaxBytes/8, min(64<<10, o.MaxBytes/4), 4<<10))
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
