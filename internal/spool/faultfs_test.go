@@ -35,6 +35,7 @@ type faultFS struct {
 	gate      chan struct{} // when set, a failing write waits for it to close
 	failed    int           // faults made
 	datasyncs int           // Datasync calls, failed or not
+	free      int64         // when positive, the room FreeBytes reports
 	entered   chan struct{} // closed when a failing write reaches the gate
 }
 
@@ -50,6 +51,16 @@ func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (file, error
 		return nil, err
 	}
 	return &faultFile{file: fl, fs: f, name: name}, nil
+}
+
+func (f *faultFS) FreeBytes(dir string) (int64, error) {
+	f.mu.Lock()
+	free := f.free
+	f.mu.Unlock()
+	if free > 0 {
+		return free, nil
+	}
+	return f.osFS.FreeBytes(dir)
 }
 
 func (f *faultFS) Rename(oldpath, newpath string) error {
@@ -376,5 +387,53 @@ func TestFaultFileReachesFdatasync(t *testing.T) {
 	defer fsys.mu.Unlock()
 	if fsys.datasyncs == 0 {
 		t.Error("no round was synced with fdatasync through faultFile: the fault tests miss the production sync")
+	}
+}
+
+// TestNoPreallocationOnNearlyFullDisk: restarted on a disk with less than
+// preallocMinFree left, the spool writes no zeros ahead of its records
+// (they would take the room the records and the cursors need), logs it
+// once, and syncs each round with fsync; once there is room again, it
+// preallocates.
+func TestNoPreallocationOnNearlyFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	fsys := &faultFS{match: "seg-", free: 2 << 20}
+	logs := &logCount{}
+	s := open(t, dir, Options{fs: fsys, Log: slog.New(logs)})
+	defer s.Close()
+	events := sinktest.Events(40)
+	for i := 0; i < 20; i += 10 {
+		if err := s.Append(events[i : i+10]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	seg := *s.segs[len(s.segs)-1]
+	s.mu.Unlock()
+	if st, err := os.Stat(seg.path); err != nil || seg.alloc != 0 || st.Size() != seg.size {
+		t.Errorf("on a disk with 2 MiB free: preallocated to %d, file %v bytes for %d of records (%v); want no zeros",
+			seg.alloc, st.Size(), seg.size, err)
+	}
+	fsys.mu.Lock()
+	datasyncs := fsys.datasyncs
+	fsys.mu.Unlock()
+	if datasyncs != 0 {
+		t.Errorf("%d rounds synced with fdatasync without preallocated space", datasyncs)
+	}
+	if n := strings.Count(logs.lines.String(), "WARN spool: the disk is nearly full"); n != 1 {
+		t.Errorf("%d WARN lines for the nearly full disk, want 1:\n%s", n, logs.lines.String())
+	}
+
+	fsys.arm(func(f *faultFS) { f.free = 0 }) // room again
+	for i := 20; i < 40; i += 10 {
+		if err := s.Append(events[i : i+10]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	alloc := s.segs[len(s.segs)-1].alloc
+	s.mu.Unlock()
+	if alloc == 0 {
+		t.Error("not preallocated once the disk had room again")
 	}
 }

@@ -19,6 +19,7 @@ type fileSystem interface {
 	Remove(name string) error
 	MkdirAll(path string, perm os.FileMode) error
 	SyncDir(dir string) error
+	FreeBytes(dir string) (int64, error) // room left on dir's file system for an unprivileged writer
 }
 
 // file is an open segment (or a file recovery writes).

@@ -98,7 +98,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	if !st.oldestAt.IsZero() {
 		age = max(0, time.Since(st.oldestAt).Seconds())
 	}
-	ch <- prometheus.MustNewConstMetric(m.bytesDesc, prometheus.GaugeValue, float64(st.bytes+st.ahead))
+	ch <- prometheus.MustNewConstMetric(m.bytesDesc, prometheus.GaugeValue, float64(st.bytes))
 	ch <- prometheus.MustNewConstMetric(m.capacityDesc, prometheus.GaugeValue, float64(s.opts.MaxBytes))
 	ch <- prometheus.MustNewConstMetric(m.segmentsDesc, prometheus.GaugeValue, float64(st.segments))
 	ch <- prometheus.MustNewConstMetric(m.ageDesc, prometheus.GaugeValue, age)

@@ -376,7 +376,8 @@ func TestPreallocationFailureFallsBack(t *testing.T) {
 
 // TestPreallocationWithinMaxBytes: the files never take more than
 // MaxBytes, preallocated space included, and gotrack_spool_bytes counts
-// that space.
+// the records only (as before preallocation, so that GoTrackSpoolFilling
+// keeps its meaning): the files hold at most preallocBytes more.
 func TestPreallocationWithinMaxBytes(t *testing.T) {
 	dir := t.TempDir()
 	reg := prometheus.NewPedanticRegistry()
@@ -405,10 +406,29 @@ func TestPreallocationWithinMaxBytes(t *testing.T) {
 		if n := onDisk(); n > maxBytes {
 			t.Fatalf("after %d appends the segments take %d bytes, over MaxBytes %d", i+1, n, maxBytes)
 		}
+		if i == 1 { // the first round's preallocation is there
+			checkGauge(t, s, m, onDisk())
+		}
 	}
+	checkGauge(t, s, m, onDisk())
+}
+
+// checkGauge checks that gotrack_spool_bytes is the bytes of the records,
+// and that the files hold no more than preallocBytes beyond them.
+func checkGauge(t *testing.T, s *Spool, m *Metrics, onDisk int64) {
+	t.Helper()
 	metric := m.collectBytes(t)
-	if n := onDisk(); metric != n {
-		t.Errorf("gotrack_spool_bytes %d, the segments take %d", metric, n)
+	s.mu.Lock()
+	var records int64
+	for _, g := range s.segs {
+		records += g.size
+	}
+	s.mu.Unlock()
+	if metric != records {
+		t.Errorf("gotrack_spool_bytes %d, the records take %d", metric, records)
+	}
+	if onDisk < metric || onDisk > metric+preallocBytes {
+		t.Errorf("gotrack_spool_bytes %d, the segments take %d: want at most preallocBytes more", metric, onDisk)
 	}
 }
 

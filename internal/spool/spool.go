@@ -100,6 +100,7 @@ type segment struct {
 	size    int64     // bytes of records in it
 	alloc   int64     // the active segment's preallocated end (see preallocate); 0 when none
 	noAlloc bool      // preallocation failed in this segment: rounds append and fsync
+	lowDisk bool      // preallocation was skipped for want of room (see preallocMinFree), and logged
 	firstAt time.Time // when its first record was received, for the age metric
 	path    string
 }
@@ -154,6 +155,12 @@ const ringSize = 8192
 // preallocBytes is how far ahead of its records the active segment is
 // preallocated under Sync.Always; see preallocate.
 const preallocBytes = 1 << 20
+
+// preallocMinFree is the room the file system must have left for the
+// spool to preallocate: on a nearly full disk (a restart after it filled,
+// say) the zeros would take the last room the cursors and the records
+// need, and each commit fsyncs instead.
+const preallocMinFree = 8 << 20
 
 // Open locks the spool in opts.Dir, creating it when missing, and recovers
 // it: it checks every record, keeps a copy of each damaged segment under
@@ -796,6 +803,9 @@ func syncRound(f file, within bool) error {
 // system (ext4 turns fallocated space into written space on the first
 // write into it, a metadata change that fdatasync would have to flush).
 //
+// On a file system with less than preallocMinFree left (statfs) it
+// preallocates nothing, and tries again after the next round.
+//
 // A failed write of zeros cuts them off again and leaves the segment to
 // append and fsync as without preallocation; a failed fsync is sticky, as
 // any other (see syncer.fail). Only the syncer calls it, under Sync.Always,
@@ -815,6 +825,18 @@ func (s *Spool) preallocate(zeros []byte) {
 		return
 	}
 	s.mu.Unlock()
+
+	if free, err := s.fs.FreeBytes(s.opts.Dir); err == nil && free < preallocMinFree {
+		s.mu.Lock()
+		warn := !seg.lowDisk
+		seg.lowDisk = true
+		s.mu.Unlock()
+		if warn {
+			s.log.Warn("spool: the disk is nearly full; the active segment is not preallocated and its writes are synced with fsync",
+				"segment", filepath.Base(seg.path), "free_bytes", free)
+		}
+		return
+	}
 
 	// Each write ends on an allocAlign boundary, so that a crash in
 	// between leaves a size recovery takes for a preallocated one.
@@ -884,8 +906,7 @@ func (s *Spool) Reader(name string) *Reader { return s.readers[name] }
 
 // state is a snapshot for the metrics.
 type state struct {
-	bytes    int64 // of records, held or queued
-	ahead    int64 // preallocated in the active segment after its records
+	bytes    int64 // of records, held or queued: not the preallocated zeros (see preallocate)
 	segments int
 	next     uint64
 	oldestAt time.Time
@@ -895,9 +916,6 @@ func (s *Spool) snapshot() state {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := state{bytes: s.bytes, segments: len(s.segs), next: s.next}
-	if n := len(s.segs); n > 0 {
-		st.ahead = max(0, s.segs[n-1].alloc-s.segs[n-1].size)
-	}
 	lowest := s.next
 	for _, r := range s.readers {
 		lowest = min(lowest, r.Cursor())
