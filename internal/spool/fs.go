@@ -7,10 +7,11 @@ import (
 
 // fileSystem is the file operations the spool makes when it writes and
 // recovers segments. It exists so that tests can make the faults a disk
-// makes (short writes, EIO, ENOSPC, a failed fsync) on demand; in
-// production it is osFS. The append path calls it once per write round
-// (one write, one fsync for a whole group commit), never per record, so the
-// indirection costs nothing measurable.
+// makes (short writes, EIO, ENOSPC, a failed fsync or fdatasync, a nearly
+// full disk) on demand; in production it is osFS. The append path calls it
+// once per write round (one write, one fdatasync or fsync for a whole
+// group commit), never per record, so the indirection costs nothing
+// measurable.
 type fileSystem interface {
 	OpenFile(name string, flag int, perm os.FileMode) (file, error)
 	ReadFile(name string) ([]byte, error)
@@ -48,9 +49,9 @@ type osFile struct{ *os.File }
 
 // datasyncer is a file that can flush its data without the metadata that
 // retrieving it does not need (fdatasync). The spool uses it only for a
-// write that changes neither the file's size nor its blocks (see
-// Spool.syncRound); any other file, such as a test's fault-injecting one,
-// is synced with Sync (fsync) every time.
+// write that does not change the file's size (see Spool.syncRound); any
+// other write, and any file that cannot fdatasync, is synced with Sync
+// (fsync).
 type datasyncer interface {
 	Datasync() error
 }

@@ -578,7 +578,7 @@ func (s *Spool) newSegment() error {
 
 // Append adds events to the spool. Under Sync.Always it returns only once
 // they are written and synced: concurrent appends share one write and one
-// fsync (group commit). Otherwise it writes them at once, so that they
+// fdatasync or fsync (group commit, see syncRound). Otherwise it writes them at once, so that they
 // survive the process being killed, and they are synced on the interval.
 // It returns ErrFull, without adding anything, when the events would take
 // the spool past MaxBytes. In either mode, once a write or fsync has failed

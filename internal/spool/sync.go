@@ -13,7 +13,8 @@ import (
 
 // syncer makes appends durable. Under Sync.Always it runs group-commit
 // rounds: each writes every record queued since the last round with one
-// write, fsyncs once, and then wakes exactly the appends of that round by
+// write, syncs once (fdatasync within preallocated space, fsync otherwise:
+// see syncRound), and then wakes exactly the appends of that round by
 // closing the round's channel. Otherwise it fsyncs the active segment on a
 // timer.
 type syncer struct {
