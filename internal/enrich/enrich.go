@@ -81,6 +81,9 @@ type Enricher struct {
 	asn     atomic.Pointer[maxminddb.Reader]
 	flagged *prometheus.CounterVec
 	dropped *prometheus.CounterVec
+	// The children of flagged, or of dropped under BOT_POLICY=drop, by
+	// reason, resolved once: WithLabelValues hashes and locks per call.
+	counted map[string]prometheus.Counter
 	reloads *prometheus.CounterVec
 	mu      sync.Mutex // serialises Reload
 }
@@ -106,9 +109,12 @@ func New(opts Options, reg prometheus.Registerer, log *slog.Logger) (*Enricher, 
 			return nil, err
 		}
 	}
+	x.counted = make(map[string]prometheus.Counter, len(Reasons))
 	for _, r := range Reasons {
-		x.flagged.WithLabelValues(r)
-		x.dropped.WithLabelValues(r)
+		x.counted[r] = x.flagged.WithLabelValues(r)
+		if d := x.dropped.WithLabelValues(r); opts.BotPolicy == BotDrop {
+			x.counted[r] = d
+		}
 	}
 	var errs []error
 	for _, d := range x.dbs() {
@@ -205,6 +211,9 @@ func (x *Enricher) Request(r *http.Request, addr netip.Addr, ok bool) *event.Enr
 		if !x.opts.Bot || !x.missingHeaders(r, uaHeader, ue) {
 			return x.shared(ue)
 		}
+		if ue != nil {
+			return x.sharedMissingHeaders(ue)
+		}
 	}
 	en := new(event.Enrichment)
 	if x.opts.UA {
@@ -256,18 +265,37 @@ func (x *Enricher) shared(ue *uaEntry) *event.Enrichment {
 	return en
 }
 
+// sharedMissingHeaders returns the enrichment of ue for a request that
+// lacks the headers its browser would send, built once per entry: such
+// requests come in runs, from the same scripts.
+func (x *Enricher) sharedMissingHeaders(ue *uaEntry) *event.Enrichment {
+	if en := ue.enMissing.Load(); en != nil {
+		return en
+	}
+	en := new(event.Enrichment)
+	if x.opts.UA {
+		en.UA = ue.ua
+	}
+	en.Bot = &event.Bot{IsBot: true, Reasons: append(slices.Clip(ue.bot.Reasons), ReasonMissingHeaders)}
+	ue.enMissing.Store(en)
+	return en
+}
+
 // Count counts n events of en as flagged, or, under BOT_POLICY=drop,
 // dropped; it reports whether they are to be dropped.
 func (x *Enricher) Count(en *event.Enrichment, n int) (drop bool) {
 	if en == nil || en.Bot == nil || !en.Bot.IsBot || n == 0 {
 		return false
 	}
-	c := x.flagged
-	if x.opts.BotPolicy == BotDrop {
-		c = x.dropped
-	}
 	for _, r := range en.Bot.Reasons {
-		c.WithLabelValues(r).Add(float64(n))
+		c, ok := x.counted[r]
+		if !ok { // every reason is in Reasons: not reached
+			c = x.flagged.WithLabelValues(r)
+			if x.opts.BotPolicy == BotDrop {
+				c = x.dropped.WithLabelValues(r)
+			}
+		}
+		c.Add(float64(n))
 	}
 	return x.opts.BotPolicy == BotDrop
 }
@@ -342,8 +370,9 @@ type uaEntry struct {
 	bot           *event.Bot // from the string alone
 	claimsBrowser bool       // Mozilla/..., as every browser's UA starts
 	// en is the enrichment of a request with nothing more to add, built
-	// on first use and shared after.
-	en atomic.Pointer[event.Enrichment]
+	// on first use and shared after; enMissing, that of a request that
+	// lacks headers browsers send, with no address lookups.
+	en, enMissing atomic.Pointer[event.Enrichment]
 }
 
 var notBot = &event.Bot{IsBot: false, Reasons: []string{}}

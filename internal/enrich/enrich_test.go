@@ -118,6 +118,29 @@ func TestMissingHeaders(t *testing.T) {
 	}
 }
 
+// TestMissingHeadersShared: the requests of one browser UA that lack its
+// headers share one enrichment, built once, as complete requests do, and
+// the entry's own reasons stay as they were.
+func TestMissingHeadersShared(t *testing.T) {
+	x, _, _ := newEnricher(t, Options{UA: true, Bot: true})
+	r := httptest.NewRequest("GET", "/px.gif", nil)
+	r.Header.Set("User-Agent", chromeWindows)
+	first := x.Request(r, netip.Addr{}, false)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if en := x.Request(r, netip.Addr{}, false); en != first {
+			t.Fatalf("another request of the same UA and headers: %p, not the first's %p", en, first)
+		}
+	}); allocs != 0 {
+		t.Errorf("a request without Accept-Language allocates %v times", allocs)
+	}
+	if !first.Bot.IsBot || !slices.Equal(first.Bot.Reasons, []string{ReasonMissingHeaders}) || first.UA == nil || first.UA.Browser != "Chrome" {
+		t.Errorf("Chrome without Accept-Language: %+v, %+v", *first.Bot, first.UA)
+	}
+	if en := x.Request(browserRequest(chromeWindows), netip.Addr{}, false); en.Bot.IsBot || len(en.Bot.Reasons) != 0 {
+		t.Errorf("a complete Chrome request after the others: %+v", *en.Bot)
+	}
+}
+
 // TestUACacheBound parses more distinct user agents than the cache holds.
 func TestUACacheBound(t *testing.T) {
 	c := newUACache(UACacheSize)
@@ -218,6 +241,51 @@ func TestBotPolicy(t *testing.T) {
 		if got := testutil.ToFloat64(c.WithLabelValues(ReasonAutomation)); got != 3 {
 			t.Errorf("%s: counted %v events of reason automation, want 3", policy, got)
 		}
+	}
+}
+
+// TestCountByPolicy: a bot's events are counted under their policy's
+// metric only, once per reason, without allocating.
+func TestCountByPolicy(t *testing.T) {
+	for _, policy := range []BotPolicy{BotFlag, BotDrop} {
+		x, _, _ := newEnricher(t, Options{Bot: true, BotPolicy: policy})
+		r := httptest.NewRequest("GET", "/px.gif", nil)
+		r.Header.Set("User-Agent", headlessChrome) // headless, and missing headers
+		en := x.Request(r, netip.Addr{}, false)
+		if allocs := testing.AllocsPerRun(10, func() { x.Count(en, 2) }); allocs != 0 {
+			t.Errorf("%s: Count allocates %v times", policy, allocs)
+		}
+		counted, other := x.flagged, x.dropped
+		if policy == BotDrop {
+			counted, other = other, counted
+		}
+		for _, reason := range Reasons {
+			want := 0.0
+			if slices.Contains(en.Bot.Reasons, reason) {
+				want = 2 * 11 // AllocsPerRun runs it once more
+			}
+			if got := testutil.ToFloat64(counted.WithLabelValues(reason)); got != want {
+				t.Errorf("%s: %s counted %v, want %v", policy, reason, got, want)
+			}
+			if got := testutil.ToFloat64(other.WithLabelValues(reason)); got != 0 {
+				t.Errorf("%s: %s counted %v under the other policy's metric", policy, reason, got)
+			}
+		}
+	}
+}
+
+// BenchmarkCount is the bot counting of a request with two reasons.
+func BenchmarkCount(b *testing.B) {
+	x, err := New(Options{Bot: true}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := httptest.NewRequest("GET", "/px.gif", nil)
+	r.Header.Set("User-Agent", headlessChrome)
+	en := x.Request(r, netip.Addr{}, false)
+	b.ReportAllocs()
+	for b.Loop() {
+		x.Count(en, 1)
 	}
 }
 

@@ -31,72 +31,131 @@ type Meta struct {
 // e (type), url, ref, title, uid, sid, eid (a client UUID) and p.NAME for
 // custom string properties. Unknown parameters are ignored, as cache
 // busters are common.
+//
+// The query is read in one pass. A value without escapes is kept as a
+// substring of rawQuery, as unescape does; the values that had escapes are
+// unescaped into one buffer, followed by the new event id, which becomes a
+// single string that they all share: one allocation for every field, where
+// each unescaped value and the id took one of their own.
 func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	e := &Event{Source: SourcePixel}
-	var props []byte
+	fields := [...]*string{&e.Type, &e.URL, &e.Referrer, &e.Title, &e.VisitorID, &e.SessionID}
+	var spans [len(fields)]struct{ start, end int } // in text, of the fields unescaped there; end 0 for none
+	var stack [512]byte
+	text := stack[:0]
+	if need := len(rawQuery) + idLen; need > len(stack) {
+		text = make([]byte, 0, need) // unescaping never lengthens a value
+	}
+	var props []byte // sealed with the event, then a slice of its encoding
+	var propsBuf [256]byte
 	var namesBuf [8]string // most pixels have a few p.NAME, if any
 	names := namesBuf[:0]
 	for rawQuery != "" {
 		var pair string
-		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		if i := strings.IndexByte(rawQuery, '&'); i >= 0 {
+			pair, rawQuery = rawQuery[:i], rawQuery[i+1:]
+		} else {
+			pair, rawQuery = rawQuery, ""
+		}
 		if pair == "" {
 			continue
 		}
-		rk, rv, _ := strings.Cut(pair, "=")
-		k, err1 := unescape(rk)
-		v, err2 := unescape(rv)
-		if err1 != nil || err2 != nil {
-			return nil, errField("query", "has a malformed escape")
+		rk, rv := pair, ""
+		if i := strings.IndexByte(pair, '='); i >= 0 {
+			rk, rv = pair[:i], pair[i+1:]
 		}
+		k, err := unescape(rk)
+		if err != nil {
+			return nil, errQueryEscape
+		}
+		f := -1
 		switch k {
 		case "e":
-			e.Type = v
+			f = 0
 		case "url":
-			e.URL = v
+			f = 1
 		case "ref":
-			e.Referrer = v
+			f = 2
 		case "title":
-			e.Title = v
+			f = 3
 		case "uid":
-			e.VisitorID = v
+			f = 4
 		case "sid":
-			e.SessionID = v
-		case "eid":
-			e.EventID = v
-		default:
-			name, ok := strings.CutPrefix(k, "p.")
-			if !ok {
+			f = 5
+		}
+		if f >= 0 {
+			if plainQuery(rv) == len(rv) {
+				*fields[f], spans[f].end = rv, 0
 				continue
 			}
-			if name == "" || len(name) > MaxTypeLen {
-				return nil, errField("p."+truncate(name, MaxTypeLen), "is not a valid property name")
+			start := len(text)
+			var ok bool
+			if text, ok = appendUnescaped(text, rv); !ok {
+				return nil, errQueryEscape
 			}
-			if len(names) == MaxPropsKeys {
-				return nil, errField("props", "has more than the allowed number of keys")
-			}
-			if slices.Contains(names, name) {
-				return nil, errField("p."+name, "is given twice")
-			}
-			if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
-				return nil, errNUL("p." + name)
-			}
-			names = append(names, name)
-			if props == nil {
-				props = append(make([]byte, 0, 64), '{')
-			} else {
-				props = append(props, ',')
-			}
-			props = appendString(props, name)
-			props = append(props, ':')
-			props = appendString(props, v)
+			spans[f].start, spans[f].end = start, len(text) // not empty: an escape is a byte at least
+			continue
 		}
+		v, err := unescape(rv) // checked even when ignored, as before
+		if err != nil {
+			return nil, errQueryEscape
+		}
+		if k == "eid" {
+			e.EventID = v
+			continue
+		}
+		name, ok := strings.CutPrefix(k, "p.")
+		if !ok {
+			continue
+		}
+		if name == "" || len(name) > MaxTypeLen {
+			return nil, errField("p."+truncate(name, MaxTypeLen), "is not a valid property name")
+		}
+		if len(names) == MaxPropsKeys {
+			return nil, errField("props", "has more than the allowed number of keys")
+		}
+		if slices.Contains(names, name) {
+			return nil, errField("p."+name, "is given twice")
+		}
+		if strings.IndexByte(name, 0) >= 0 || strings.IndexByte(v, 0) >= 0 {
+			return nil, errNUL("p." + name)
+		}
+		names = append(names, name)
+		if props == nil {
+			props = append(propsBuf[:0], '{')
+		} else {
+			props = append(props, ',')
+		}
+		props = appendString(props, name)
+		props = append(props, ':')
+		props = appendString(props, v)
 	}
 	if props != nil {
 		props = append(props, '}')
 		if len(props) > MaxPropsBytes {
 			return nil, errTooLong("props", MaxPropsBytes)
 		}
-		e.Props = props
+	}
+	idStart := len(text)
+	if e.EventID != "" {
+		id, ok := ParseUUID(e.EventID)
+		if !ok {
+			return nil, errField("event_id", "is not a UUID")
+		}
+		e.EventID = id
+	} else {
+		text = appendID(text, m.Now)
+	}
+	if len(text) > 0 {
+		all := string(text)
+		for f, sp := range spans {
+			if sp.end > 0 {
+				*fields[f] = all[sp.start:sp.end]
+			}
+		}
+		if idStart < len(all) {
+			e.EventID = all[idStart:]
+		}
 	}
 	if e.Type == "" {
 		e.Type = DefaultType
@@ -104,8 +163,70 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	if e.URL == "" {
 		e.URL = m.Referer
 	}
-	return e, n.finish(e, m)
+	if err := n.prepare(e, m); err != nil {
+		return nil, err
+	}
+	var campaign []byte
+	var campaignBuf [256]byte
+	if m.Campaign {
+		var c Campaign
+		if parseCampaign(e.URL, &c) {
+			campaign = c.AppendJSON(campaignBuf[:0])
+		}
+	}
+	e.sealWith(props, campaign, &n.second)
+	return e, nil
 }
+
+// idLen is the length of an event id, a UUID in the 8-4-4-4-12 form.
+const idLen = 36
+
+// errQueryEscape is FromQuery's error for a '%' in the query not followed
+// by two hex digits.
+var errQueryEscape = errField("query", "has a malformed escape")
+
+// appendUnescaped appends s to b unescaped as unescape does, and reports
+// false, with b as it was, for a malformed escape. It reads byte by byte,
+// as the escapes of a URL in a query are dense, into room made first.
+func appendUnescaped(b []byte, s string) ([]byte, bool) {
+	n := len(b)
+	if cap(b)-n < len(s) {
+		b = slices.Grow(b, len(s))
+	}
+	out := b[n : n+len(s)] // unescaping never lengthens
+	j := 0
+	for i := 0; i < len(s) && j < len(out); i++ {
+		c := s[i]
+		if c == '%' {
+			if len(s)-i < 3 {
+				return b, false
+			}
+			hi, lo := hexValue[s[i+1]], hexValue[s[i+2]]
+			if hi|lo > 0xF {
+				return b, false
+			}
+			c = hi<<4 | lo
+			i += 2
+		} else if c == '+' {
+			c = ' '
+		}
+		out[j] = c
+		j++
+	}
+	return b[:n+j], true
+}
+
+// hexValue is the value of each hex digit, and 0xFF for every other byte.
+var hexValue = func() (t [256]byte) {
+	for c := range t {
+		v, ok := unhex(byte(c))
+		if !ok {
+			v = 0xFF
+		}
+		t[c] = v
+	}
+	return t
+}()
 
 // errEscape is unescape's error: a '%' not followed by two hex digits.
 var errEscape = errors.New("malformed escape")
@@ -427,9 +548,12 @@ func checkProps(raw []byte) ([]byte, error) {
 		return nil, errTooLong("props", MaxPropsBytes)
 	}
 	var (
-		keys   [MaxPropsKeys + 1][]byte // the keys of the open objects, outermost first
-		nkeys  int
-		frames [MaxPropsDepth + 1]struct {
+		// The keys of the open objects, outermost first: most props have
+		// a few, so the array that holds them at first is small, not one of
+		// MaxPropsKeys to zero on every call.
+		keysBuf [8][]byte
+		keys    = keysBuf[:0]
+		frames  [MaxPropsDepth + 1]struct {
 			obj      bool
 			firstKey int
 		}
@@ -446,19 +570,19 @@ func checkProps(raw []byte) ([]byte, error) {
 				return nil, err
 			}
 			if wantKey {
-				if nkeys++; nkeys > MaxPropsKeys {
+				if len(keys) == MaxPropsKeys {
 					return nil, errField("props", "has more than the allowed number of keys")
 				}
 				key := str
 				if bytes.IndexByte(key, '\\') >= 0 {
 					key = []byte(unquote(key))
 				}
-				for _, k := range keys[frames[depth-1].firstKey : nkeys-1] {
+				for _, k := range keys[frames[depth-1].firstKey:] {
 					if bytes.Equal(k, key) {
 						return nil, errField("props", "has the key "+strconv.Quote(truncate(string(key), MaxTypeLen))+" twice")
 					}
 				}
-				keys[nkeys-1] = key
+				keys = append(keys, key)
 				wantKey = false
 			}
 			i = end
@@ -466,12 +590,12 @@ func checkProps(raw []byte) ([]byte, error) {
 			if depth++; depth > MaxPropsDepth {
 				return nil, errField("props", "is nested deeper than the allowed depth")
 			}
-			frames[depth-1].obj, frames[depth-1].firstKey = c == '{', nkeys
+			frames[depth-1].obj, frames[depth-1].firstKey = c == '{', len(keys)
 			wantKey = c == '{'
 		case '}', ']':
 			depth--
 			if c == '}' {
-				nkeys = frames[depth].firstKey
+				keys = keys[:frames[depth].firstKey]
 			}
 		case ',':
 			wantKey = frames[depth-1].obj
@@ -521,6 +645,28 @@ func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 	} else if a == nil {
 		e.EventID = NewID(m.Now)
 	}
+	return n.complete(e, m, a)
+}
+
+// complete is finishIn for an event whose id is set, or left to Seal.
+func (n *Normalizer) complete(e *Event, m Meta, a *Arena) error {
+	if err := n.prepare(e, m); err != nil {
+		return err
+	}
+	if m.Campaign {
+		var c Campaign
+		if parseCampaign(e.URL, &c) {
+			e.Campaign = c.AppendJSON(make([]byte, 0, 64))
+		}
+	}
+	if a == nil {
+		e.seal(nil, &n.second)
+	}
+	return nil
+}
+
+// prepare is complete but for the campaign and the seal.
+func (n *Normalizer) prepare(e *Event, m Meta) error {
 	if len(e.Type) > MaxTypeLen {
 		return errTooLong("type", MaxTypeLen)
 	}
@@ -541,16 +687,7 @@ func (n *Normalizer) finishIn(e *Event, m Meta, a *Arena) error {
 	if en := m.Enrichment; en != nil {
 		e.UA, e.Bot, e.Geo, e.ASN = en.UA, en.Bot, en.Geo, en.ASN
 	}
-	if m.Campaign {
-		var c Campaign
-		if parseCampaign(e.URL, &c) {
-			e.Campaign = c.AppendJSON(make([]byte, 0, 64))
-		}
-	}
 	e.TraceID, e.SpanID = m.TraceID, m.SpanID
-	if a == nil {
-		e.seal(nil, &n.second)
-	}
 	return nil
 }
 

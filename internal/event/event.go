@@ -109,6 +109,26 @@ func (e *Event) seal(room []byte, second *secondCache) {
 	e.raw = e.appendJSON(room, second)
 }
 
+// sealWith is seal for an event without Props and Campaign, given them
+// apart: they are encoded with it, and then set to the slices of the
+// encoding that hold them, capped, rather than each kept in a buffer of
+// its own. (Assigned to e before, buffers on the caller's stack would be
+// moved to the heap.)
+func (e *Event) sealWith(props, campaign []byte, second *secondCache) {
+	room := make([]byte, 0, e.sizeHint()+optRaw(props)+optRaw(campaign))
+	var at rawAt
+	e.raw = e.appendJSONRaw(room, second, props, campaign, &at)
+	if len(props) > 0 {
+		e.Props = e.raw[at.props : at.props+len(props) : at.props+len(props)]
+	}
+	if len(campaign) > 0 {
+		e.Campaign = e.raw[at.campaign : at.campaign+len(campaign) : at.campaign+len(campaign)]
+	}
+}
+
+// rawAt is where appendJSONRaw put props and campaign in its result.
+type rawAt struct{ props, campaign int }
+
 // JSON returns the event's JSON encoding, without a trailing newline. The
 // returned slice must not be modified. For an event that was not sealed it
 // encodes anew on each call.
@@ -231,6 +251,13 @@ func appendDigits(b []byte, v, width int) []byte {
 func (e *Event) AppendJSON(b []byte) []byte { return e.appendJSON(b, nil) }
 
 func (e *Event) appendJSON(b []byte, second *secondCache) []byte {
+	var at rawAt
+	return e.appendJSONRaw(b, second, e.Props, e.Campaign, &at)
+}
+
+// appendJSONRaw is appendJSON with props and campaign in place of the
+// event's; it sets at to where they are in the result.
+func (e *Event) appendJSONRaw(b []byte, second *secondCache, props, campaign []byte, at *rawAt) []byte {
 	b = append(b, `{"event_id":`...)
 	b = appendString(b, e.EventID)
 	b = append(b, `,"received_at":"`...)
@@ -250,9 +277,10 @@ func (e *Event) appendJSON(b []byte, second *secondCache) []byte {
 	b = appendField(b, `,"session_id":`, e.SessionID)
 	b = appendField(b, `,"user_agent":`, e.UserAgent)
 	b = appendField(b, `,"ip":`, e.IP)
-	if len(e.Props) > 0 {
+	if len(props) > 0 {
 		b = append(b, `,"props":`...)
-		b = append(b, e.Props...)
+		at.props = len(b)
+		b = append(b, props...)
 	}
 	b = append(b, `,"source":`...)
 	b = appendString(b, string(e.Source))
@@ -264,7 +292,11 @@ func (e *Event) appendJSON(b []byte, second *secondCache) []byte {
 	b = appendTime(b, `,"timestamp":"`, e.Timestamp)
 	b = appendTime(b, `,"original_timestamp":"`, e.OriginalTimestamp)
 	b = e.appendEnrichment(b)
-	b = appendRaw(b, `,"campaign":`, e.Campaign)
+	if len(campaign) > 0 {
+		b = append(b, `,"campaign":`...)
+		at.campaign = len(b)
+		b = append(b, campaign...)
+	}
 	b = appendRaw(b, `,"context":`, e.Context)
 	b = appendField(b, `,"trace_id":`, e.TraceID)
 	b = appendField(b, `,"span_id":`, e.SpanID)

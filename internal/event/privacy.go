@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // IPMode says what is kept of a client's IP address.
@@ -56,8 +57,13 @@ type Policy struct {
 type Normalizer struct {
 	policy   Policy
 	sanitize map[string]struct{}
-	hashes   sync.Pool // of hash.Hash, keyed by the policy's secret
-	second   secondCache
+	// mayName marks the first bytes of a query key that may unescape and
+	// lower-case to one of sanitize's names: the names' first bytes in
+	// both cases, '%', '+', and every byte from 0x80 (strings.ToLower
+	// makes "\u212Aey" "key"). A key starting with another byte is none.
+	mayName [256]bool
+	hashes  sync.Pool // of hash.Hash, keyed by the policy's secret
+	second  secondCache
 }
 
 // NewNormalizer checks the policy and returns a Normalizer for it.
@@ -71,6 +77,18 @@ func NewNormalizer(p Policy) (*Normalizer, error) {
 	n := &Normalizer{policy: p, sanitize: make(map[string]struct{}, len(p.SanitizeParams))}
 	for _, name := range p.SanitizeParams {
 		n.sanitize[strings.ToLower(name)] = struct{}{}
+	}
+	for c := range n.mayName {
+		n.mayName[c] = c >= utf8.RuneSelf || c == '%' || c == '+'
+	}
+	for name := range n.sanitize {
+		if name != "" {
+			c := name[0]
+			n.mayName[c] = true
+			if 'a' <= c && c <= 'z' {
+				n.mayName[c-'a'+'A'] = true
+			}
+		}
 	}
 	secret := p.IPHashSecret
 	n.hashes.New = func() any { return hmac.New(sha256.New, secret) }
@@ -255,14 +273,27 @@ func (n *Normalizer) sanitizeQuery(q string) string {
 }
 
 func (n *Normalizer) hasSecret(q string) bool {
-	for pair := range strings.SplitSeq(q, "&") {
-		key, _, _ := strings.Cut(pair, "=")
-		if k, err := unescape(key); err == nil {
-			key = k
+	for {
+		pair, rest := q, ""
+		i := strings.IndexByte(q, '&')
+		if i >= 0 {
+			pair, rest = q[:i], q[i+1:]
 		}
-		if _, bad := n.sanitize[strings.ToLower(key)]; bad {
-			return true
+		// Most keys start with a byte no name starts with: no unescaping,
+		// lower-casing and lookup for them. An empty key ("", "=v") is
+		// looked up: "" may be a name.
+		if pair == "" || pair[0] == '=' || n.mayName[pair[0]] {
+			key, _, _ := strings.Cut(pair, "=")
+			if k, err := unescape(key); err == nil {
+				key = k
+			}
+			if _, bad := n.sanitize[strings.ToLower(key)]; bad {
+				return true
+			}
 		}
+		if i < 0 {
+			return false
+		}
+		q = rest
 	}
-	return false
 }

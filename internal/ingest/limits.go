@@ -91,21 +91,29 @@ func (p *bufPools) put(b *bodyBuf) {
 // one to close, and the ones after it wait in the kernel's accept backlog,
 // where they cost GoTrack no memory. It sets srv.ConnState, keeping any
 // hook already there. n <= 0 means no limit.
+//
+// Whatever n, the connections' read and write deadlines, which net/http
+// sets for srv's timeouts, are enforced by a sweeper every quarter second
+// (see sweeper) rather than by a runtime timer re-armed at each set.
 func LimitListener(ln net.Listener, n int, srv *http.Server) net.Listener {
+	return limitListenerSweeping(ln, n, srv, newSweeper(sweepTick, nearDeadline))
+}
+
+// limitListenerSweeping is LimitListener with the sweeper s.
+func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper) net.Listener {
+	ln = &sweepListener{Listener: ln, s: s}
 	if n <= 0 {
 		return ln
 	}
 	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}),
-		idle: map[net.Conn]struct{}{}, becameIdle: make(chan struct{}, 1)}
+		conns: map[*limitConn]struct{}{}, becameIdle: make(chan struct{}, 1)}
 	next := srv.ConnState
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
-		l.mu.Lock()
-		if state == http.StateIdle {
-			l.idle[c] = struct{}{}
-		} else {
-			delete(l.idle, c)
+		// Twice per request: a flag on the connection, no lock. A full
+		// becameIdle takes no lock either.
+		if lc, ok := c.(*limitConn); ok {
+			lc.idle.Store(state == http.StateIdle)
 		}
-		l.mu.Unlock()
 		if state == http.StateIdle {
 			select {
 			case l.becameIdle <- struct{}{}:
@@ -126,8 +134,8 @@ type limitListener struct {
 	closeOnce sync.Once
 
 	mu         sync.Mutex
-	idle       map[net.Conn]struct{} // keep-alive connections between requests
-	becameIdle chan struct{}         // a connection has become idle
+	conns      map[*limitConn]struct{} // open, each marked when idle between requests
+	becameIdle chan struct{}           // a connection has become idle
 }
 
 // Accept takes the next connection from the kernel first, so that it
@@ -140,13 +148,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		select {
 		case l.slots <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+			return l.track(c), nil
 		default:
 		}
 		l.closeIdle()
 		select {
 		case l.slots <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
+			return l.track(c), nil
 		case <-l.becameIdle: // close it, and try again
 		case <-l.done:
 			c.Close()
@@ -155,14 +163,25 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
+// track returns c, holding a slot, as a limitConn of l's.
+func (l *limitListener) track(c net.Conn) *limitConn {
+	lc := &limitConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[lc] = struct{}{}
+	l.mu.Unlock()
+	return lc
+}
+
 // closeIdle closes one idle connection, if there is one, to free its slot.
+// At the limit only: it looks through every connection.
 func (l *limitListener) closeIdle() {
 	l.mu.Lock()
-	var victim net.Conn
-	for c := range l.idle {
-		victim = c
-		delete(l.idle, c)
-		break
+	var victim *limitConn
+	for c := range l.conns {
+		if c.idle.CompareAndSwap(true, false) {
+			victim = c
+			break
+		}
 	}
 	l.mu.Unlock()
 	if victim != nil {
@@ -178,13 +197,20 @@ func (l *limitListener) Close() error {
 
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l    *limitListener
+	idle atomic.Bool // between requests, as srv.ConnState says
+	once sync.Once
 }
 
+// Close closes the connection and gives its slot back, once.
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+		<-c.l.slots
+	})
 	return err
 }
 

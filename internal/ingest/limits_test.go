@@ -355,3 +355,30 @@ func TestRefusedBodyClosesAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkConnState is what LimitListener's hook costs per request: net/http
+// calls it as a connection becomes active, then idle again.
+func BenchmarkConnState(b *testing.B) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{}
+	ln := LimitListener(inner, 16, srv)
+	defer ln.Close()
+	client, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.ReportAllocs()
+	for b.Loop() {
+		srv.ConnState(c, http.StateActive)
+		srv.ConnState(c, http.StateIdle)
+	}
+}
