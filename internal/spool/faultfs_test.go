@@ -26,15 +26,17 @@ import (
 // failing or full disk makes them fail.
 type faultFS struct {
 	osFS
-	mu      sync.Mutex
-	match   string
-	write   error         // writes fail with it
-	short   bool          // and first write half of their bytes, as a disk filling up does
-	sync    error         // fsyncs fail with it
-	rename  error         // renames fail with it
-	gate    chan struct{} // when set, a failing write waits for it to close
-	failed  int           // faults made
-	entered chan struct{} // closed when a failing write reaches the gate
+	mu        sync.Mutex
+	match     string
+	write     error         // writes fail with it
+	short     bool          // and first write half of their bytes, as a disk filling up does
+	sync      error         // fsyncs fail with it
+	rename    error         // renames fail with it
+	gate      chan struct{} // when set, a failing write waits for it to close
+	failed    int           // faults made
+	datasyncs int           // Datasync calls, failed or not
+	free      int64         // when positive, the room FreeBytes reports
+	entered   chan struct{} // closed when a failing write reaches the gate
 }
 
 func (f *faultFS) arm(fn func(f *faultFS)) {
@@ -51,6 +53,16 @@ func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (file, error
 	return &faultFile{file: fl, fs: f, name: name}, nil
 }
 
+func (f *faultFS) FreeBytes(dir string) (int64, error) {
+	f.mu.Lock()
+	free := f.free
+	f.mu.Unlock()
+	if free > 0 {
+		return free, nil
+	}
+	return f.osFS.FreeBytes(dir)
+}
+
 func (f *faultFS) Rename(oldpath, newpath string) error {
 	f.mu.Lock()
 	err := f.rename
@@ -63,18 +75,24 @@ func (f *faultFS) Rename(oldpath, newpath string) error {
 	return f.osFS.Rename(oldpath, newpath)
 }
 
+// faultFile is a file of faultFS. It forwards every operation the spool
+// makes, Datasync included, with the same faults: the writes of records
+// (Write) and of preallocated zeros (WriteAt) fail alike, and so do fsync
+// and fdatasync, so that the fault tests fail what production calls.
 type faultFile struct {
 	file
 	fs   *faultFS
 	name string
 }
 
-func (f *faultFile) Write(b []byte) (int, error) {
+// writeFault returns the armed write fault for this file, if any, and
+// counts it; it waits at the gate, when one is set.
+func (f *faultFile) writeFault() (short bool, err error) {
 	f.fs.mu.Lock()
 	err, short, gate, entered := f.fs.write, f.fs.short, f.fs.gate, f.fs.entered
 	if err == nil || !strings.Contains(f.name, f.fs.match) {
 		f.fs.mu.Unlock()
-		return f.file.Write(b)
+		return false, nil
 	}
 	f.fs.failed++
 	f.fs.gate, f.fs.entered = nil, nil
@@ -83,6 +101,14 @@ func (f *faultFile) Write(b []byte) (int, error) {
 		close(entered)
 		<-gate
 	}
+	return short, err
+}
+
+func (f *faultFile) Write(b []byte) (int, error) {
+	short, err := f.writeFault()
+	if err == nil {
+		return f.file.Write(b)
+	}
 	n := 0
 	if short {
 		n, _ = f.file.Write(b[:len(b)/2])
@@ -90,15 +116,47 @@ func (f *faultFile) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (f *faultFile) Sync() error {
+func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
+	short, err := f.writeFault()
+	if err == nil {
+		return f.file.WriteAt(b, off)
+	}
+	n := 0
+	if short {
+		n, _ = f.file.WriteAt(b[:len(b)/2], off)
+	}
+	return n, err
+}
+
+// syncFault returns the armed sync fault for this file, if any, and counts
+// it.
+func (f *faultFile) syncFault(datasync bool) error {
 	f.fs.mu.Lock()
-	err := f.fs.sync
-	if err != nil && strings.Contains(f.name, f.fs.match) {
+	defer f.fs.mu.Unlock()
+	if datasync {
+		f.fs.datasyncs++
+	}
+	if err := f.fs.sync; err != nil && strings.Contains(f.name, f.fs.match) {
 		f.fs.failed++
-		f.fs.mu.Unlock()
 		return err
 	}
-	f.fs.mu.Unlock()
+	return nil
+}
+
+func (f *faultFile) Sync() error {
+	if err := f.syncFault(false); err != nil {
+		return err
+	}
+	return f.file.Sync()
+}
+
+func (f *faultFile) Datasync() error {
+	if err := f.syncFault(true); err != nil {
+		return err
+	}
+	if d, ok := f.file.(datasyncer); ok {
+		return d.Datasync()
+	}
 	return f.file.Sync()
 }
 
@@ -308,5 +366,74 @@ func TestRecoveryFaults(t *testing.T) {
 				t.Errorf("read %d events after the repair, want %d", len(got), len(events)-1)
 			}
 		})
+	}
+}
+
+// TestFaultFileReachesFdatasync: under Sync.Always the rounds written into
+// preallocated space are synced with fdatasync, and faultFile forwards it,
+// so that the fault tests above fail the sync production makes rather
+// than an fsync it no longer calls.
+func TestFaultFileReachesFdatasync(t *testing.T) {
+	fsys := &faultFS{match: "seg-"}
+	s := open(t, t.TempDir(), Options{fs: fsys})
+	defer s.Close()
+	events := sinktest.Events(30)
+	for i := 0; i < len(events); i += 10 {
+		if err := s.Append(events[i : i+10]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	if fsys.datasyncs == 0 {
+		t.Error("no round was synced with fdatasync through faultFile: the fault tests miss the production sync")
+	}
+}
+
+// TestNoPreallocationOnNearlyFullDisk: restarted on a disk with less than
+// preallocMinFree left, the spool writes no zeros ahead of its records
+// (they would take the room the records and the cursors need), logs it
+// once, and syncs each round with fsync; once there is room again, it
+// preallocates.
+func TestNoPreallocationOnNearlyFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	fsys := &faultFS{match: "seg-", free: 2 << 20}
+	logs := &logCount{}
+	s := open(t, dir, Options{fs: fsys, Log: slog.New(logs)})
+	defer s.Close()
+	events := sinktest.Events(40)
+	for i := 0; i < 20; i += 10 {
+		if err := s.Append(events[i : i+10]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	seg := *s.segs[len(s.segs)-1]
+	s.mu.Unlock()
+	if st, err := os.Stat(seg.path); err != nil || seg.alloc != 0 || st.Size() != seg.size {
+		t.Errorf("on a disk with 2 MiB free: preallocated to %d, file %v bytes for %d of records (%v); want no zeros",
+			seg.alloc, st.Size(), seg.size, err)
+	}
+	fsys.mu.Lock()
+	datasyncs := fsys.datasyncs
+	fsys.mu.Unlock()
+	if datasyncs != 0 {
+		t.Errorf("%d rounds synced with fdatasync without preallocated space", datasyncs)
+	}
+	if n := strings.Count(logs.lines.String(), "WARN spool: the disk is nearly full"); n != 1 {
+		t.Errorf("%d WARN lines for the nearly full disk, want 1:\n%s", n, logs.lines.String())
+	}
+
+	fsys.arm(func(f *faultFS) { f.free = 0 }) // room again
+	for i := 20; i < 40; i += 10 {
+		if err := s.Append(events[i : i+10]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	alloc := s.segs[len(s.segs)-1].alloc
+	s.mu.Unlock()
+	if alloc == 0 {
+		t.Error("not preallocated once the disk had room again")
 	}
 }

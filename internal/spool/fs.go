@@ -7,10 +7,11 @@ import (
 
 // fileSystem is the file operations the spool makes when it writes and
 // recovers segments. It exists so that tests can make the faults a disk
-// makes (short writes, EIO, ENOSPC, a failed fsync) on demand; in
-// production it is osFS. The append path calls it once per write round
-// (one write, one fsync for a whole group commit), never per record, so the
-// indirection costs nothing measurable.
+// makes (short writes, EIO, ENOSPC, a failed fsync or fdatasync, a nearly
+// full disk) on demand; in production it is osFS. The append path calls it
+// once per write round (one write, one fdatasync or fsync for a whole
+// group commit), never per record, so the indirection costs nothing
+// measurable.
 type fileSystem interface {
 	OpenFile(name string, flag int, perm os.FileMode) (file, error)
 	ReadFile(name string) ([]byte, error)
@@ -19,11 +20,13 @@ type fileSystem interface {
 	Remove(name string) error
 	MkdirAll(path string, perm os.FileMode) error
 	SyncDir(dir string) error
+	FreeBytes(dir string) (int64, error) // room left on dir's file system for an unprivileged writer
 }
 
 // file is an open segment (or a file recovery writes).
 type file interface {
 	Write(b []byte) (int, error)
+	WriteAt(b []byte, off int64) (int, error) // preallocation only: records go through Write
 	Sync() error
 	Truncate(size int64) error
 	Stat() (os.FileInfo, error)
@@ -38,7 +41,19 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
 	if err != nil {
 		return nil, err // not a typed nil in an interface
 	}
-	return f, nil
+	return osFile{f}, nil
+}
+
+// osFile is a real file, which can also be synced with fdatasync.
+type osFile struct{ *os.File }
+
+// datasyncer is a file that can flush its data without the metadata that
+// retrieving it does not need (fdatasync). The spool uses it only for a
+// write that does not change the file's size (see Spool.syncRound); any
+// other write, and any file that cannot fdatasync, is synced with Sync
+// (fsync).
+type datasyncer interface {
+	Datasync() error
 }
 
 func (osFS) ReadFile(name string) ([]byte, error)         { return os.ReadFile(name) }

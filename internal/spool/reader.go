@@ -33,6 +33,7 @@ type Reader struct {
 	pos     uint64 // the next record to read
 	skipped uint64 // records read since the last Ack that were no events (placeholders, damage)
 	f       *os.File
+	limit   recordBytes // reads f no further than its records
 	br      *bufio.Reader
 	seg     segment // the segment f reads, as last looked up
 	segLast bool    // whether seg was the active segment then
@@ -240,6 +241,7 @@ func (r *Reader) locate() error {
 		return errors.New("spool: no segment")
 	}
 	if r.f != nil && seg.base == r.seg.base {
+		r.limit.left += seg.size - r.seg.size
 		r.seg, r.segLast = seg, last // the active segment grew
 		return nil
 	}
@@ -249,7 +251,8 @@ func (r *Reader) locate() error {
 		return fmt.Errorf("spool: open segment: %w", err)
 	}
 	r.f, r.seg, r.segLast = f, seg, last
-	r.br = bufio.NewReaderSize(f, 256<<10)
+	r.limit = recordBytes{f: f, left: seg.size}
+	r.br = bufio.NewReaderSize(&r.limit, 256<<10)
 	for skip := r.pos; skip > seg.base && skip > 0; skip-- { // skip records already delivered
 		var hdr [headerLen]byte
 		if _, err := io.ReadFull(r.br, hdr[:]); err != nil {
@@ -260,6 +263,27 @@ func (r *Reader) locate() error {
 		}
 	}
 	return nil
+}
+
+// recordBytes reads a segment no further than the records it held when
+// last looked up (left is what remains of them). The active segment's
+// preallocated zeros lie after its records: read ahead into the buffer,
+// they would stand there for the records written over them later.
+type recordBytes struct {
+	f    *os.File
+	left int64
+}
+
+func (l *recordBytes) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.f.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 func (r *Reader) closeFile() {

@@ -19,8 +19,52 @@ func isPlaceholder(payload []byte) bool { return len(payload) == 1 && payload[0]
 // damage is a stretch of a segment that holds no readable record.
 type damage struct {
 	off, end int    // bytes [off, end) of the segment
-	records  uint64 // records it is taken to have held (at least 1)
+	records  uint64 // records it is taken to have held: at least 1, but for what a closed segment cannot have held (see assign)
 	exact    bool   // the damaged record's length was intact: exactly one record
+	// cut: zeros in the newest segment's preallocated space where pages
+	// of a round never reached the disk before a power loss: a write cut
+	// short, of records never acknowledged (see cutShort), not damage.
+	cut bool
+}
+
+// allocAlign is what preallocation rounds a segment's end to (see
+// Spool.preallocate): a newest segment whose size is a multiple of it may
+// end in preallocated zeros; one whose size is not was never
+// preallocated, and zeros at its end are a torn tail.
+const allocAlign = 64 << 10
+
+// pageSize is the unit in which a write reaches the disk, or does not.
+const pageSize = 4096
+
+// preallocated reports whether a newest segment of size bytes may end in
+// preallocated space.
+func preallocated(size int) bool { return size > 0 && size%allocAlign == 0 }
+
+// cutShort reports whether the damaged stretch [off, end) of a newest
+// segment of len(b) bytes is a round's write cut short by a power loss in
+// preallocated space rather than damage: the segment was preallocated, the
+// stretch lies in its last preallocBytes (where the only round not yet
+// synced can be), and it holds a run of at least headerLen zero bytes that
+// ends at a page boundary or where the stretch ends: the zeros written
+// there before the round, where a page of the round never reached the
+// disk (the bytes around the run are the rest of a record such a page
+// cut). A disk losing a page of synced records there looks the same; that
+// cannot be told apart, and is counted as a torn tail is.
+func cutShort(b []byte, off, end int) bool {
+	if !preallocated(len(b)) || off < len(b)-preallocBytes {
+		return false
+	}
+	run := 0
+	for p := off; p < end; p++ {
+		if b[p] != 0 {
+			run = 0
+			continue
+		}
+		if run++; run >= headerLen && ((p+1)%pageSize == 0 || p+1 == end) {
+			return true
+		}
+	}
+	return false
 }
 
 // scanned is what a segment holds, record by record.
@@ -29,7 +73,26 @@ type scanned struct {
 	placeholders uint64
 	minPayload   int      // the smallest payload of a valid, non-empty record; 0 when none
 	damaged      []damage // followed by a valid record, or in a closed segment
-	tail         int      // where a torn tail begins, in the newest segment; len(b) when none
+	tail         int      // where the newest segment's tail begins: what follows its last valid record; len(b) when none
+	zeros        int      // where the zero bytes that end the tail begin: space preallocated and never written; len(b) when none
+}
+
+// torn is the bytes of the tail that are not preallocated zeros: a write
+// that a crash cut short.
+func (sc *scanned) torn() int { return sc.zeros - sc.tail }
+
+// cut returns the bytes of the damaged stretches that are writes cut
+// short, and whether every damaged stretch is one.
+func (sc *scanned) cut() (n int, only bool) {
+	only = true
+	for _, d := range sc.damaged {
+		if d.cut {
+			n += d.end - d.off
+		} else {
+			only = false
+		}
+	}
+	return n, only
 }
 
 // total is the records the segment numbers: its valid records and those the
@@ -81,12 +144,24 @@ func isRecord(b []byte, off int) bool {
 // middle of a write leaves; in a closed segment, which was synced before it
 // was closed, it is damage like any other.
 //
+// The zero bytes that end a newest segment's tail, when its size is a
+// multiple of allocAlign, are space preallocated for records (see
+// Spool.preallocate) that none was written into before the process
+// stopped: cut, but not counted as torn. Zeros that end a segment of any
+// other size were never preallocated (SPOOL_FSYNC=interval, or the first
+// round before preallocation): a write the crash cut short, counted as a
+// torn tail. Zeros followed by a valid record in the newest segment's
+// preallocated space are a round whose pages reached the disk in part
+// (see cutShort), counted as a torn tail is; anywhere else they are damage,
+// and so are a closed segment's trailing zeros, since the preallocated end
+// is cut, and the cut synced, before the next segment is created.
+//
 // expect is the number of records the segment numbers, when known (the
 // next segment's first sequence minus this one's), and 0 otherwise. It
 // sets how many records the damaged stretches whose length field was
 // damaged are taken to have held; see assign.
 func scanSegment(b []byte, newest bool, expect uint64) scanned {
-	sc := scanned{tail: len(b)}
+	sc := scanned{tail: len(b), zeros: len(b)}
 	off := 0
 	for off < len(b) {
 		if n, ok := recordAt(b, off); ok {
@@ -115,11 +190,15 @@ func scanSegment(b []byte, newest bool, expect uint64) scanned {
 		}
 		if d.end == 0 { // no valid record after it
 			if newest {
-				sc.tail = off
+				sc.tail, sc.zeros = off, len(b)
+				for preallocated(len(b)) && sc.zeros > off && b[sc.zeros-1] == 0 {
+					sc.zeros--
+				}
 				break
 			}
 			d.end = len(b)
 		}
+		d.cut = newest && cutShort(b, d.off, d.end)
 		sc.damaged = append(sc.damaged, d)
 		off = d.end
 	}
@@ -156,6 +235,18 @@ func (sc *scanned) assign(expect uint64) {
 	}
 	if expect == 0 {
 		return
+	}
+	// A closed segment numbers exactly expect records: the next segment's
+	// first record comes right after. Damage counted past that (bytes after
+	// the last record that held none, such as zeros a file was padded with)
+	// would push the segment's end into the next one and hide its first
+	// records from readers: such stretches hold fewer, down to none, the
+	// last ones first. A stretch whose length field was intact (exact) held
+	// one record, unless even one per stretch is more than expect allows.
+	for i := len(sc.damaged) - 1; i >= 0 && sc.total() > expect; i-- {
+		if d := &sc.damaged[i]; !d.exact || sc.records+uint64(len(sc.damaged)) > expect {
+			d.records -= min(d.records, sc.total()-expect)
+		}
 	}
 	if have := sc.total(); first >= 0 && expect > have {
 		d := &sc.damaged[first]

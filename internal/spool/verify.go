@@ -30,6 +30,7 @@ type SegmentReport struct {
 	Placeholders uint64 // records an earlier recovery found damaged
 	Damaged      []Span
 	TornBytes    int // a torn tail of the newest segment, which the next start cuts
+	Preallocated int // zeros after the newest segment's records: space preallocated for records and never written, which the next start cuts too
 }
 
 // Span is a damaged stretch of a segment.
@@ -84,17 +85,24 @@ func Verify(dir string) (*Report, error) {
 		}
 		sc := scanSegment(b, i == len(paths)-1, expect)
 		sr := SegmentReport{Name: filepath.Base(p), Base: bases[i], Records: sc.total(), Placeholders: sc.placeholders,
-			TornBytes: len(b) - sc.tail}
+			TornBytes: sc.torn(), Preallocated: len(b) - sc.zeros}
 		for _, d := range sc.damaged {
 			sr.Damaged = append(sr.Damaged, Span{Offset: d.off, Length: d.end - d.off, Records: d.records})
 			if d.off == d.end {
 				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: the file ends at byte %d, cut short (%s lost)", sr.Name, d.off, plural(d.records, "record")))
 				continue
 			}
+			if d.cut {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s: bytes %d to %d are a write a crash cut short in preallocated space (%s never acknowledged lost; the next start counts it as a torn tail)", sr.Name, d.off, d.end, plural(d.records, "record")))
+				continue
+			}
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: bytes %d to %d are damaged (%s lost)", sr.Name, d.off, d.end, plural(d.records, "record")))
 		}
 		if sr.TornBytes > 0 {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: torn tail of %d bytes after the last whole record", sr.Name, sr.TornBytes))
+		}
+		if sr.Preallocated > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %d bytes of preallocated space after the last record, never written (GoTrack did not stop cleanly); the next start cuts them", sr.Name, sr.Preallocated))
 		}
 		if expect > 0 && sr.Records > expect {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %d records overlap the next segment, which starts at %d", sr.Name, sr.Records, bases[i+1]))
