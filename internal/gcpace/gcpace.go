@@ -11,8 +11,11 @@
 // look at the live heap, the GOGC that lets the heap grow to the budget,
 // within [Min, Max]: Max while the live heap is under a fifth of the
 // budget, Min (as before) once it is over a third, in between a heap that
-// ends at the budget. The heap never grows further than GOGC=Min would let
-// it, or than the budget.
+// ends at the budget. Once the pacer has looked, the heap grows no further
+// than GOGC=Min would let it, or than the budget; until it looks, up to an
+// interval after a collection that found the live heap grown, the GOGC set
+// for the smaller heap applies (at 400, a live heap of 40 MiB may grow to
+// 200 MiB rather than 120).
 package gcpace
 
 import (

@@ -26,10 +26,19 @@ const nearDeadline = time.Second
 // deadline that passes is then set, in the past, on the connection, which
 // fails its pending and later reads or writes with os.ErrDeadlineExceeded,
 // as the runtime's timer would have.
+//
+// Its clock is the monotonic one, as the runtime's timers: a deadline is
+// held as the nanoseconds from the sweeper's start to it, read off the
+// monotonic reading that time.Now, and so net/http's deadlines, carry. A
+// step of the wall clock (NTP stepping it, a VM resumed, date -s) then
+// fires no deadline early and delays none, where comparing wall readings
+// would fire every deadline held at a step forward and none for as long
+// as a step back.
 type sweeper struct {
-	tick time.Duration
-	near time.Duration // nearDeadline, but in tests
-	now  atomic.Int64  // Unix nanoseconds of the last tick
+	tick  time.Duration
+	near  time.Duration // nearDeadline, but in tests
+	epoch time.Time     // when it started, with its monotonic reading
+	now   atomic.Int64  // the last tick, on the sweeper's clock (see reading)
 
 	mu      sync.Mutex
 	conns   map[*coarseConn]struct{}
@@ -41,18 +50,24 @@ type sweeper struct {
 // connections it holds are closed: a server's Shutdown closes its listener
 // first, and its requests in flight keep their timeouts.
 func newSweeper(tick, near time.Duration) *sweeper {
-	s := &sweeper{tick: tick, near: near, conns: map[*coarseConn]struct{}{}, stop: make(chan struct{}), running: true}
-	s.now.Store(time.Now().UnixNano())
+	s := &sweeper{tick: tick, near: near, epoch: time.Now(), conns: map[*coarseConn]struct{}{}, stop: make(chan struct{}), running: true}
+	s.now.Store(s.reading(time.Now()))
 	go s.run()
 	return s
 }
+
+// reading returns t on the sweeper's clock: nanoseconds since its epoch,
+// by the monotonic readings when t has one (by the wall clock when it has
+// none, as a time built with time.Unix), and at least 1, as 0 is no
+// deadline. A time past the Duration range reads as its end.
+func (s *sweeper) reading(t time.Time) int64 { return max(int64(t.Sub(s.epoch)), 1) }
 
 func (s *sweeper) run() {
 	t := time.NewTicker(s.tick)
 	defer t.Stop()
 	for {
 		<-t.C
-		if !s.sweep(time.Now().UnixNano()) {
+		if !s.sweep(s.reading(time.Now())) {
 			return
 		}
 	}
@@ -126,7 +141,7 @@ type coarseConn struct {
 
 // deadline is one direction's deadline.
 type deadline struct {
-	at  int64 // Unix nanoseconds; 0 for none
+	at  int64 // on the sweeper's clock (see reading); 0 for none
 	set bool  // set on the connection itself: near, or passed
 }
 
@@ -139,11 +154,8 @@ func (c *coarseConn) SetDeadline(t time.Time) error { return c.setDeadline(t, tr
 func (c *coarseConn) setDeadline(t time.Time, read, write bool) error {
 	at, near := int64(0), false
 	if !t.IsZero() {
-		// Beyond year 2200 UnixNano overflows; such a deadline is none.
-		if sec := t.Unix(); sec < 7258118400 {
-			at = t.UnixNano()
-			near = at < c.s.now.Load()+int64(c.s.near)
-		}
+		at = c.s.reading(t)
+		near = at < c.s.now.Load()+int64(c.s.near)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -177,18 +189,23 @@ func (c *coarseConn) update(d *deadline, at int64, near bool, t time.Time, write
 	return c.Conn.SetReadDeadline(t)
 }
 
+// aLongTimeAgo is a deadline passed on every clock.
+var aLongTimeAgo = time.Unix(1, 0)
+
 // expire sets each deadline at or before now on the connection, in the
-// past: its pending and later reads or writes fail.
+// past: its pending and later reads or writes fail. (Not at its own time:
+// that, without the monotonic reading, the runtime would read on the wall
+// clock.)
 func (c *coarseConn) expire(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if d := &c.read; d.at != 0 && d.at <= now && !d.set {
 		d.set = true
-		c.Conn.SetReadDeadline(time.Unix(0, d.at))
+		c.Conn.SetReadDeadline(aLongTimeAgo)
 	}
 	if d := &c.write; d.at != 0 && d.at <= now && !d.set {
 		d.set = true
-		c.Conn.SetWriteDeadline(time.Unix(0, d.at))
+		c.Conn.SetWriteDeadline(aLongTimeAgo)
 	}
 }
 
