@@ -42,11 +42,8 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	fields := [...]*string{&e.Type, &e.URL, &e.Referrer, &e.Title, &e.VisitorID, &e.SessionID}
 	var spans [len(fields)]struct{ start, end int } // in text, of the fields unescaped there; end 0 for none
 	var stack [512]byte
-	text := stack[:0]
-	if need := len(rawQuery) + idLen; need > len(stack) {
-		text = make([]byte, 0, need) // unescaping never lengthens a value
-	}
-	var props []byte // sealed with the event, then a slice of its encoding
+	text := stack[:0] // grown by appendUnescaped and appendID past it
+	var props []byte  // sealed with the event, then a slice of its encoding
 	var propsBuf [256]byte
 	var namesBuf [8]string // most pixels have a few p.NAME, if any
 	names := namesBuf[:0]
@@ -178,15 +175,12 @@ func (n *Normalizer) FromQuery(rawQuery string, m Meta) (*Event, error) {
 	return e, nil
 }
 
-// idLen is the length of an event id, a UUID in the 8-4-4-4-12 form.
-const idLen = 36
-
 // errQueryEscape is FromQuery's error for a '%' in the query not followed
 // by two hex digits.
 var errQueryEscape = errField("query", "has a malformed escape")
 
-// appendUnescaped appends s to b unescaped as unescape does, and reports
-// false, with b as it was, for a malformed escape. It reads byte by byte,
+// appendUnescaped appends s to b unescaped, as url.QueryUnescape does (see
+// unescape), and reports false, with b as it was, for a malformed escape. It reads byte by byte,
 // as the escapes of a URL in a query are dense, into room made first.
 func appendUnescaped(b []byte, s string) ([]byte, bool) {
 	n := len(b)
@@ -232,34 +226,17 @@ var hexValue = func() (t [256]byte) {
 var errEscape = errors.New("malformed escape")
 
 // unescape is url.QueryUnescape ('+' is a space, %XX a byte, and any other
-// '%' an error), without the allocation when there is nothing to unescape,
-// and copying the runs between escapes whole rather than byte by byte.
+// '%' an error), without the allocation when there is nothing to unescape.
 func unescape(s string) (string, error) {
-	k := plainQuery(s)
-	if k == len(s) {
+	if plainQuery(s) == len(s) {
 		return s, nil
 	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for {
-		b.WriteString(s[:k])
-		if s = s[k:]; s == "" {
-			return b.String(), nil
-		}
-		if s[0] == '+' {
-			b.WriteByte(' ')
-			s = s[1:]
-		} else {
-			if len(s) < 3 || !isHex(s[1]) || !isHex(s[2]) {
-				return "", errEscape
-			}
-			hi, _ := unhex(s[1])
-			lo, _ := unhex(s[2])
-			b.WriteByte(hi<<4 | lo)
-			s = s[3:]
-		}
-		k = plainQuery(s)
+	var buf [128]byte // keys and values are short: one allocation, the string's
+	b, ok := appendUnescaped(buf[:0], s)
+	if !ok {
+		return "", errEscape
 	}
+	return string(b), nil
 }
 
 // plainQuery returns the index of the first '%' or '+' in s, or len(s).
