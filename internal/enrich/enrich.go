@@ -111,10 +111,9 @@ func New(opts Options, reg prometheus.Registerer, log *slog.Logger) (*Enricher, 
 	}
 	x.counted = make(map[string]prometheus.Counter, len(Reasons))
 	for _, r := range Reasons {
-		x.counted[r] = x.flagged.WithLabelValues(r)
-		if d := x.dropped.WithLabelValues(r); opts.BotPolicy == BotDrop {
-			x.counted[r] = d
-		}
+		x.flagged.WithLabelValues(r)
+		x.dropped.WithLabelValues(r)
+		x.counted[r] = x.counter(r)
 	}
 	var errs []error
 	for _, d := range x.dbs() {
@@ -290,14 +289,20 @@ func (x *Enricher) Count(en *event.Enrichment, n int) (drop bool) {
 	for _, r := range en.Bot.Reasons {
 		c, ok := x.counted[r]
 		if !ok { // every reason is in Reasons: not reached
-			c = x.flagged.WithLabelValues(r)
-			if x.opts.BotPolicy == BotDrop {
-				c = x.dropped.WithLabelValues(r)
-			}
+			c = x.counter(r)
 		}
 		c.Add(float64(n))
 	}
 	return x.opts.BotPolicy == BotDrop
+}
+
+// counter returns the counter of reason r: flagged, or under
+// BOT_POLICY=drop, dropped.
+func (x *Enricher) counter(r string) prometheus.Counter {
+	if x.opts.BotPolicy == BotDrop {
+		return x.dropped.WithLabelValues(r)
+	}
+	return x.flagged.WithLabelValues(r)
 }
 
 type geoRecord struct {

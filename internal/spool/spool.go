@@ -534,11 +534,8 @@ func (s *Spool) newSegment() error {
 		// reached when it is closed, so there are none to cut unless that
 		// changes; if there are, the cut is synced before the next segment
 		// exists.
-		if last := s.segs[len(s.segs)-1]; last.alloc > last.size {
-			if err := s.active.Truncate(last.size); err != nil {
-				return fmt.Errorf("spool: cut the preallocated end of a segment: %w", err)
-			}
-			last.alloc = 0
+		if err := s.cutAlloc(); err != nil {
+			return fmt.Errorf("spool: cut the preallocated end of a segment: %w", err)
 		}
 		if err := s.active.Sync(); err != nil {
 			return fmt.Errorf("spool: sync segment: %w", err)
@@ -866,6 +863,21 @@ func (s *Spool) preallocate(zeros []byte) {
 	s.mu.Unlock()
 }
 
+// cutAlloc cuts the active segment's preallocated zeros off, if it has
+// any, so that it ends at its last record. Its callers hold mu, or have
+// the spool to themselves (Open, Close).
+func (s *Spool) cutAlloc() error {
+	seg := s.segs[len(s.segs)-1]
+	if seg.alloc <= seg.size {
+		return nil
+	}
+	if err := s.active.Truncate(seg.size); err != nil {
+		return err
+	}
+	seg.alloc = 0
+	return nil
+}
+
 // refuseQueued refuses the records queued for the next round, after a
 // failure: it uncounts them and wakes their appends with err. mu is held,
 // and no round is writing.
@@ -983,10 +995,7 @@ func (s *Spool) Close() error {
 	if s.active != nil {
 		if s.syncer.failed() == nil {
 			// The active segment ends at its last record, as a closed one.
-			if seg := s.segs[len(s.segs)-1]; seg.alloc > seg.size {
-				errs = append(errs, s.active.Truncate(seg.size))
-				seg.alloc = 0
-			}
+			errs = append(errs, s.cutAlloc())
 			errs = append(errs, s.active.Sync())
 		}
 		errs = append(errs, s.active.Close())
