@@ -218,12 +218,5 @@ func (c *coarseConn) Close() error {
 	return c.Conn.Close()
 }
 
-// CloseWrite lets net/http half-close the connection before it closes it
-// whole, as it does with a bare TCP connection, so that a client still
-// sending a body it will not read gets the answer rather than a reset.
-func (c *coarseConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
+// CloseWrite: see limitConn's.
+func (c *coarseConn) CloseWrite() error { return closeWrite(c.Conn) }

@@ -222,8 +222,13 @@ const (
 // CloseWrite lets net/http half-close the connection before it closes it
 // whole, as it does with a bare TCP connection, so that a client still
 // sending a body it will not read gets the answer rather than a reset.
-func (c *limitConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+func (c *limitConn) CloseWrite() error { return closeWrite(c.Conn) }
+
+// closeWrite half-closes c, for a wrapper's CloseWrite: net/http looks for
+// the method on the connection it is given, which embedding net.Conn does
+// not provide.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
