@@ -276,6 +276,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		CORSOrigins:      cfg.CORSOrigins,
 		MaxInflightBytes: cfg.MaxInflightBytes,
 		Tracer:           tp.Tracer(),
+		LinkClientTraces: cfg.Tracing.LinkClientTraces,
 		RoutePrefix:      cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {

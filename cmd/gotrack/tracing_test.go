@@ -223,6 +223,50 @@ func TestIngestSpans(t *testing.T) {
 	}
 }
 
+// TestClientParentLinked checks TRACE_CLIENT_PARENT=link end to end: the
+// pixel's span starts a trace of GoTrack's own, with a link to the
+// client's span, and the stored event and the log line carry GoTrack's
+// trace, not the client's.
+func TestClientParentLinked(t *testing.T) {
+	rc := otlptest.New(t)
+	eventsPath := filepath.Join(t.TempDir(), "events.ndjson")
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"OTEL_TRACES_SAMPLER":         "always_on",
+		"TRACE_CLIENT_PARENT":         "link",
+		"LOG_PATH":                    eventsPath,
+	})
+	if code := sendTraced(t, "GET", url+"/px.gif?e=%zz", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	if code := sendTraced(t, "GET", url+"/px.gif?e=pageview", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	pixel := rc.WaitSpan(t, "GET /px.gif", func(s *tracepb.Span) bool { return s.Name == "GET /px.gif" })
+	own := otlptest.Hex(pixel.TraceId)
+	if own == clientTrace || len(pixel.ParentSpanId) != 0 {
+		t.Errorf("span in trace %s with parent %x, want a trace of its own", own, pixel.ParentSpanId)
+	}
+	// (The OTLP exporter sends no tracestate with a link.)
+	if len(pixel.Links) != 1 || otlptest.Hex(pixel.Links[0].TraceId) != clientTrace || otlptest.Hex(pixel.Links[0].SpanId) != clientSpan {
+		t.Errorf("links %v, want one to the client's span %s/%s", pixel.Links, clientTrace, clientSpan)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), clientTrace) {
+		t.Errorf("a log line carries the client's trace id:\n%s", logs.String())
+	}
+	stored, err := os.ReadFile(eventsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(stored), clientTrace) || !strings.Contains(string(stored), `"trace_id":"`) {
+		t.Errorf("stored event %s: want GoTrack's own trace id, not the client's", stored)
+	}
+}
+
 // TestTracingOffByDefault checks that without an endpoint no span is
 // exported, even with OTEL_* settings, and that OTEL_SDK_DISABLED wins.
 func TestTracingOffByDefault(t *testing.T) {

@@ -90,7 +90,7 @@ func (s *server) traced(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		ctx, span := s.tracer.Start(tracing.Extract(r.Context(), r.Header), name, serverSpan...)
+		ctx, span := s.startSpan(r, name)
 		defer span.End()
 		if !span.IsRecording() {
 			h.ServeHTTP(w, r.WithContext(ctx))
@@ -119,6 +119,22 @@ func (s *server) traced(h http.Handler) http.Handler {
 			span.SetStatus(codes.Error, http.StatusText(st.status))
 		}
 	})
+}
+
+// startSpan starts r's server span: in the trace of the client's
+// traceparent, or with Options.LinkClientTraces in a trace of its own,
+// linked to the client's span, so that a client's sampled flag and trace
+// id cannot make GoTrack trace (and export) every one of its requests.
+func (s *server) startSpan(r *http.Request, name string) (context.Context, trace.Span) {
+	ctx := tracing.Extract(r.Context(), r.Header)
+	if !s.opts.LinkClientTraces {
+		return s.tracer.Start(ctx, name, serverSpan...)
+	}
+	client := trace.SpanContextFromContext(ctx)
+	if !client.IsValid() {
+		return s.tracer.Start(r.Context(), name, serverSpan...)
+	}
+	return s.tracer.Start(r.Context(), name, trace.WithSpanKind(trace.SpanKindServer), trace.WithLinks(trace.Link{SpanContext: client}))
 }
 
 // exemplar is the duration histogram's exemplar source: the sampled
