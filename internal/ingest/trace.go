@@ -125,16 +125,21 @@ func (s *server) traced(h http.Handler) http.Handler {
 // traceparent, or with Options.LinkClientTraces in a trace of its own,
 // linked to the client's span, so that a client's sampled flag and trace
 // id cannot make GoTrack trace (and export) every one of its requests.
+// Linking, the traceparent and tracestate are read only once the sampler
+// has kept the span: a request it leaves out costs what one without a
+// traceparent does, whatever the client sends. (GoTrack's samplers do not
+// look at links, so adding the link after the start changes no decision.)
 func (s *server) startSpan(r *http.Request, name string) (context.Context, trace.Span) {
-	ctx := tracing.Extract(r.Context(), r.Header)
 	if !s.opts.LinkClientTraces {
-		return s.tracer.Start(ctx, name, serverSpan...)
+		return s.tracer.Start(tracing.Extract(r.Context(), r.Header), name, serverSpan...)
 	}
-	client := trace.SpanContextFromContext(ctx)
-	if !client.IsValid() {
-		return s.tracer.Start(r.Context(), name, serverSpan...)
+	ctx, span := s.tracer.Start(r.Context(), name, serverSpan...)
+	if span.IsRecording() {
+		if client := trace.SpanContextFromContext(tracing.Extract(r.Context(), r.Header)); client.IsValid() {
+			span.AddLink(trace.Link{SpanContext: client})
+		}
 	}
-	return s.tracer.Start(r.Context(), name, trace.WithSpanKind(trace.SpanKindServer), trace.WithLinks(trace.Link{SpanContext: client}))
+	return ctx, span
 }
 
 // exemplar is the duration histogram's exemplar source: the sampled

@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -129,5 +131,35 @@ func TestLinkHostileClient(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestLinkUnsampledCost checks that under TRACE_CLIENT_PARENT=link a
+// request the sampler leaves out costs no more with a traceparent and a
+// full tracestate than without: the client's headers are read only for a
+// span that is kept.
+func TestLinkUnsampledCost(t *testing.T) {
+	tprov := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	n, _ := event.NewNormalizer(event.Policy{IPMode: event.IPTruncate, SanitizeParams: event.DefaultSanitizeParams})
+	h, err := NewHandler(Options{MaxBodyBytes: 1 << 20, MaxBatchEvents: 500, Tracer: tprov.Tracer("test"), LinkClientTraces: true},
+		n, nopPipeline{}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	allocs := func(header http.Header) float64 {
+		r := httptest.NewRequest("GET", "/px.gif?e=pageview", nil)
+		maps.Copy(r.Header, header)
+		w := &nopWriter{h: http.Header{}}
+		return testing.AllocsPerRun(100, func() { clear(w.h); h.ServeHTTP(w, r) })
+	}
+	var members []string
+	for i := range 32 {
+		members = append(members, fmt.Sprintf("v%d=%s", i, strings.Repeat("x", 200)))
+	}
+	plain := allocs(nil)
+	hostile := allocs(http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"Tracestate": {strings.Join(members, ",")}})
+	if hostile > plain {
+		t.Errorf("an unsampled request allocates %v times with a client's traceparent and tracestate, %v without", hostile, plain)
 	}
 }
