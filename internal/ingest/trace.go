@@ -71,7 +71,8 @@ type spanState struct {
 // duration histogram sees the span for its exemplar. Each request to an
 // ingest route (see tracedRoute) gets a server span named by method and
 // route ("POST /collect", "GET /px.gif", "POST /v1/batch"), joining the
-// trace of a traceparent/tracestate the client sent; other requests
+// trace of a traceparent/tracestate the client sent, or linked to it (see
+// startSpan); other requests
 // (health checks, errors) get none. With tracing off it returns h itself,
 // so the request path is unchanged. The span's attributes are the method,
 // route, scheme, protocol version and status, and the event counts: never
