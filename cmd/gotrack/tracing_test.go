@@ -248,21 +248,33 @@ func TestClientParentLinked(t *testing.T) {
 	if own == clientTrace || len(pixel.ParentSpanId) != 0 {
 		t.Errorf("span in trace %s with parent %x, want a trace of its own", own, pixel.ParentSpanId)
 	}
-	// (The OTLP exporter sends no tracestate with a link.)
 	if len(pixel.Links) != 1 || otlptest.Hex(pixel.Links[0].TraceId) != clientTrace || otlptest.Hex(pixel.Links[0].SpanId) != clientSpan {
 		t.Errorf("links %v, want one to the client's span %s/%s", pixel.Links, clientTrace, clientSpan)
+	} else if ts := pixel.Links[0].TraceState; ts != "" {
+		// README: "the OTLP exporter sends the link's trace and span ids, not its tracestate".
+		t.Errorf("the link carries tracestate %q: the README says it does not", ts)
+	}
+	if len(pixel.TraceState) != 0 {
+		t.Errorf("GoTrack's own trace carries tracestate %q, want none", pixel.TraceState)
 	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(logs.String(), clientTrace) {
-		t.Errorf("a log line carries the client's trace id:\n%s", logs.String())
+	if strings.Contains(logs.String(), clientTrace) || !strings.Contains(logs.String(), own) {
+		t.Errorf("want the log line of the invalid event with GoTrack's trace id %s, not the client's:\n%s", own, logs.String())
 	}
 	stored, err := os.ReadFile(eventsPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(stored), clientTrace) || !strings.Contains(string(stored), `"trace_id":"`) {
+	// Each request has a trace of its own: the event is the second request's.
+	var second string
+	for _, s := range rc.Spans() {
+		if id := otlptest.Hex(s.TraceId); s.Name == "GET /px.gif" && id != own {
+			second = id
+		}
+	}
+	if second == "" || strings.Contains(string(stored), clientTrace) || !strings.Contains(string(stored), `"trace_id":"`+second+`"`) {
 		t.Errorf("stored event %s: want GoTrack's own trace id, not the client's", stored)
 	}
 }
