@@ -257,6 +257,9 @@ func TestClientParentLinked(t *testing.T) {
 	if len(pixel.TraceState) != 0 {
 		t.Errorf("GoTrack's own trace carries tracestate %q, want none", pixel.TraceState)
 	}
+	if !strings.Contains(logs.String(), `"trace_client_parent":"link"`) {
+		t.Errorf("the started line does not say trace_client_parent link:\n%s", logs.String())
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
