@@ -118,8 +118,8 @@ func documentedMetrics(t *testing.T, path string) map[string]docMetric {
 			continue
 		}
 		for _, m := range proseName.FindAllStringSubmatch(line, -1) {
-			if _, ok := doc[m[1]]; ok {
-				continue
+			if d, ok := doc[m[1]]; ok && (d.typ != "" || m[2] == "") {
+				continue // a table row, or a mention without labels, says no more
 			}
 			var labels []string
 			if m[2] != "" {
