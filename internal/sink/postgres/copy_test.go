@@ -108,8 +108,8 @@ func TestTablesOfOtherTypes(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := open(t, table)
-		if s.kind != tc.kind {
-			t.Errorf("%s: payload kind %d, want %d", tc.columns, s.kind, tc.kind)
+		if got := payloadKind(s.kind.Load()); got != tc.kind {
+			t.Errorf("%s: encoding %s, want %s", tc.columns, got, tc.kind)
 		}
 		events := sinktest.Events(200)
 		if tc.kind == slowPath {

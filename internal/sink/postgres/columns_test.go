@@ -1,0 +1,178 @@
+package postgres
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/gotrack/gotrack/internal/event"
+	"github.com/gotrack/gotrack/internal/pgtest"
+	"github.com/gotrack/gotrack/internal/pipeline"
+	"github.com/gotrack/gotrack/internal/pipeline/pipelinetest"
+	"github.com/gotrack/gotrack/internal/sink"
+	"github.com/gotrack/gotrack/internal/sink/sinktest"
+	"github.com/gotrack/gotrack/internal/testkit"
+)
+
+// alter runs ALTER TABLE table change.
+func alter(t *testing.T, table, change string) {
+	t.Helper()
+	if _, err := pgtest.Conn(t).Exec(context.Background(), `ALTER TABLE `+pgx.Identifier{table}.Sanitize()+` `+change); err != nil {
+		t.Fatalf("ALTER TABLE %s: %v", change, err)
+	}
+}
+
+// wrongRows counts the rows of table whose columns do not hold their
+// event as written: the payload parsed as JSON names another event_id,
+// or the time, type or source differ from the payload's. A payload that
+// is not JSON at all fails the test.
+func wrongRows(t *testing.T, table string) int {
+	t.Helper()
+	c := pgtest.Conn(t)
+	var typ string
+	if err := c.QueryRow(context.Background(), `SELECT pg_typeof(payload)::text FROM `+pgx.Identifier{table}.Sanitize()+` LIMIT 1`).Scan(&typ); err != nil {
+		t.Fatal(err)
+	}
+	payload := "payload::text::jsonb"
+	if typ == "bytea" {
+		payload = "convert_from(payload, 'UTF8')::jsonb"
+	}
+	var n int
+	if err := c.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{table}.Sanitize()+`
+		WHERE `+payload+`->>'event_id' IS DISTINCT FROM event_id::text
+		   OR `+payload+`->>'type' IS DISTINCT FROM type::text
+		   OR (`+payload+`->>'received_at')::timestamptz IS DISTINCT FROM received_at::timestamptz`).Scan(&n); err != nil {
+		t.Fatalf("read the rows back: %v", err)
+	}
+	return n
+}
+
+// TestColumnTypeChanges changes the table's column types between batches,
+// as an operator may while GoTrack runs, and writes a batch after each
+// change: every batch is written, each row holds its event (jsonb's
+// version byte never lands in a text or json payload, nor a UUID's bytes
+// in a text event_id), and the encoding follows the table back to the
+// fast path. A column dropped is a retryable error until it is back.
+func TestColumnTypeChanges(t *testing.T) {
+	table := pgtest.Table(t)
+	s := open(t, table)
+	defer s.Close(t.Context())
+	written := 0
+	write := func(step string, want payloadKind) {
+		t.Helper()
+		events := sinktest.Events(100)
+		if err := s.WriteBatch(t.Context(), events); err != nil {
+			t.Fatalf("after %s: write = %v", step, err)
+		}
+		written += len(events)
+		if got := payloadKind(s.kind.Load()); got != want {
+			t.Errorf("after %s: encoding %s, want %s", step, got, want)
+		}
+		if n := wrongRows(t, table); n != 0 {
+			t.Fatalf("after %s: %d rows do not hold their event", step, n)
+		}
+		if ids := pgtest.IDs(t, table); len(ids) != written {
+			t.Fatalf("after %s: %d rows, want %d", step, len(ids), written)
+		}
+	}
+	write("open", payloadJSONB)
+	for _, step := range []struct {
+		change string
+		want   payloadKind
+	}{
+		{"ALTER COLUMN payload TYPE json", payloadJSON},
+		{"ALTER COLUMN payload TYPE jsonb", payloadJSONB},
+		{"ALTER COLUMN payload TYPE text", slowPath}, // jsonb's version byte is valid text
+		// Types changed while the columns already need converting: a
+		// description cached per connection, as pgx.CopyFrom keeps, would
+		// send a UUID's 16 bytes to a text event_id (sometimes valid UTF-8).
+		{"ALTER COLUMN event_id TYPE text", slowPath},
+		{"ALTER COLUMN payload TYPE bytea USING convert_to(payload, 'UTF8')", slowPath}, // the version byte is valid bytea too
+		{"ALTER COLUMN event_id TYPE uuid USING event_id::uuid", slowPath},
+		{"ALTER COLUMN payload TYPE jsonb USING convert_from(payload, 'UTF8')::jsonb", payloadJSONB},
+		{"ALTER COLUMN type TYPE varchar(20)", slowPath},
+		{"ALTER COLUMN type TYPE text", payloadJSONB},
+	} {
+		alter(t, table, step.change)
+		write(step.change, step.want)
+	}
+
+	// A column gone: the COPY cannot name it, nor can pgx.CopyFrom. The
+	// error says so and is retried, never a rejection that dead-letters.
+	alter(t, table, "RENAME COLUMN source TO origin")
+	err := s.WriteBatch(t.Context(), sinktest.Events(10))
+	if err == nil || sink.IsPermanent(err) || !strings.Contains(err.Error(), `"source"`) {
+		t.Fatalf("write with the source column renamed = %v, want a retryable error naming it", err)
+	}
+	alter(t, table, "RENAME COLUMN origin TO source")
+	write("the column back", payloadJSONB)
+}
+
+// TestColumnTypeChangeWhileWriting changes the payload's type from jsonb
+// to json, to text and back to jsonb while the pipeline writes a stream in
+// a backlog, two parts of a batch at a time. Every event ends up in the
+// table once, holding its event; only the two poisoned events, written
+// while the payload is jsonb, are dead-lettered, each alone.
+func TestColumnTypeChangeWhileWriting(t *testing.T) {
+	table := pgtest.Table(t)
+	s, err := Open(t.Context(), Options{DSN: pgtest.DSN(t), Table: table, MaxConns: 4, Parallel: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 60000
+	f := pipelinetest.Start(t, "postgres", s, pipeline.Options{QueueSize: total + 10, FlushInterval: 10 * time.Millisecond,
+		RetryMin: 10 * time.Millisecond, RetryMax: 100 * time.Millisecond})
+	events := sinktest.Events(total)
+	first, last := poison(), poison()
+	events[10], events[total-10] = first, last
+	var wg sync.WaitGroup
+	submit := func(part []*event.Event) {
+		for i := 0; i < len(part); i += 500 {
+			if err := f.Pipe.Submit(part[i:min(i+500, len(part))]); err != nil {
+				t.Errorf("Submit: %v", err)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	submit(events[:5000])
+	testkit.Eventually(t, "the first poisoned event to be dead-lettered", func() bool { return f.Pipe.Stats()[0].DeadLettered == 1 })
+	wg.Go(func() { submit(events[5000 : total-5000]) })
+	for i, change := range []string{"ALTER COLUMN payload TYPE json", "ALTER COLUMN payload TYPE text",
+		"ALTER COLUMN payload TYPE jsonb USING payload::jsonb"} {
+		// Each change waits for the writes in flight, and the next ones
+		// for it: so each lands between two batches of the stream.
+		at := int64(10000 * (i + 1))
+		testkit.Eventually(t, "events to be written", func() bool { return f.Pipe.Stats()[0].Delivered >= at })
+		alter(t, table, change)
+	}
+	wg.Wait()
+	submit(events[total-5000:])
+	f.Close(t, 60*time.Second)
+
+	ids := pgtest.IDs(t, table)
+	for _, e := range events {
+		if want := map[bool]int{true: 0, false: 1}[e == first || e == last]; ids[e.EventID] != want {
+			t.Fatalf("event %s is in the table %d times, want %d", e.EventID, ids[e.EventID], want)
+		}
+	}
+	if n := wrongRows(t, table); n != 0 {
+		t.Errorf("%d rows do not hold their event", n)
+	}
+	if st := f.Pipe.Stats()[0]; st.DeadLettered != 2 || st.Delivered != total-2 {
+		t.Errorf("%d delivered, %d dead-lettered; want %d and 2", st.Delivered, st.DeadLettered, total-2)
+	}
+	b, err := os.ReadFile(f.Dead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 2 ||
+		!strings.Contains(lines[0], first.EventID) || !strings.Contains(lines[1], last.EventID) {
+		t.Errorf("dead-letter file, want the two poisoned events:\n%.2000s", b)
+	}
+}
