@@ -3,6 +3,7 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pgtest"
@@ -238,4 +240,34 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// TestBeginLocksTheColumns: once a transaction's columns are described,
+// an ALTER TABLE waits for it to end, so the COPY meets the types
+// described.
+func TestBeginLocksTheColumns(t *testing.T) {
+	table := pgtest.Table(t)
+	s := open(t, table)
+	defer s.Close(t.Context())
+	c, err := s.pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	cols, err := s.begin(t.Context(), c.Conn().PgConn())
+	if err != nil || kindOf(cols) != payloadJSONB {
+		t.Fatalf("begin = %v, %v; want the columns of the migrations", cols, err)
+	}
+	other := pgtest.Conn(t)
+	if _, err := other.Exec(t.Context(), `SET lock_timeout = '200ms'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = other.Exec(t.Context(), `ALTER TABLE `+pgx.Identifier{table}.Sanitize()+` ALTER COLUMN payload TYPE json`)
+	if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) || pe.Code != "55P03" {
+		t.Fatalf("ALTER TABLE during the transaction = %v, want it to wait for the lock (55P03 after lock_timeout)", err)
+	}
+	if _, err := c.Exec(t.Context(), "rollback"); err != nil {
+		t.Fatal(err)
+	}
+	alter(t, table, "ALTER COLUMN payload TYPE json")
 }
