@@ -46,7 +46,7 @@ func (k payloadKind) String() string {
 	case payloadJSON:
 		return "binary COPY, payload json"
 	}
-	return "pgx.CopyFrom, converting to the table's types"
+	return "binary COPY, each value converted by pgx to its column's type"
 }
 
 // fastTypes are the types of the columns before payload that the fast
@@ -112,8 +112,8 @@ type converter struct {
 
 // appendTuple appends e as a tuple of the five columns, each value
 // converted by pgx to its column's type. A value pgx cannot convert
-// fails the batch: the table's types do not fit the events, which only
-// a change of the table can mend.
+// fails the batch with an error that is not permanent: the table's types
+// do not fit the events, which only a change of the table can mend.
 func (c *converter) appendTuple(b []byte, e *event.Event) ([]byte, error) {
 	id, err := uuidBytes(e.EventID)
 	if err != nil {
@@ -123,9 +123,14 @@ func (c *converter) appendTuple(b []byte, e *event.Event) ([]byte, error) {
 	for i, v := range [...]any{id, e.ReceivedAt, e.Type, string(e.Source), json.RawMessage(e.JSON())} {
 		at := len(b)
 		b = append(b, 0, 0, 0, 0)
-		out, err := c.m.Encode(c.cols[i].DataTypeOID, pgtype.BinaryFormatCode, v, b)
-		if err != nil {
-			return b, fmt.Errorf("encode the %s for its column's type (OID %d): %w", columns[i], c.cols[i].DataTypeOID, err)
+		oid := c.cols[i].DataTypeOID
+		out, err := c.m.Encode(oid, pgtype.BinaryFormatCode, v, b)
+		if err != nil { // pgx's error quotes the value: event data, kept out of logs
+			typ := fmt.Sprintf("OID %d", oid)
+			if t, ok := c.m.TypeForOID(oid); ok {
+				typ = t.Name
+			}
+			return b, fmt.Errorf("the %s cannot be converted to the type of its column, %s", columns[i], typ)
 		}
 		if out == nil { // NULL
 			binary.BigEndian.PutUint32(b[at:], 0xffffffff)
