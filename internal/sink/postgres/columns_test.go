@@ -92,6 +92,12 @@ func TestColumnTypeChanges(t *testing.T) {
 		}
 	}
 	write("open", payloadJSONB)
+	domain := pgx.Identifier{table + "_payload"}.Sanitize()
+	admin := pgtest.Conn(t)
+	if _, err := admin.Exec(t.Context(), `CREATE DOMAIN `+domain+` AS jsonb CHECK (VALUE ? 'event_id')`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Exec(context.Background(), `DROP DOMAIN IF EXISTS `+domain) })
 	for _, step := range []struct {
 		change string
 		want   payloadKind
@@ -105,6 +111,10 @@ func TestColumnTypeChanges(t *testing.T) {
 		{"ALTER COLUMN event_id TYPE text", slowPath},
 		{"ALTER COLUMN event_id TYPE uuid USING event_id::uuid", slowPath},
 		{"ALTER COLUMN payload TYPE jsonb USING payload::jsonb", payloadJSONB},
+		// A domain is described as its base type, whose binary format the
+		// domain's receive function reads before it checks the value.
+		{"ALTER COLUMN payload TYPE " + domain, payloadJSONB},
+		{"ALTER COLUMN payload TYPE jsonb", payloadJSONB},
 		{"ALTER COLUMN type TYPE varchar(20)", slowPath},
 		{"ALTER COLUMN type TYPE text", payloadJSONB},
 	} {
