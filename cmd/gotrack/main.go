@@ -223,7 +223,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return hooks.after(name)
 	}
 
-	outputs, err = openSinks(ctx, cfg, reg)
+	outputs, err = openSinks(ctx, cfg, reg, log)
 	if err == nil && hooks.opened != nil {
 		hooks.opened(outputs, nil)
 	}
@@ -425,8 +425,8 @@ func shutdown(ctx context.Context, cfg *config.Config, srv *http.Server, pipe *p
 }
 
 // openSinks opens every sink OUTPUTS names, closing those already open when
-// one fails.
-func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registerer) ([]pipeline.Output, error) {
+// one fails. The sinks log to log.
+func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registerer, log *slog.Logger) ([]pipeline.Output, error) {
 	var outputs []pipeline.Output
 	for _, name := range cfg.Outputs {
 		var (
@@ -438,7 +438,9 @@ func openSinks(ctx context.Context, cfg *config.Config, reg prometheus.Registere
 		case config.OutputLog:
 			s, err = ndjson.Open(cfg.Log)
 		case config.OutputPostgres:
-			s, err = postgres.Open(ctx, cfg.Postgres)
+			o := cfg.Postgres
+			o.Logger = log
+			s, err = postgres.Open(ctx, o)
 		case config.OutputKafka:
 			o := cfg.Kafka
 			if cfg.KafkaMetrics && reg != nil {

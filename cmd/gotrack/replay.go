@@ -108,7 +108,7 @@ func replayCmd(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	dead := deadletter.New(deadPath)
 
-	outputs, err := openSinks(ctx, cfg, nil)
+	outputs, err := openSinks(ctx, cfg, nil, log)
 	if err != nil {
 		return err
 	}

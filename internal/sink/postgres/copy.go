@@ -3,93 +3,143 @@ package postgres
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/sink"
 )
 
-// The fast path encodes a batch in PostgreSQL's binary COPY format itself,
+// The sink encodes a batch in PostgreSQL's binary COPY format itself,
 // straight from the events into one reused buffer, rather than through
-// pgx.CopyFrom, which boxes five values per row and asks the server for
-// the table's column types before every COPY. It serves tables whose
-// columns have the types the migrations create (see payloadKind); any
-// other table goes through pgx.CopyFrom, which converts as needed.
+// pgx.CopyFrom, which boxes five values per row, asks the server for the
+// table's column types in a round trip of its own, and caches them per
+// connection, blind to an ALTER TABLE. The types come instead from the
+// description of describeSQL that each transaction asks for with its
+// BEGIN (see Sink.begin). The fast path serves the column types the
+// migrations create, with a json or jsonb payload (see payloadKind); other
+// types are converted by pgx's type map (slowPath).
 
-// payloadKind is how the fast path encodes the payload column.
-type payloadKind int
+// columns are the columns the sink writes, in the order of copySQL.
+var columns = []string{"event_id", "received_at", "type", "source", "payload"}
+
+// payloadKind is how a batch is encoded for the table's column types.
+type payloadKind int32
 
 const (
-	slowPath     payloadKind = iota // the table's columns are not the expected ones: pgx.CopyFrom
-	payloadJSONB                    // payload jsonb: a version byte, then the JSON text
-	payloadJSON                     // payload json: the JSON text
+	slowPath     payloadKind = iota // other column types: each value converted by pgx's type map
+	payloadJSONB                    // the migrations' types: payload jsonb, a version byte, then the JSON text
+	payloadJSON                     // the same with payload json: the JSON text
 )
 
-// fastColumns are the column types the fast path encodes, as format_type
-// names them; payload may be jsonb or json.
-var fastColumns = map[string]string{
-	"event_id": "uuid", "received_at": "timestamp with time zone", "type": "text", "source": "text",
+func (k payloadKind) String() string {
+	switch k {
+	case payloadJSONB:
+		return "binary COPY, payload jsonb"
+	case payloadJSON:
+		return "binary COPY, payload json"
+	}
+	return "binary COPY, each value converted by pgx to its column's type"
 }
 
-// payloadKindOf picks the fast path's encoding for a table whose columns
-// are named to their types in cols, or slowPath.
-func payloadKindOf(cols map[string]string) payloadKind {
-	for name, typ := range fastColumns {
-		if cols[name] != typ {
+// fastTypes are the types of the columns before payload that the fast
+// path encodes. The server describes a column of a domain type as its
+// base type, whose binary format the domain's receive function reads.
+var fastTypes = [4]uint32{pgtype.UUIDOID, pgtype.TimestamptzOID, pgtype.TextOID, pgtype.TextOID}
+
+// kindOf picks the encoding for the columns cols, described by the server
+// in the order of columns.
+func kindOf(cols []pgconn.FieldDescription) payloadKind {
+	if len(cols) != len(columns) {
+		return slowPath
+	}
+	for i, oid := range fastTypes {
+		if cols[i].DataTypeOID != oid {
 			return slowPath
 		}
 	}
-	switch cols["payload"] {
-	case "jsonb":
+	switch cols[len(fastTypes)].DataTypeOID {
+	case pgtype.JSONBOID:
 		return payloadJSONB
-	case "json":
+	case pgtype.JSONOID:
 		return payloadJSON
 	}
 	return slowPath
 }
 
-// columnTypes returns the types of table's columns, by name.
-func columnTypes(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, table pgx.Identifier) (map[string]string, error) {
-	rows, err := q.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
-		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, table.Sanitize())
-	if err != nil {
-		return nil, err
-	}
-	cols := map[string]string{}
-	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			return nil, err
-		}
-		cols[name] = typ
-	}
-	return cols, rows.Err()
-}
-
-// copyBinary copies batch into the table of the COPY statement sql on
-// tx's connection, encoding the payload as kind says. An event_id that is
-// not a UUID fails the batch with a permanent error before anything is
-// sent, as the server would reject the row.
-func copyBinary(ctx context.Context, tx pgx.Tx, sql string, kind payloadKind, batch []*event.Event) error {
+// copyBinary copies batch into the table of the COPY statement sql on c,
+// encoded as kind says; a slowPath batch needs types, the columns' types.
+// An event_id that is not a UUID fails the batch with a permanent error
+// before anything is sent, as the server would reject the row.
+func copyBinary(ctx context.Context, c *pgconn.PgConn, sql string, kind payloadKind, types *converter, batch []*event.Event) error {
 	var id [16]byte
 	for _, e := range batch {
 		if _, ok := appendUUID(id[:0], e.EventID); !ok {
 			return sink.Permanent(fmt.Errorf("event_id %q is not a UUID", e.EventID))
 		}
 	}
-	_, err := tx.Conn().PgConn().CopyFrom(ctx, &copyReader{batch: batch, kind: kind}, sql)
+	r := &copyReader{batch: batch, kind: kind, types: types}
+	_, err := c.CopyFrom(ctx, r, sql)
+	if r.err != nil { // the server's error only says the COPY was abandoned
+		return r.err
+	}
 	return err
 }
 
-// copySQL is the COPY statement of the fast path into table.
+// copySQL is the COPY statement into table.
 func copySQL(table pgx.Identifier) string {
-	return `COPY ` + table.Sanitize() + ` (event_id, received_at, type, source, payload) FROM STDIN (FORMAT binary)`
+	return `COPY ` + table.Sanitize() + ` (` + strings.Join(columns, ", ") + `) FROM STDIN (FORMAT binary)`
+}
+
+// describeSQL is the query whose description gives the types of the
+// columns copySQL names.
+func describeSQL(table pgx.Identifier) string {
+	return `SELECT ` + strings.Join(columns, ", ") + ` FROM ` + table.Sanitize()
+}
+
+// converter encodes the slow path's values for the column types cols.
+type converter struct {
+	m    *pgtype.Map
+	cols []pgconn.FieldDescription
+}
+
+// appendTuple appends e as a tuple of the five columns, each value
+// converted by pgx to its column's type. A value pgx cannot convert
+// fails the batch with an error that is not permanent: the table's types
+// do not fit the events, which only a change of the table can mend.
+func (c *converter) appendTuple(b []byte, e *event.Event) ([]byte, error) {
+	id, err := uuidBytes(e.EventID)
+	if err != nil {
+		return b, err
+	}
+	b = append(b, 0, byte(len(columns)))
+	for i, v := range [...]any{id, e.ReceivedAt, e.Type, string(e.Source), json.RawMessage(e.JSON())} {
+		at := len(b)
+		b = append(b, 0, 0, 0, 0)
+		oid := c.cols[i].DataTypeOID
+		out, err := c.m.Encode(oid, pgtype.BinaryFormatCode, v, b)
+		if err != nil { // pgx's error quotes the value: event data, kept out of logs
+			typ := fmt.Sprintf("OID %d", oid)
+			if t, ok := c.m.TypeForOID(oid); ok {
+				typ = t.Name
+			}
+			return b, fmt.Errorf("the %s cannot be converted to the type of its column, %s", columns[i], typ)
+		}
+		if out == nil { // NULL
+			binary.BigEndian.PutUint32(b[at:], 0xffffffff)
+			continue
+		}
+		b = out
+		binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+	}
+	return b, nil
 }
 
 // copyReader streams a batch in the binary COPY format: the header, one
@@ -97,9 +147,11 @@ func copySQL(table pgx.Identifier) string {
 type copyReader struct {
 	batch  []*event.Event
 	kind   payloadKind
-	next   int  // the next event to encode
-	header bool // written
-	done   bool // the trailer written
+	types  *converter // for slowPath
+	err    error      // from types
+	next   int        // the next event to encode
+	header bool       // written
+	done   bool       // the trailer written
 	buf    []byte
 	off    int        // read up to here
 	order  jsonbOrder // for a jsonb payload
@@ -122,6 +174,11 @@ func (r *copyReader) Read(p []byte) (int, error) {
 		case !r.header:
 			r.buf = append(r.buf, copyHeader...)
 			r.header = true
+		case r.next < len(r.batch) && r.kind == slowPath:
+			if r.buf, r.err = r.types.appendTuple(r.buf, r.batch[r.next]); r.err != nil {
+				return 0, r.err
+			}
+			r.next++
 		case r.next < len(r.batch):
 			r.buf = appendTuple(r.buf, r.batch[r.next], r.kind, &r.order)
 			r.next++

@@ -2,8 +2,10 @@
 // idempotently by event_id: retries and replays never duplicate a row.
 //
 // A batch is written in one transaction by binary COPY, encoded by the
-// sink itself when the table has the columns the migrations create (see
-// copy.go). New events, the usual case, are copied straight into the table. When any event_id is
+// sink itself (see copy.go) for the column types the server reports in
+// that transaction, so that a change of the table's columns while GoTrack
+// runs is met at the next batch. New events, the usual case, are copied
+// straight into the table. When any event_id is
 // already there, the primary key makes that COPY fail and roll back whole,
 // and the batch is then copied into a temporary staging table and moved
 // over with INSERT ... SELECT ... ON CONFLICT (event_id) DO NOTHING.
@@ -12,13 +14,14 @@ package postgres
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,6 +51,10 @@ type Options struct {
 	// pipeline applies in place of its own (see Policy): PostgreSQL writes
 	// far faster in large batches. 1 to 1,000,000 events and 1 KiB to 1 GiB.
 	BatchSize, BatchBytes int
+
+	// Logger receives a warning when the table's column types change the
+	// sink's encoding; nil discards it.
+	Logger *slog.Logger
 }
 
 // The defaults of Options.
@@ -125,17 +132,17 @@ const staging = "gotrack_staging"
 
 var stagingCopy = copySQL(pgx.Identifier{staging})
 
-var columns = []string{"event_id", "received_at", "type", "source", "payload"}
-
 // Sink writes events to PostgreSQL. WriteBatch is safe for concurrent use,
 // each call on a connection of its own.
 type Sink struct {
-	pool   *pgxpool.Pool
-	table  pgx.Identifier
-	insert string
-	policy sink.Policy
-	kind   payloadKind // how the fast path encodes the table's payload, or slowPath
-	copy   string      // the fast path's COPY into the table
+	pool     *pgxpool.Pool
+	table    pgx.Identifier
+	insert   string
+	policy   sink.Policy
+	copy     string // the COPY into the table
+	describe string // a SELECT of the columns copy names, described in each transaction, never run
+	log      *slog.Logger
+	kind     atomic.Int32 // the payloadKind of the latest transaction, to log a change once
 }
 
 // Open connects, applies the schema migrations, and returns the sink. It
@@ -165,6 +172,11 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		MaxInFlight: o.Parallel, MinPart: MinPart, PartsOnBacklog: true, Idempotent: true,
 	}}
 	t := s.table.Sanitize()
+	s.copy, s.describe = copySQL(s.table), describeSQL(s.table)
+	s.log = o.Logger
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	s.insert = `INSERT INTO ` + t + ` (event_id, received_at, type, source, payload)
 		SELECT event_id, received_at, type, source, payload FROM ` + staging + `
 		ON CONFLICT (event_id) DO NOTHING`
@@ -182,12 +194,16 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		s.pool.Close()
 		return nil, fmt.Errorf("postgres: migrate %s: %w", t, err)
 	}
-	cols, err := columnTypes(ctx, s.pool, s.table)
+	var sd *pgconn.StatementDescription
+	err = s.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) (err error) {
+		sd, err = c.Conn().PgConn().Prepare(ctx, "", s.describe, nil)
+		return err
+	})
 	if err != nil {
 		s.pool.Close()
 		return nil, fmt.Errorf("postgres: read the columns of %s: %w", t, err)
 	}
-	s.kind, s.copy = payloadKindOf(cols), copySQL(s.table)
+	s.kind.Store(int32(kindOf(sd.Fields)))
 	return s, nil
 }
 
@@ -215,20 +231,14 @@ func (s *Sink) WriteBatchDedup(ctx context.Context, batch []*event.Event) (dupli
 	if len(batch) == 0 {
 		return 0, nil
 	}
-	err = s.tx(ctx, func(tx pgx.Tx) error {
-		if s.kind == slowPath {
-			_, err := tx.CopyFrom(ctx, s.table, columns, rows(batch))
-			return err
-		}
-		return copyBinary(ctx, tx, s.copy, s.kind, batch)
-	})
+	err = s.copyTx(ctx, batch)
 	var pe *pgconn.PgError
 	if err == nil || !errors.As(err, &pe) || pe.Code != uniqueViolation {
 		return 0, classify(fmt.Sprintf("copy %d events", len(batch)), err)
 	}
 	var inserted int64
 	err = s.tx(ctx, func(tx pgx.Tx) error {
-		if err := copyBinary(ctx, tx, stagingCopy, payloadJSONB, batch); err != nil {
+		if err := copyBinary(ctx, tx.Conn().PgConn(), stagingCopy, payloadJSONB, nil, batch); err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, s.insert)
@@ -243,6 +253,72 @@ func (s *Sink) WriteBatchDedup(ctx context.Context, batch []*event.Event) (dupli
 
 const uniqueViolation = "23505"
 
+// copyTx copies batch into the table in a transaction of its own, encoded
+// for the column types the server describes at its start (see begin).
+func (s *Sink) copyTx(ctx context.Context, batch []*event.Event) error {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release() // the pool closes a connection left in a transaction
+	pc := c.Conn().PgConn()
+	err = func() error {
+		cols, err := s.begin(ctx, pc)
+		if err != nil {
+			return err
+		}
+		kind := kindOf(cols)
+		if old := payloadKind(s.kind.Swap(int32(kind))); old != kind {
+			s.log.Warn("postgres table's column types changed; the sink's encoding follows",
+				"table", s.table.Sanitize(), "encoding", kind.String(), "was", old.String())
+		}
+		var types *converter
+		if kind == slowPath {
+			types = &converter{m: c.Conn().TypeMap(), cols: cols}
+		}
+		if err := copyBinary(ctx, pc, s.copy, kind, types, batch); err != nil {
+			return err
+		}
+		res, err := pc.Exec(ctx, "commit").ReadAll()
+		if err == nil && len(res) == 1 && res[0].CommandTag.String() == "ROLLBACK" {
+			err = pgx.ErrTxCommitRollback
+		}
+		return err
+	}()
+	if err != nil && !pc.IsClosed() && pc.TxStatus() != 'I' {
+		pc.Exec(context.WithoutCancel(ctx), "rollback").ReadAll()
+	}
+	return err
+}
+
+// begin starts a transaction on c and, in the same round trip, has the
+// server describe (parse, not run) a SELECT of the columns the COPY names,
+// returning their descriptions. Parsing takes the table's lock until the
+// transaction ends, so the types are the ones the COPY meets: an ALTER
+// TABLE committed before is seen, and one after waits for the commit. A
+// column gone fails here, as a retryable error naming it.
+func (s *Sink) begin(ctx context.Context, c *pgconn.PgConn) ([]pgconn.FieldDescription, error) {
+	p := c.StartPipeline(ctx)
+	p.SendQueryParams("begin", nil, nil, nil, nil)
+	p.SendPrepare("", s.describe, nil)
+	err := p.Sync()
+	var sd *pgconn.StatementDescription
+	for err == nil && sd == nil {
+		var r any
+		if r, err = p.GetResults(); err == nil && r == nil {
+			err = errors.New("no description of the columns")
+		}
+		sd, _ = r.(*pgconn.StatementDescription)
+	}
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("describe the columns %s: %w", strings.Join(columns, ", "), err)
+	}
+	return sd.Fields, nil
+}
+
 // tx runs f in a transaction and commits it.
 func (s *Sink) tx(ctx context.Context, f func(pgx.Tx) error) error {
 	tx, err := s.pool.Begin(ctx)
@@ -254,17 +330,6 @@ func (s *Sink) tx(ctx context.Context, f func(pgx.Tx) error) error {
 		return err
 	}
 	return tx.Commit(ctx)
-}
-
-func rows(batch []*event.Event) pgx.CopyFromSource {
-	return pgx.CopyFromSlice(len(batch), func(i int) ([]any, error) {
-		e := batch[i]
-		id, err := uuidBytes(e.EventID)
-		if err != nil {
-			return nil, err
-		}
-		return []any{id, e.ReceivedAt, e.Type, string(e.Source), json.RawMessage(e.JSON())}, nil
-	})
 }
 
 func uuidBytes(s string) (pgtype.UUID, error) {
