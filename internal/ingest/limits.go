@@ -1,10 +1,13 @@
 package ingest
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of the memory limits, as documented for MAX_INFLIGHT_BYTES and
@@ -95,18 +98,73 @@ func (p *bufPools) put(b *bodyBuf) {
 // Whatever n, the connections' read and write deadlines, which net/http
 // sets for srv's timeouts, are enforced by a sweeper every quarter second
 // (see sweeper) rather than by a runtime timer re-armed at each set.
-func LimitListener(ln net.Listener, n int, srv *http.Server) net.Listener {
-	return limitListenerSweeping(ln, n, srv, newSweeper(sweepTick, nearDeadline))
+//
+// The connection metrics (see newConnMetrics) are registered on reg; the
+// only error is theirs, and then ln is left as it was.
+func LimitListener(ln net.Listener, n int, srv *http.Server, reg prometheus.Registerer) (net.Listener, error) {
+	s := newSweeper(sweepTick, nearDeadline)
+	m, err := newConnMetrics(reg, n, s)
+	if err != nil {
+		close(s.stop) // it holds no connection: it stops at its next tick
+		return nil, err
+	}
+	return limitListenerSweeping(ln, n, srv, s, m), nil
 }
 
-// limitListenerSweeping is LimitListener with the sweeper s.
-func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper) net.Listener {
+// connMetrics count what the connection limit does. The open connections
+// are the sweeper's, read at each scrape: counting them costs Accept and
+// Close nothing more.
+type connMetrics struct {
+	idleClosed prometheus.Counter // idle keep-alive connections closed to make room
+	waited     prometheus.Counter // connections that waited for a busy one to close
+}
+
+// newConnMetrics registers on reg the metrics of a listener that serves
+// at most n connections (none when n <= 0) and whose connections s holds.
+// Without a limit, gotrack_http_connections_limit is absent and the
+// counters stay 0.
+func newConnMetrics(reg prometheus.Registerer, n int, s *sweeper) (*connMetrics, error) {
+	m := &connMetrics{
+		idleClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gotrack_http_connections_idle_closed_total",
+			Help: "Idle keep-alive ingest connections closed to make room for a new one at MAX_CONNECTIONS.",
+		}),
+		waited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gotrack_http_connections_waited_total",
+			Help: "Ingest connections accepted at MAX_CONNECTIONS with every connection busy, so that they waited for one to close (and the clients after them in the kernel's accept backlog); once per connection.",
+		}),
+	}
+	cs := []prometheus.Collector{m.idleClosed, m.waited,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gotrack_http_connections",
+			Help: "Ingest connections open now, from accept to close: at most MAX_CONNECTIONS being served, plus one accepted that waits for a slot when every one is busy.",
+		}, func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(len(s.conns))
+		})}
+	if n > 0 {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gotrack_http_connections_limit",
+			Help: "MAX_CONNECTIONS: the most ingest connections served at once.",
+		}, func() float64 { return float64(n) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("ingest: connection metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// limitListenerSweeping is LimitListener with the sweeper s, counting in m.
+func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper, m *connMetrics) net.Listener {
 	ln = &sweepListener{Listener: ln, s: s}
 	if n <= 0 {
 		return ln
 	}
 	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}),
-		conns: map[*limitConn]struct{}{}, becameIdle: make(chan struct{}, 1)}
+		conns: map[*limitConn]struct{}{}, becameIdle: make(chan struct{}, 1), m: m}
 	next := srv.ConnState
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
 		// Twice per request: a flag on the connection, no lock. A full
@@ -132,6 +190,7 @@ type limitListener struct {
 	slots     chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	m         *connMetrics
 
 	mu         sync.Mutex
 	conns      map[*limitConn]struct{} // open, each marked when idle between requests
@@ -145,13 +204,22 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	waited := false
 	for {
 		select {
 		case l.slots <- struct{}{}:
 			return l.track(c), nil
 		default:
 		}
-		l.closeIdle()
+		if l.closeIdle() {
+			continue // its slot is free now
+		}
+		// Every connection is busy. becameIdle may fire for one that
+		// became idle long ago and is gone: the wait goes on, counted once.
+		if !waited {
+			waited = true
+			l.m.waited.Inc()
+		}
 		select {
 		case l.slots <- struct{}{}:
 			return l.track(c), nil
@@ -172,9 +240,10 @@ func (l *limitListener) track(c net.Conn) *limitConn {
 	return lc
 }
 
-// closeIdle closes one idle connection, if there is one, to free its slot.
-// At the limit only: it looks through every connection.
-func (l *limitListener) closeIdle() {
+// closeIdle closes one idle connection, if there is one, to free its slot,
+// and reports whether it did. At the limit only: it looks through every
+// connection.
+func (l *limitListener) closeIdle() bool {
 	l.mu.Lock()
 	var victim *limitConn
 	for c := range l.conns {
@@ -184,9 +253,12 @@ func (l *limitListener) closeIdle() {
 		}
 	}
 	l.mu.Unlock()
-	if victim != nil {
-		victim.Close()
+	if victim == nil {
+		return false
 	}
+	victim.Close() // gives its slot back before it returns, whoever closes it first
+	l.m.idleClosed.Inc()
+	return true
 }
 
 func (l *limitListener) Close() error {
