@@ -131,7 +131,7 @@ func newConnMetrics(reg prometheus.Registerer, n int, s *sweeper) (*connMetrics,
 		}),
 		waited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gotrack_http_connections_waited_total",
-			Help: "Ingest connections accepted at MAX_CONNECTIONS with every connection busy, so that they waited for one to close (and the clients after them in the kernel's accept backlog); once per connection.",
+			Help: "Ingest connections accepted at MAX_CONNECTIONS with every connection busy, none idle to close, so that they waited for one to finish (and the clients after them in the kernel's accept backlog); once per connection.",
 		}),
 	}
 	cs := []prometheus.Collector{m.idleClosed, m.waited,
