@@ -137,7 +137,7 @@ func newConnMetrics(reg prometheus.Registerer, n int, s *sweeper) (*connMetrics,
 	cs := []prometheus.Collector{m.idleClosed, m.waited,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gotrack_http_connections",
-			Help: "Ingest connections open now, from accept to close: at most MAX_CONNECTIONS being served, plus one accepted that waits for a slot when every one is busy.",
+			Help: "Ingest connections open now, busy or idle between keep-alive requests: at most MAX_CONNECTIONS.",
 		}, func() float64 {
 			s.mu.Lock()
 			defer s.mu.Unlock()
@@ -159,18 +159,17 @@ func newConnMetrics(reg prometheus.Registerer, n int, s *sweeper) (*connMetrics,
 
 // limitListenerSweeping is LimitListener with the sweeper s, counting in m.
 func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper, m *connMetrics) net.Listener {
-	ln = &sweepListener{Listener: ln, s: s}
 	if n <= 0 {
-		return ln
+		return &sweepListener{Listener: ln, s: s}
 	}
-	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}),
-		conns: map[*limitConn]struct{}{}, becameIdle: make(chan struct{}, 1), m: m}
+	l := &limitListener{Listener: ln, s: s, slots: make(chan struct{}, n), done: make(chan struct{}),
+		becameIdle: make(chan struct{}, 1), m: m}
 	next := srv.ConnState
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
 		// Twice per request: a flag on the connection, no lock. A full
 		// becameIdle takes no lock either.
-		if lc, ok := c.(*limitConn); ok {
-			lc.idle.Store(state == http.StateIdle)
+		if cc, ok := c.(*coarseConn); ok {
+			cc.idle.Store(state == http.StateIdle)
 		}
 		if state == http.StateIdle {
 			select {
@@ -185,16 +184,18 @@ func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper,
 	return l
 }
 
+// limitListener hands out at most cap(slots) connections at once, their
+// deadlines held by a sweeper, which it stops when closed. The sweeper's
+// set of connections is also the set it looks through for an idle one:
+// one wrapper and one lock per connection do for both.
 type limitListener struct {
 	net.Listener
-	slots     chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-	m         *connMetrics
-
-	mu         sync.Mutex
-	conns      map[*limitConn]struct{} // open, each marked when idle between requests
-	becameIdle chan struct{}           // a connection has become idle
+	s          *sweeper
+	slots      chan struct{}
+	done       chan struct{}
+	closeOnce  sync.Once
+	becameIdle chan struct{} // a connection has become idle
+	m          *connMetrics
 }
 
 // Accept takes the next connection from the kernel first, so that it
@@ -208,7 +209,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	for {
 		select {
 		case l.slots <- struct{}{}:
-			return l.track(c), nil
+			return l.s.hold(&coarseConn{Conn: c, s: l.s, slots: l.slots}), nil
 		default:
 		}
 		if l.closeIdle() {
@@ -222,7 +223,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.slots <- struct{}{}:
-			return l.track(c), nil
+			return l.s.hold(&coarseConn{Conn: c, s: l.s, slots: l.slots}), nil
 		case <-l.becameIdle: // close it, and try again
 		case <-l.done:
 			c.Close()
@@ -231,28 +232,19 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// track returns c, holding a slot, as a limitConn of l's.
-func (l *limitListener) track(c net.Conn) *limitConn {
-	lc := &limitConn{Conn: c, l: l}
-	l.mu.Lock()
-	l.conns[lc] = struct{}{}
-	l.mu.Unlock()
-	return lc
-}
-
 // closeIdle closes one idle connection, if there is one, to free its slot,
 // and reports whether it did. At the limit only: it looks through every
 // connection.
 func (l *limitListener) closeIdle() bool {
-	l.mu.Lock()
-	var victim *limitConn
-	for c := range l.conns {
+	l.s.mu.Lock()
+	var victim *coarseConn
+	for c := range l.s.conns {
 		if c.idle.CompareAndSwap(true, false) {
 			victim = c
 			break
 		}
 	}
-	l.mu.Unlock()
+	l.s.mu.Unlock()
 	if victim == nil {
 		return false
 	}
@@ -263,25 +255,9 @@ func (l *limitListener) closeIdle() bool {
 
 func (l *limitListener) Close() error {
 	err := l.Listener.Close()
-	l.closeOnce.Do(func() { close(l.done) })
-	return err
-}
-
-type limitConn struct {
-	net.Conn
-	l    *limitListener
-	idle atomic.Bool // between requests, as srv.ConnState says
-	once sync.Once
-}
-
-// Close closes the connection and gives its slot back, once.
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		delete(c.l.conns, c)
-		c.l.mu.Unlock()
-		<-c.l.slots
+	l.closeOnce.Do(func() {
+		close(l.done)
+		close(l.s.stop)
 	})
 	return err
 }
@@ -290,18 +266,3 @@ func (c *limitConn) Close() error {
 const (
 	ShedInflightBytes = "inflight_bytes" // MAX_INFLIGHT_BYTES was spent
 )
-
-// CloseWrite lets net/http half-close the connection before it closes it
-// whole, as it does with a bare TCP connection, so that a client still
-// sending a body it will not read gets the answer rather than a reset.
-func (c *limitConn) CloseWrite() error { return closeWrite(c.Conn) }
-
-// closeWrite half-closes c, for a wrapper's CloseWrite: net/http looks for
-// the method on the connection it is given, which embedding net.Conn does
-// not provide.
-func closeWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}

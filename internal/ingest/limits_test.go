@@ -371,7 +371,7 @@ func TestConnectionMetrics(t *testing.T) {
 		l.becameIdle <- struct{}{}
 		testkit.Eventually(t, "the listener to look for an idle connection", func() bool { return len(l.becameIdle) == 0 })
 	}
-	want("a fourth waiting, both busy", 3, 1, 1)
+	want("a fourth waiting, both busy", 2, 1, 1)
 
 	// Once the two are done and idle, one is closed for the fourth.
 	releaseOnce()
