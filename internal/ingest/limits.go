@@ -116,7 +116,7 @@ func LimitListener(ln net.Listener, n int, srv *http.Server, reg prometheus.Regi
 // Close nothing more.
 type connMetrics struct {
 	idleClosed prometheus.Counter // idle keep-alive connections closed to make room
-	waited     prometheus.Counter // connections that waited for a busy one to close
+	waited     prometheus.Counter // connections that waited for a busy one to finish
 }
 
 // newConnMetrics registers on reg the metrics of a listener that serves
