@@ -276,6 +276,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		CORSOrigins:      cfg.CORSOrigins,
 		MaxInflightBytes: cfg.MaxInflightBytes,
 		Tracer:           tp.Tracer(),
+		LinkClientTraces: cfg.Tracing.LinkClientTraces,
 		RoutePrefix:      cfg.RoutePrefix,
 	}, norm, pipe, reg, log)
 	if err := step("handler", err); err != nil {
@@ -316,7 +317,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		"ingest_addr", ln.Addr().String(), "metrics", metricsAddr, "sinks", names,
 		"ip_mode", cfg.Privacy.IPMode, "dnt_respect", cfg.Privacy.RespectDNT, "trust_proxy", cfg.Privacy.TrustProxy,
 		"auth_mode", auth.String(), "queue_size", cfg.Pipeline.QueueSize, "queue_full_policy", cfg.Pipeline.FullPolicy, "spool", spoolDesc(cfg),
-		"tracing", cfg.Tracing.TracesURL() != "" && !cfg.Tracing.Disabled,
+		"tracing", cfg.Tracing.TracesURL() != "" && !cfg.Tracing.Disabled, "trace_client_parent", clientParent(cfg.Tracing),
 		"gomaxprocs", runtime.GOMAXPROCS(0), "version", telemetry.Version)
 
 	var runErr error
@@ -470,6 +471,14 @@ func closeSinks(ctx context.Context, outputs []pipeline.Output) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// clientParent is TRACE_CLIENT_PARENT's value, for the started line.
+func clientParent(o tracing.Options) string {
+	if o.LinkClientTraces {
+		return "link"
+	}
+	return "follow"
 }
 
 // reopen makes file sinks reopen their files, after logrotate moved them.

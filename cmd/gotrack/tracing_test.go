@@ -223,6 +223,65 @@ func TestIngestSpans(t *testing.T) {
 	}
 }
 
+// TestClientParentLinked checks TRACE_CLIENT_PARENT=link end to end: the
+// pixel's span starts a trace of GoTrack's own, with a link to the
+// client's span, and the stored event and the log line carry GoTrack's
+// trace, not the client's.
+func TestClientParentLinked(t *testing.T) {
+	rc := otlptest.New(t)
+	eventsPath := filepath.Join(t.TempDir(), "events.ndjson")
+	url, logs, stop := runTraced(t, map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": rc.URL,
+		"OTEL_BSP_SCHEDULE_DELAY":     "20",
+		"OTEL_TRACES_SAMPLER":         "always_on",
+		"TRACE_CLIENT_PARENT":         "link",
+		"LOG_PATH":                    eventsPath,
+	})
+	if code := sendTraced(t, "GET", url+"/px.gif?e=%zz", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	if code := sendTraced(t, "GET", url+"/px.gif?e=pageview", ""); code != http.StatusOK {
+		t.Fatalf("/px.gif answered %d", code)
+	}
+	pixel := rc.WaitSpan(t, "GET /px.gif", func(s *tracepb.Span) bool { return s.Name == "GET /px.gif" })
+	own := otlptest.Hex(pixel.TraceId)
+	if own == clientTrace || len(pixel.ParentSpanId) != 0 {
+		t.Errorf("span in trace %s with parent %x, want a trace of its own", own, pixel.ParentSpanId)
+	}
+	if len(pixel.Links) != 1 || otlptest.Hex(pixel.Links[0].TraceId) != clientTrace || otlptest.Hex(pixel.Links[0].SpanId) != clientSpan {
+		t.Errorf("links %v, want one to the client's span %s/%s", pixel.Links, clientTrace, clientSpan)
+	} else if ts := pixel.Links[0].TraceState; ts != "" {
+		// README: "the OTLP exporter sends the link's trace and span ids, not its tracestate".
+		t.Errorf("the link carries tracestate %q: the README says it does not", ts)
+	}
+	if len(pixel.TraceState) != 0 {
+		t.Errorf("GoTrack's own trace carries tracestate %q, want none", pixel.TraceState)
+	}
+	if !strings.Contains(logs.String(), `"trace_client_parent":"link"`) {
+		t.Errorf("the started line does not say trace_client_parent link:\n%s", logs.String())
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), clientTrace) || !strings.Contains(logs.String(), own) {
+		t.Errorf("want the log line of the invalid event with GoTrack's trace id %s, not the client's:\n%s", own, logs.String())
+	}
+	stored, err := os.ReadFile(eventsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each request has a trace of its own: the event is the second request's.
+	var second string
+	for _, s := range rc.Spans() {
+		if id := otlptest.Hex(s.TraceId); s.Name == "GET /px.gif" && id != own {
+			second = id
+		}
+	}
+	if second == "" || strings.Contains(string(stored), clientTrace) || !strings.Contains(string(stored), `"trace_id":"`+second+`"`) {
+		t.Errorf("stored event %s: want GoTrack's own trace id, not the client's", stored)
+	}
+}
+
 // TestTracingOffByDefault checks that without an endpoint no span is
 // exported, even with OTEL_* settings, and that OTEL_SDK_DISABLED wins.
 func TestTracingOffByDefault(t *testing.T) {

@@ -425,6 +425,14 @@ func settings(c *Config) []setting {
 	add("METRICS_MAX_SCRAPES", "4", "concurrent /metrics requests served; more get 503", integer(&m.MaxScrapes, 1, 1000))
 	add("METRICS_SCRAPE_TIMEOUT", "10s", "time limit of one /metrics response", duration(&m.ScrapeTimeout, 100*time.Millisecond, 5*time.Minute))
 	s = append(s, otelSettings(&c.Tracing)...)
+	add("TRACE_CLIENT_PARENT", "follow", "an ingest request's traceparent: follow (its span is the client span's child, in the client's trace, sampled as the client says under the parentbased_* samplers) or link (a trace of GoTrack's own, sampled by GoTrack alone, with a link to the client's span); link where the ingest API is public", func(v string) error {
+		switch v {
+		case "follow", "link":
+			c.Tracing.LinkClientTraces = v == "link"
+			return nil
+		}
+		return errors.New("want follow or link")
+	})
 	return s
 }
 

@@ -86,7 +86,7 @@ func otelSettings(o *tracing.Options) []setting {
 		}
 		return nil
 	})
-	add("OTEL_TRACES_SAMPLER", tracing.DefaultSampler, "sampler: parentbased_traceidratio (a client's sampled traceparent is followed, other traces are sampled at OTEL_TRACES_SAMPLER_ARG), traceidratio, always_on, always_off, parentbased_always_on, parentbased_always_off", func(v string) error {
+	add("OTEL_TRACES_SAMPLER", tracing.DefaultSampler, "sampler: parentbased_traceidratio (a client's sampled traceparent is followed unless TRACE_CLIENT_PARENT=link, other traces are sampled at OTEL_TRACES_SAMPLER_ARG), traceidratio, always_on, always_off, parentbased_always_on, parentbased_always_off", func(v string) error {
 		if !slices.Contains(tracing.Samplers, v) {
 			return errors.New("is not a sampler GoTrack knows; want one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio")
 		}

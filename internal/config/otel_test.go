@@ -132,3 +132,29 @@ func TestTracingHeadersValid(t *testing.T) {
 		t.Errorf("valid headers refused: %v", err)
 	}
 }
+
+// TestTraceClientParent: TRACE_CLIENT_PARENT is follow (the default, also
+// when empty) or link, spelled exactly; any other value is a problem listed
+// with the others.
+func TestTraceClientParent(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "follow": false, "link": true} {
+		c, err := Load(env("TRACE_CLIENT_PARENT", v))
+		if err != nil {
+			t.Fatalf("TRACE_CLIENT_PARENT=%q: %v", v, err)
+		}
+		if c.Tracing.LinkClientTraces != want {
+			t.Errorf("TRACE_CLIENT_PARENT=%q: LinkClientTraces=%v, want %v", v, c.Tracing.LinkClientTraces, want)
+		}
+	}
+	for _, v := range []string{"LINK", " link", "link ", "links", "true"} {
+		_, err := Load(env("TRACE_CLIENT_PARENT", v, "QUEUE_SIZE", "ten"))
+		var ce *Error
+		if !errors.As(err, &ce) || len(ce.Problems) != 2 {
+			t.Errorf("TRACE_CLIENT_PARENT=%q with a bad QUEUE_SIZE: %v, want both problems", v, err)
+			continue
+		}
+		if want := `TRACE_CLIENT_PARENT="` + v + `" (environment): want follow or link`; !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

@@ -55,6 +55,11 @@ type Options struct {
 	// Tracer, when not nil, gives each /px.gif and /collect request a
 	// server span; nil (tracing off) costs nothing.
 	Tracer trace.Tracer
+	// LinkClientTraces starts each request span in a new trace, linked to
+	// the span of the client's traceparent instead of joining its trace
+	// (TRACE_CLIENT_PARENT=link): the sampler then decides alone, on a
+	// trace id GoTrack chose.
+	LinkClientTraces bool
 }
 
 // Validate reports every option out of range at once.

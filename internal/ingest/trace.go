@@ -71,7 +71,8 @@ type spanState struct {
 // duration histogram sees the span for its exemplar. Each request to an
 // ingest route (see tracedRoute) gets a server span named by method and
 // route ("POST /collect", "GET /px.gif", "POST /v1/batch"), joining the
-// trace of a traceparent/tracestate the client sent; other requests
+// trace of a traceparent/tracestate the client sent, or linked to it (see
+// startSpan); other requests
 // (health checks, errors) get none. With tracing off it returns h itself,
 // so the request path is unchanged. The span's attributes are the method,
 // route, scheme, protocol version and status, and the event counts: never
@@ -90,7 +91,7 @@ func (s *server) traced(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		ctx, span := s.tracer.Start(tracing.Extract(r.Context(), r.Header), name, serverSpan...)
+		ctx, span := s.startSpan(r, name)
 		defer span.End()
 		if !span.IsRecording() {
 			h.ServeHTTP(w, r.WithContext(ctx))
@@ -119,6 +120,27 @@ func (s *server) traced(h http.Handler) http.Handler {
 			span.SetStatus(codes.Error, http.StatusText(st.status))
 		}
 	})
+}
+
+// startSpan starts r's server span: in the trace of the client's
+// traceparent, or with Options.LinkClientTraces in a trace of its own,
+// linked to the client's span, so that a client's sampled flag and trace
+// id cannot make GoTrack trace (and export) every one of its requests.
+// Linking, the traceparent and tracestate are read only once the sampler
+// has kept the span: a request it leaves out costs what one without a
+// traceparent does, whatever the client sends. (GoTrack's samplers do not
+// look at links, so adding the link after the start changes no decision.)
+func (s *server) startSpan(r *http.Request, name string) (context.Context, trace.Span) {
+	if !s.opts.LinkClientTraces {
+		return s.tracer.Start(tracing.Extract(r.Context(), r.Header), name, serverSpan...)
+	}
+	ctx, span := s.tracer.Start(r.Context(), name, serverSpan...)
+	if span.IsRecording() {
+		if client := trace.SpanContextFromContext(tracing.Extract(r.Context(), r.Header)); client.IsValid() {
+			span.AddLink(trace.Link{SpanContext: client})
+		}
+	}
+	return ctx, span
 }
 
 // exemplar is the duration histogram's exemplar source: the sampled

@@ -65,6 +65,11 @@ type Options struct {
 	Resource                  []attribute.KeyValue // OTEL_RESOURCE_ATTRIBUTES
 	Sampler                   string               // OTEL_TRACES_SAMPLER
 	SamplerArg                float64              // OTEL_TRACES_SAMPLER_ARG
+	// LinkClientTraces (TRACE_CLIENT_PARENT=link) starts each ingest
+	// request's span in a trace of its own, linked to the span of the
+	// client's traceparent rather than its child: the client's sampled
+	// flag and trace id no longer decide whether GoTrack traces it.
+	LinkClientTraces bool
 	// Batch span processor (OTEL_BSP_*); zero leaves the SDK's default.
 	BatchDelay, ExportTimeout time.Duration
 	MaxQueue, MaxExportBatch  int
