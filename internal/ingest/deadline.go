@@ -218,8 +218,13 @@ func (c *coarseConn) expire(now int64) {
 // Close closes the connection; the first time, it leaves the sweeper and
 // gives its slot back, before any Close returns.
 func (c *coarseConn) Close() error {
-	var err error
-	first := false
+	_, err := c.close()
+	return err
+}
+
+// close is Close that also reports whether this call closed the
+// connection, rather than waiting for another that did.
+func (c *coarseConn) close() (first bool, err error) {
 	c.closeOnce.Do(func() {
 		first = true
 		c.s.mu.Lock()
@@ -231,9 +236,9 @@ func (c *coarseConn) Close() error {
 		}
 	})
 	if !first {
-		return c.Conn.Close()
+		return false, c.Conn.Close()
 	}
-	return err
+	return true, err
 }
 
 // CloseWrite lets net/http half-close the connection before it closes it

@@ -248,8 +248,12 @@ func (l *limitListener) closeIdle() bool {
 	if victim == nil {
 		return false
 	}
-	victim.Close() // gives its slot back before it returns, whoever closes it first
-	l.m.idleClosed.Inc()
+	// Close gives the slot back before it returns, whoever closes it
+	// first; only a close of this call's counts (net/http may be closing
+	// it for its idle timeout at the same moment).
+	if first, _ := victim.close(); first {
+		l.m.idleClosed.Inc()
+	}
 	return true
 }
 
