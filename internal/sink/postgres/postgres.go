@@ -160,6 +160,11 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		return nil, errors.New("postgres: the DSN is not valid") // Validate said more
 	}
 	cfg.MaxConns = o.MaxConns
+	// The server casts the staging table's timestamptz to a received_at of
+	// type timestamp or date in the session's time zone; pgx encodes the
+	// COPY's in UTC, the events' zone. The same zone for both (a startup
+	// parameter, which PgBouncer keeps per client too).
+	cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
 	cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		_, err := c.Exec(ctx, `CREATE TEMPORARY TABLE IF NOT EXISTS `+staging+` (
