@@ -295,9 +295,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		}
 		metricsAddr = metrics.Scheme() + "://" + metrics.Addr() + "/metrics"
 	}
+	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
 	ln, err = net.Listen("tcp", cfg.ServerAddr)
 	if err != nil {
 		err = fmt.Errorf("ingest listener: listen on SERVER_ADDR=%s: %w", cfg.ServerAddr, err)
+	} else if limited, lerr := ingest.LimitListener(ln, cfg.MaxConnections, srv, reg); lerr != nil {
+		err = fmt.Errorf("ingest listener: %w", lerr) // ln, still bare, is closed below
+	} else {
+		ln = limited
 	}
 	if err := step("ingest listener", err); err != nil {
 		return err
@@ -305,8 +310,6 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	started = true
 	pipe.Start()
-	srv := ingest.NewServer(cfg.ServerAddr, handler, log)
-	ln = ingest.LimitListener(ln, cfg.MaxConnections, srv)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 

@@ -95,8 +95,10 @@ func (s *sweeper) sweep(now int64) bool {
 }
 
 // wrap returns c with its deadlines held by s, until it is closed.
-func (s *sweeper) wrap(c net.Conn) *coarseConn {
-	cc := &coarseConn{Conn: c, s: s}
+func (s *sweeper) wrap(c net.Conn) *coarseConn { return s.hold(&coarseConn{Conn: c, s: s}) }
+
+// hold holds cc's deadlines, until it is closed, and returns it.
+func (s *sweeper) hold(cc *coarseConn) *coarseConn {
 	s.mu.Lock()
 	s.conns[cc] = struct{}{}
 	if !s.running { // stopped with nothing to hold, and given more
@@ -108,7 +110,7 @@ func (s *sweeper) wrap(c net.Conn) *coarseConn {
 }
 
 // sweepListener hands out its connections with their deadlines held by a
-// sweeper, which it stops when closed.
+// sweeper, which it stops when closed: LimitListener's without a limit.
 type sweepListener struct {
 	net.Listener
 	s        *sweeper
@@ -129,10 +131,14 @@ func (l *sweepListener) Close() error {
 	return err
 }
 
-// coarseConn is a connection whose deadlines a sweeper holds.
+// coarseConn is a connection whose deadlines a sweeper holds. Under
+// LimitListener, it also holds one of the listener's slots, and is marked
+// idle between requests.
 type coarseConn struct {
 	net.Conn
 	s         *sweeper
+	slots     chan struct{} // the limit's, one of which it holds; nil for none
+	idle      atomic.Bool   // between requests, as the http.Server's ConnState says
 	closeOnce sync.Once
 
 	mu          sync.Mutex
@@ -209,14 +215,35 @@ func (c *coarseConn) expire(now int64) {
 	}
 }
 
+// Close closes the connection; the first time, it leaves the sweeper and
+// gives its slot back, before any Close returns.
 func (c *coarseConn) Close() error {
+	var err error
+	first := false
 	c.closeOnce.Do(func() {
+		first = true
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
+		err = c.Conn.Close()
+		if c.slots != nil {
+			<-c.slots
+		}
 	})
-	return c.Conn.Close()
+	if !first {
+		return c.Conn.Close()
+	}
+	return err
 }
 
-// CloseWrite: see limitConn's.
-func (c *coarseConn) CloseWrite() error { return closeWrite(c.Conn) }
+// CloseWrite lets net/http half-close the connection before it closes it
+// whole, as it does with a bare TCP connection, so that a client still
+// sending a body it will not read gets the answer rather than a reset.
+// net/http looks for the method on the connection it is given, which
+// embedding net.Conn does not provide.
+func (c *coarseConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

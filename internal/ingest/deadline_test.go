@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gotrack/gotrack/internal/testkit"
 )
 
@@ -184,7 +186,8 @@ func TestListenerTimeouts(t *testing.T) {
 				ReadHeaderTimeout: 100 * time.Millisecond, ReadTimeout: 200 * time.Millisecond,
 				WriteTimeout: 200 * time.Millisecond, IdleTimeout: 100 * time.Millisecond,
 			}
-			ln := limitListenerSweeping(inner, limit, srv, newSweeper(10*time.Millisecond, 0))
+			s := newSweeper(10*time.Millisecond, 0)
+			ln := limitListenerSweeping(inner, limit, srv, s, mustConnMetrics(t, prometheus.NewRegistry(), limit, s))
 			go srv.Serve(ln)
 			t.Cleanup(func() { srv.Close() })
 			dial := func() net.Conn {

@@ -1,10 +1,13 @@
 package ingest
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of the memory limits, as documented for MAX_INFLIGHT_BYTES and
@@ -95,24 +98,78 @@ func (p *bufPools) put(b *bodyBuf) {
 // Whatever n, the connections' read and write deadlines, which net/http
 // sets for srv's timeouts, are enforced by a sweeper every quarter second
 // (see sweeper) rather than by a runtime timer re-armed at each set.
-func LimitListener(ln net.Listener, n int, srv *http.Server) net.Listener {
-	return limitListenerSweeping(ln, n, srv, newSweeper(sweepTick, nearDeadline))
+//
+// The connection metrics (see newConnMetrics) are registered on reg; the
+// only error is theirs, and then ln is left as it was.
+func LimitListener(ln net.Listener, n int, srv *http.Server, reg prometheus.Registerer) (net.Listener, error) {
+	s := newSweeper(sweepTick, nearDeadline)
+	m, err := newConnMetrics(reg, n, s)
+	if err != nil {
+		close(s.stop) // it holds no connection: it stops at its next tick
+		return nil, err
+	}
+	return limitListenerSweeping(ln, n, srv, s, m), nil
 }
 
-// limitListenerSweeping is LimitListener with the sweeper s.
-func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper) net.Listener {
-	ln = &sweepListener{Listener: ln, s: s}
-	if n <= 0 {
-		return ln
+// connMetrics count what the connection limit does. The open connections
+// are the sweeper's, read at each scrape: counting them costs Accept and
+// Close nothing more.
+type connMetrics struct {
+	idleClosed prometheus.Counter // idle keep-alive connections closed to make room
+	waited     prometheus.Counter // connections that waited for a busy one to finish
+}
+
+// newConnMetrics registers on reg the metrics of a listener that serves
+// at most n connections (none when n <= 0) and whose connections s holds.
+// Without a limit, gotrack_http_connections_limit is absent and the
+// counters stay 0.
+func newConnMetrics(reg prometheus.Registerer, n int, s *sweeper) (*connMetrics, error) {
+	m := &connMetrics{
+		idleClosed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gotrack_http_connections_idle_closed_total",
+			Help: "Idle keep-alive ingest connections closed to make room for a new one at MAX_CONNECTIONS.",
+		}),
+		waited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gotrack_http_connections_waited_total",
+			Help: "Ingest connections accepted at MAX_CONNECTIONS with every connection busy, none idle to close, so that they waited for one to finish (and the clients after them in the kernel's accept backlog); once per connection.",
+		}),
 	}
-	l := &limitListener{Listener: ln, slots: make(chan struct{}, n), done: make(chan struct{}),
-		conns: map[*limitConn]struct{}{}, becameIdle: make(chan struct{}, 1)}
+	cs := []prometheus.Collector{m.idleClosed, m.waited,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gotrack_http_connections",
+			Help: "Ingest connections open now, busy or idle between keep-alive requests: at most MAX_CONNECTIONS.",
+		}, func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(len(s.conns))
+		})}
+	if n > 0 {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gotrack_http_connections_limit",
+			Help: "MAX_CONNECTIONS: the most ingest connections served at once.",
+		}, func() float64 { return float64(n) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("ingest: connection metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// limitListenerSweeping is LimitListener with the sweeper s, counting in m.
+func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper, m *connMetrics) net.Listener {
+	if n <= 0 {
+		return &sweepListener{Listener: ln, s: s}
+	}
+	l := &limitListener{Listener: ln, s: s, slots: make(chan struct{}, n), done: make(chan struct{}),
+		becameIdle: make(chan struct{}, 1), m: m}
 	next := srv.ConnState
 	srv.ConnState = func(c net.Conn, state http.ConnState) {
 		// Twice per request: a flag on the connection, no lock. A full
 		// becameIdle takes no lock either.
-		if lc, ok := c.(*limitConn); ok {
-			lc.idle.Store(state == http.StateIdle)
+		if cc, ok := c.(*coarseConn); ok {
+			cc.idle.Store(state == http.StateIdle)
 		}
 		if state == http.StateIdle {
 			select {
@@ -127,15 +184,18 @@ func limitListenerSweeping(ln net.Listener, n int, srv *http.Server, s *sweeper)
 	return l
 }
 
+// limitListener hands out at most cap(slots) connections at once, their
+// deadlines held by a sweeper, which it stops when closed. The sweeper's
+// set of connections is also the set it looks through for an idle one:
+// one wrapper and one lock per connection do for both.
 type limitListener struct {
 	net.Listener
-	slots     chan struct{}
-	done      chan struct{}
-	closeOnce sync.Once
-
-	mu         sync.Mutex
-	conns      map[*limitConn]struct{} // open, each marked when idle between requests
-	becameIdle chan struct{}           // a connection has become idle
+	s          *sweeper
+	slots      chan struct{}
+	done       chan struct{}
+	closeOnce  sync.Once
+	becameIdle chan struct{} // a connection has become idle
+	m          *connMetrics
 }
 
 // Accept takes the next connection from the kernel first, so that it
@@ -145,16 +205,25 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	waited := false
 	for {
 		select {
 		case l.slots <- struct{}{}:
-			return l.track(c), nil
+			return l.s.hold(&coarseConn{Conn: c, s: l.s, slots: l.slots}), nil
 		default:
 		}
-		l.closeIdle()
+		if l.closeIdle() {
+			continue // its slot is free now
+		}
+		// Every connection is busy. becameIdle may fire for one that
+		// became idle long ago and is gone: the wait goes on, counted once.
+		if !waited {
+			waited = true
+			l.m.waited.Inc()
+		}
 		select {
 		case l.slots <- struct{}{}:
-			return l.track(c), nil
+			return l.s.hold(&coarseConn{Conn: c, s: l.s, slots: l.slots}), nil
 		case <-l.becameIdle: // close it, and try again
 		case <-l.done:
 			c.Close()
@@ -163,53 +232,32 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// track returns c, holding a slot, as a limitConn of l's.
-func (l *limitListener) track(c net.Conn) *limitConn {
-	lc := &limitConn{Conn: c, l: l}
-	l.mu.Lock()
-	l.conns[lc] = struct{}{}
-	l.mu.Unlock()
-	return lc
-}
-
-// closeIdle closes one idle connection, if there is one, to free its slot.
-// At the limit only: it looks through every connection.
-func (l *limitListener) closeIdle() {
-	l.mu.Lock()
-	var victim *limitConn
-	for c := range l.conns {
+// closeIdle closes one idle connection, if there is one, to free its slot,
+// and reports whether it did. At the limit only: it looks through every
+// connection.
+func (l *limitListener) closeIdle() bool {
+	l.s.mu.Lock()
+	var victim *coarseConn
+	for c := range l.s.conns {
 		if c.idle.CompareAndSwap(true, false) {
 			victim = c
 			break
 		}
 	}
-	l.mu.Unlock()
-	if victim != nil {
-		victim.Close()
+	l.s.mu.Unlock()
+	if victim == nil {
+		return false
 	}
+	victim.Close() // gives its slot back before it returns, whoever closes it first
+	l.m.idleClosed.Inc()
+	return true
 }
 
 func (l *limitListener) Close() error {
 	err := l.Listener.Close()
-	l.closeOnce.Do(func() { close(l.done) })
-	return err
-}
-
-type limitConn struct {
-	net.Conn
-	l    *limitListener
-	idle atomic.Bool // between requests, as srv.ConnState says
-	once sync.Once
-}
-
-// Close closes the connection and gives its slot back, once.
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		delete(c.l.conns, c)
-		c.l.mu.Unlock()
-		<-c.l.slots
+	l.closeOnce.Do(func() {
+		close(l.done)
+		close(l.s.stop)
 	})
 	return err
 }
@@ -218,18 +266,3 @@ func (c *limitConn) Close() error {
 const (
 	ShedInflightBytes = "inflight_bytes" // MAX_INFLIGHT_BYTES was spent
 )
-
-// CloseWrite lets net/http half-close the connection before it closes it
-// whole, as it does with a bare TCP connection, so that a client still
-// sending a body it will not read gets the answer rather than a reset.
-func (c *limitConn) CloseWrite() error { return closeWrite(c.Conn) }
-
-// closeWrite half-closes c, for a wrapper's CloseWrite: net/http looks for
-// the method on the connection it is given, which embedding net.Conn does
-// not provide.
-func closeWrite(c net.Conn) error {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}

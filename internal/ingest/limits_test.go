@@ -11,14 +11,17 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/gotrack/gotrack/internal/event"
 	"github.com/gotrack/gotrack/internal/pipeline"
 	"github.com/gotrack/gotrack/internal/source"
+	"github.com/gotrack/gotrack/internal/testkit"
 )
 
 // serve runs the fixture's handler behind the ingest listener's real
@@ -165,7 +168,10 @@ func TestLimitListener(t *testing.T) {
 		}
 		io.WriteString(w, "ok")
 	})}
-	ln := LimitListener(inner, 2, srv)
+	ln, err := LimitListener(inner, 2, srv, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
 	go srv.Serve(ln)
 	defer srv.Close()
 	addr := inner.Addr().String()
@@ -232,6 +238,214 @@ func TestLimitListener(t *testing.T) {
 	if err := <-fourthDone; err != nil {
 		t.Fatalf("fourth connection, once the others were done: %v", err)
 	}
+}
+
+// TestConnectionMetrics: over real connections at MAX_CONNECTIONS=2,
+// gotrack_http_connections follows the connections as they open and
+// close, an idle keep-alive connection closed to make room counts in
+// gotrack_http_connections_idle_closed_total, and a connection that waits
+// because both are busy counts once in gotrack_http_connections_waited_total,
+// however often the listener wakes up while it waits.
+func TestConnectionMetrics(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, entered := make(chan struct{}), make(chan struct{}, 2)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			entered <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	})}
+	// Which connections net/http holds idle: as LimitListener's hook,
+	// called after it, has seen them. A response read by its client may
+	// come before its connection is marked idle.
+	var mu sync.Mutex
+	states := map[net.Conn]http.ConnState{}
+	srv.ConnState = func(c net.Conn, state http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		states[c] = state
+		if state == http.StateClosed || state == http.StateHijacked {
+			delete(states, c)
+		}
+	}
+	idleNow := func(n int) {
+		t.Helper()
+		testkit.Eventually(t, fmt.Sprint(n, " connections to be idle"), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			idle := 0
+			for _, s := range states {
+				if s == http.StateIdle {
+					idle++
+				}
+			}
+			return idle == n
+		})
+	}
+	reg := prometheus.NewRegistry()
+	ln, err := LimitListener(inner, 2, srv, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce) // before srv.Close, should the test stop early
+
+	var clients []net.Conn // every one this test opened
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(failWithin)) // a bound on a failure
+		t.Cleanup(func() { c.Close() })
+		clients = append(clients, c)
+		return c
+	}
+	get := func(c net.Conn, path string) error {
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	want := func(when string, open, idleClosed, waited float64) {
+		t.Helper()
+		got := [3]float64{metricValue(t, reg, "gotrack_http_connections"),
+			metricValue(t, reg, "gotrack_http_connections_idle_closed_total"),
+			metricValue(t, reg, "gotrack_http_connections_waited_total")}
+		if got != [3]float64{open, idleClosed, waited} {
+			t.Errorf("%s: open, idle closed, waited = %v, want %v", when, got, [3]float64{open, idleClosed, waited})
+		}
+	}
+	if v := metricValue(t, reg, "gotrack_http_connections_limit"); v != 2 {
+		t.Errorf("gotrack_http_connections_limit = %v, want 2", v)
+	}
+	want("at start", 0, 0, 0)
+
+	// Opened, even before a request; then one left idle, one busy.
+	idle := dial()
+	testkit.Eventually(t, "the first connection to be counted", func() bool {
+		return metricValue(t, reg, "gotrack_http_connections") == 1
+	})
+	if err := get(idle, "/"); err != nil {
+		t.Fatal(err)
+	}
+	idleNow(1)
+	busy := dial()
+	busyDone := make(chan error, 1)
+	go func() { busyDone <- get(busy, "/block") }()
+	<-entered
+	want("one idle, one busy", 2, 0, 0)
+
+	// A third client is served by closing the idle one: no wait.
+	third := dial()
+	if err := get(third, "/"); err != nil {
+		t.Fatal(err)
+	}
+	want("the idle one closed for a third", 2, 1, 0)
+
+	// Both busy: a fourth waits, counted once however often the listener
+	// is woken while it waits (as by a connection that became idle and is
+	// gone, or busy again, by the time the listener looks).
+	thirdDone := make(chan error, 1)
+	go func() { thirdDone <- get(third, "/block") }()
+	<-entered
+	fourth := dial()
+	fourthDone := make(chan error, 1)
+	go func() { fourthDone <- get(fourth, "/") }()
+	testkit.Eventually(t, "the fourth connection to wait", func() bool {
+		return metricValue(t, reg, "gotrack_http_connections_waited_total") > 0
+	})
+	l := ln.(*limitListener)
+	for range 3 {
+		l.becameIdle <- struct{}{}
+		testkit.Eventually(t, "the listener to look for an idle connection", func() bool { return len(l.becameIdle) == 0 })
+	}
+	want("a fourth waiting, both busy", 2, 1, 1)
+
+	// Once the two are done and idle, one is closed for the fourth.
+	releaseOnce()
+	for _, done := range []chan error{busyDone, thirdDone, fourthDone} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("the fourth served", 2, 2, 1)
+
+	// A second episode of waiting counts again: the fourth busy, a sixth
+	// served by closing the idle one left, and busy, then a fifth waits.
+	release = make(chan struct{})
+	releaseOnce = sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	go func() { busyDone <- get(fourth, "/block") }()
+	<-entered
+	idleNow(1)
+	sixth := dial()
+	go func() { thirdDone <- get(sixth, "/block") }()
+	<-entered
+	want("the last idle one closed for a sixth", 2, 3, 1)
+	fifth := dial()
+	go func() { fourthDone <- get(fifth, "/") }()
+	testkit.Eventually(t, "the fifth connection to wait", func() bool {
+		return metricValue(t, reg, "gotrack_http_connections_waited_total") == 2
+	})
+	releaseOnce()
+	for _, done := range []chan error{busyDone, thirdDone, fourthDone} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want("the fifth served", 2, 4, 2)
+
+	// Closed by their clients, the connections are counted out.
+	for _, c := range clients {
+		c.Close()
+	}
+	testkit.Eventually(t, "every connection to be counted out", func() bool {
+		return metricValue(t, reg, "gotrack_http_connections") == 0
+	})
+	want("all closed", 0, 4, 2)
+}
+
+// metricValue is the value of the one series of the gauge or counter name.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
+}
+
+// mustConnMetrics registers on reg the metrics of a listener of at most n
+// connections held by s.
+func mustConnMetrics(t testing.TB, reg prometheus.Registerer, n int, s *sweeper) *connMetrics {
+	t.Helper()
+	m, err := newConnMetrics(reg, n, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // TestEveryAnswerIsJSON: what GoTrack's own code answers on the ingest
@@ -364,7 +578,10 @@ func BenchmarkConnState(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := &http.Server{}
-	ln := LimitListener(inner, 16, srv)
+	ln, err := LimitListener(inner, 16, srv, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
 	defer ln.Close()
 	client, err := net.Dial("tcp", inner.Addr().String())
 	if err != nil {

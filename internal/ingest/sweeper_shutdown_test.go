@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gotrack/gotrack/internal/testkit"
 )
 
@@ -37,7 +39,7 @@ func TestShutdownDrainsAndStopsSweeper(t *testing.T) {
 			io.WriteString(w, "ok")
 		})}
 	s := newSweeper(10*time.Millisecond, nearDeadline)
-	ln := limitListenerSweeping(inner, 4, srv, s)
+	ln := limitListenerSweeping(inner, 4, srv, s, mustConnMetrics(t, prometheus.NewRegistry(), 4, s))
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	dial := func() net.Conn {
