@@ -16,19 +16,18 @@ import (
 // turnConn counts round trips: each read that follows a write.
 type turnConn struct {
 	net.Conn
-	wrote         bool
+	wrote         atomic.Bool // Write and Read run on different goroutines when pgx pipelines
 	turns, writes *atomic.Int64
 }
 
 func (c *turnConn) Write(p []byte) (int, error) {
-	c.wrote = true
+	c.wrote.Store(true)
 	c.writes.Add(1)
 	return c.Conn.Write(p)
 }
 func (c *turnConn) Read(p []byte) (int, error) {
-	if c.wrote {
+	if c.wrote.Swap(false) {
 		c.turns.Add(1)
-		c.wrote = false
 	}
 	return c.Conn.Read(p)
 }
