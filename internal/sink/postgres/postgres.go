@@ -376,6 +376,7 @@ func classify(op string, err error) error {
 	wrapped := fmt.Errorf("postgres: %s: %w", op, err)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
+		wrapped = fmt.Errorf("postgres: %s: %w", op, withoutValues(pe))
 		switch {
 		case strings.HasPrefix(pe.Code, "22"), // data exception: invalid text, bad JSON escape, out of range
 			strings.HasPrefix(pe.Code, "23") && pe.Code != notNullViolation, // integrity constraint violation
@@ -395,6 +396,24 @@ func classify(op string, err error) error {
 		return err
 	}
 	return wrapped
+}
+
+// quoted is a double-quoted span of a server message.
+var quoted = regexp.MustCompile(`"[^"]*"`)
+
+// withoutValues is a copy of the server's error without the parts that can
+// quote event data, which would reach the logs and the dead-letter file:
+// the detail, hint and context fields always (a unique violation's detail
+// quotes the key), and, for a data exception (class 22, such as an enum
+// refusing an event's type), the double-quoted spans of the message. Other
+// messages quote only names (`column "source" does not exist`) and stay.
+func withoutValues(pe *pgconn.PgError) *pgconn.PgError {
+	c := *pe
+	c.Detail, c.Hint, c.Where, c.InternalQuery = "", "", "", ""
+	if strings.HasPrefix(c.Code, "22") {
+		c.Message = quoted.ReplaceAllString(c.Message, `"…"`)
+	}
+	return &c
 }
 
 // Ping reports whether the server answers.
