@@ -33,6 +33,10 @@ var columns = []string{"event_id", "received_at", "type", "source", "payload"}
 // payloadKind is how a batch is encoded for the table's column types.
 type payloadKind int32
 
+// unknownKind is the encoding before any description: Open could not
+// lock the table (see Open).
+const unknownKind payloadKind = -1
+
 const (
 	slowPath     payloadKind = iota // other column types: each value converted by pgx's type map
 	payloadJSONB                    // the migrations' types: payload jsonb, a version byte, then the JSON text
@@ -45,6 +49,8 @@ func (k payloadKind) String() string {
 		return "binary COPY, payload jsonb"
 	case payloadJSON:
 		return "binary COPY, payload json"
+	case unknownKind:
+		return "not yet described"
 	}
 	return "binary COPY, each value converted by pgx to its column's type"
 }
@@ -110,6 +116,41 @@ type converter struct {
 	cols []pgconn.FieldDescription
 }
 
+// newConverter returns the converter for the columns cols, or an error
+// that is not permanent when their types cannot hold any event: an array
+// (pgx would spread the payload's bytes over one, a number each), or an
+// event_id too short for a UUID's 36 characters. The server would take
+// the first and refuse every event of the second as too long, a rejection
+// that dead-letters the stream.
+func newConverter(m *pgtype.Map, cols []pgconn.FieldDescription) (*converter, error) {
+	c := &converter{m: m, cols: cols}
+	for i, col := range cols {
+		if t, ok := m.TypeForOID(col.DataTypeOID); ok {
+			if _, array := t.Codec.(*pgtype.ArrayCodec); array {
+				return nil, c.unfit(i)
+			}
+		}
+	}
+	if id := cols[0]; (id.DataTypeOID == pgtype.VarcharOID || id.DataTypeOID == pgtype.BPCharOID) && id.TypeModifier >= 4 && id.TypeModifier-4 < 36 {
+		return nil, c.unfit(0)
+	}
+	return c, nil
+}
+
+// unfit is the error for the column i, whose type cannot hold the events'
+// values. pgx's errors quote the value: event data, kept out of logs.
+func (c *converter) unfit(i int) error {
+	oid := c.cols[i].DataTypeOID
+	typ := fmt.Sprintf("OID %d", oid)
+	if t, ok := c.m.TypeForOID(oid); ok {
+		typ = t.Name
+		if mod := c.cols[i].TypeModifier; (oid == pgtype.VarcharOID || oid == pgtype.BPCharOID) && mod >= 4 {
+			typ += fmt.Sprintf("(%d)", mod-4)
+		}
+	}
+	return fmt.Errorf("the %s cannot be converted to the type of its column, %s", columns[i], typ)
+}
+
 // appendTuple appends e as a tuple of the five columns, each value
 // converted by pgx to its column's type. A value pgx cannot convert
 // fails the batch with an error that is not permanent: the table's types
@@ -120,24 +161,25 @@ func (c *converter) appendTuple(b []byte, e *event.Event) ([]byte, error) {
 		return b, err
 	}
 	b = append(b, 0, byte(len(columns)))
-	for i, v := range [...]any{id, e.ReceivedAt, e.Type, string(e.Source), json.RawMessage(e.JSON())} {
-		at := len(b)
+	var at any = e.ReceivedAt
+	switch c.cols[1].DataTypeOID {
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID:
+		// pgx would write time.Time's String, which PostgreSQL cannot read back.
+		at = e.ReceivedAt.UTC().Format("2006-01-02T15:04:05.999999Z07:00")
+	}
+	for i, v := range [...]any{id, at, e.Type, string(e.Source), json.RawMessage(e.JSON())} {
+		start := len(b)
 		b = append(b, 0, 0, 0, 0)
-		oid := c.cols[i].DataTypeOID
-		out, err := c.m.Encode(oid, pgtype.BinaryFormatCode, v, b)
-		if err != nil { // pgx's error quotes the value: event data, kept out of logs
-			typ := fmt.Sprintf("OID %d", oid)
-			if t, ok := c.m.TypeForOID(oid); ok {
-				typ = t.Name
-			}
-			return b, fmt.Errorf("the %s cannot be converted to the type of its column, %s", columns[i], typ)
+		out, err := c.m.Encode(c.cols[i].DataTypeOID, pgtype.BinaryFormatCode, v, b)
+		if err != nil {
+			return b, c.unfit(i)
 		}
 		if out == nil { // NULL
-			binary.BigEndian.PutUint32(b[at:], 0xffffffff)
+			binary.BigEndian.PutUint32(b[start:], 0xffffffff)
 			continue
 		}
 		b = out
-		binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4))
+		binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
 	}
 	return b, nil
 }

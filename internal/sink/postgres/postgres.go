@@ -160,6 +160,11 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		return nil, errors.New("postgres: the DSN is not valid") // Validate said more
 	}
 	cfg.MaxConns = o.MaxConns
+	// The server casts the staging table's timestamptz to a received_at of
+	// type timestamp or date in the session's time zone; pgx encodes the
+	// COPY's in UTC, the events' zone. The same zone for both (a startup
+	// parameter, which PgBouncer keeps per client too).
+	cfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
 	cfg.ConnConfig.ConnectTimeout = o.ConnectTimeout
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		_, err := c.Exec(ctx, `CREATE TEMPORARY TABLE IF NOT EXISTS `+staging+` (
@@ -195,15 +200,26 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 		return nil, fmt.Errorf("postgres: migrate %s: %w", t, err)
 	}
 	var sd *pgconn.StatementDescription
-	err = s.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) (err error) {
-		sd, err = c.Conn().PgConn().Prepare(ctx, "", s.describe, nil)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) (err error) {
+		// Describing takes the table's lock, which an ALTER TABLE rewriting
+		// a large table may hold for long: rather than fail to start, start
+		// with the encoding unknown, for the first batch to describe.
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '1s'`); err != nil {
+			return err
+		}
+		sd, err = tx.Conn().PgConn().Prepare(ctx, "", s.describe, nil)
 		return err
 	})
-	if err != nil {
+	var pe *pgconn.PgError
+	switch {
+	case err == nil:
+		s.kind.Store(int32(kindOf(sd.Fields)))
+	case errors.As(err, &pe) && pe.Code == lockNotAvailable:
+		s.kind.Store(int32(unknownKind))
+	default:
 		s.pool.Close()
 		return nil, fmt.Errorf("postgres: read the columns of %s: %w", t, err)
 	}
-	s.kind.Store(int32(kindOf(sd.Fields)))
 	return s, nil
 }
 
@@ -251,7 +267,16 @@ func (s *Sink) WriteBatchDedup(ctx context.Context, batch []*event.Event) (dupli
 	return len(batch) - int(inserted), nil
 }
 
-const uniqueViolation = "23505"
+const (
+	uniqueViolation  = "23505"
+	lockNotAvailable = "55P03"
+)
+
+// notNullViolation is never an event's fault: the sink sends no NULL, so
+// the column is one it does not write, added NOT NULL without a default.
+// Permanent, it would dead-letter every event; retried, it waits for the
+// table to be mended.
+const notNullViolation = "23502"
 
 // copyTx copies batch into the table in a transaction of its own, encoded
 // for the column types the server describes at its start (see begin).
@@ -268,13 +293,15 @@ func (s *Sink) copyTx(ctx context.Context, batch []*event.Event) error {
 			return err
 		}
 		kind := kindOf(cols)
-		if old := payloadKind(s.kind.Swap(int32(kind))); old != kind {
+		if old := payloadKind(s.kind.Swap(int32(kind))); old != kind && old != unknownKind {
 			s.log.Warn("postgres table's column types changed; the sink's encoding follows",
 				"table", s.table.Sanitize(), "encoding", kind.String(), "was", old.String())
 		}
 		var types *converter
 		if kind == slowPath {
-			types = &converter{m: c.Conn().TypeMap(), cols: cols}
+			if types, err = newConverter(c.Conn().TypeMap(), cols); err != nil {
+				return err
+			}
 		}
 		if err := copyBinary(ctx, pc, s.copy, kind, types, batch); err != nil {
 			return err
@@ -349,10 +376,11 @@ func classify(op string, err error) error {
 	wrapped := fmt.Errorf("postgres: %s: %w", op, err)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
+		wrapped = fmt.Errorf("postgres: %s: %w", op, withoutValues(pe))
 		switch {
 		case strings.HasPrefix(pe.Code, "22"), // data exception: invalid text, bad JSON escape, out of range
-			strings.HasPrefix(pe.Code, "23"), // integrity constraint violation
-			pe.Code == "54000":               // program limit exceeded, such as a row too large
+			strings.HasPrefix(pe.Code, "23") && pe.Code != notNullViolation, // integrity constraint violation
+			pe.Code == "54000": // program limit exceeded, such as a row too large
 			return sink.Permanent(wrapped)
 		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "57P"): // connection, shutdown
 			return sink.Unavailable(wrapped)
@@ -368,6 +396,24 @@ func classify(op string, err error) error {
 		return err
 	}
 	return wrapped
+}
+
+// quoted is a double-quoted span of a server message.
+var quoted = regexp.MustCompile(`"[^"]*"`)
+
+// withoutValues is a copy of the server's error without the parts that can
+// quote event data, which would reach the logs and the dead-letter file:
+// the detail, hint and context fields always (a unique violation's detail
+// quotes the key), and, for a data exception (class 22, such as an enum
+// refusing an event's type), the double-quoted spans of the message. Other
+// messages quote only names (`column "source" does not exist`) and stay.
+func withoutValues(pe *pgconn.PgError) *pgconn.PgError {
+	c := *pe
+	c.Detail, c.Hint, c.Where, c.InternalQuery = "", "", "", ""
+	if strings.HasPrefix(c.Code, "22") {
+		c.Message = quoted.ReplaceAllString(c.Message, `"…"`)
+	}
+	return &c
 }
 
 // Ping reports whether the server answers.
