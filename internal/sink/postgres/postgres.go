@@ -182,9 +182,8 @@ func Open(ctx context.Context, o Options) (*Sink, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	s.insert = `INSERT INTO ` + t + ` (event_id, received_at, type, source, payload)
-		SELECT event_id, received_at, type, source, payload FROM ` + staging + `
-		ON CONFLICT (event_id) DO NOTHING`
+	cols := strings.Join(columns, ", ")
+	s.insert = `INSERT INTO ` + t + ` (` + cols + `) SELECT ` + cols + ` FROM ` + staging + ` ON CONFLICT (event_id) DO NOTHING`
 
 	ctx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
 	defer cancel()
@@ -373,10 +372,9 @@ func classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	wrapped := fmt.Errorf("postgres: %s: %w", op, err)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		wrapped = fmt.Errorf("postgres: %s: %w", op, withoutValues(pe))
+		wrapped := fmt.Errorf("postgres: %s: %w", op, withoutValues(pe))
 		switch {
 		case strings.HasPrefix(pe.Code, "22"), // data exception: invalid text, bad JSON escape, out of range
 			strings.HasPrefix(pe.Code, "23") && pe.Code != notNullViolation, // integrity constraint violation
@@ -387,6 +385,7 @@ func classify(op string, err error) error {
 		}
 		return wrapped // serialization failures, deadlocks, missing table: worth retrying
 	}
+	wrapped := fmt.Errorf("postgres: %s: %w", op, err)
 	var ce *pgconn.ConnectError
 	var ne net.Error
 	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
